@@ -1,0 +1,16 @@
+//! The unified mall model: JSON Schemas (the source of truth, under `schemas/unified/`),
+//! serde types that mirror them, and validators compiled once per process.
+//!
+//! Every answer Mallgate gives a frontend is built from these types, and every record a
+//! connector maps is validated against its schema before it is cached or merged.
+
+mod identity;
+mod model;
+mod validate;
+
+pub use identity::{gtin14_is_valid, identity_violations};
+pub use model::*;
+pub use validate::{
+    CONNECTOR_SCHEMA_ID, SchemaError, Unified, UnifiedSchema, Violation, connector_schema_document,
+    connector_violations, schema_document, validate_value,
+};

@@ -1,0 +1,647 @@
+//! Schema validation: every schema compiled once from an in-memory registry (no `$ref` is
+//! ever fetched or read from disk), and validation errors rendered as a JSON pointer plus a
+//! plain, lower-case reason that a partner can act on.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{Draft, Registry, ValidationError, Validator};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model;
+
+const UNIFIED_BASE: &str = "https://mallgate.example/schemas/unified/";
+
+/// The `$id` of the connector spec schema.
+pub const CONNECTOR_SCHEMA_ID: &str = "https://mallgate.example/schemas/connector.schema.json";
+
+const CONNECTOR_SCHEMA: &str = include_str!("../connector.schema.json");
+
+/// The unified schema files, by file name. `common` holds shared definitions only.
+const UNIFIED_FILES: &[(&str, &str)] = &[
+    ("common", include_str!("../unified/common.schema.json")),
+    ("money", include_str!("../unified/money.schema.json")),
+    ("weight", include_str!("../unified/weight.schema.json")),
+    ("dimensions", include_str!("../unified/dimensions.schema.json")),
+    ("provenance", include_str!("../unified/provenance.schema.json")),
+    ("address", include_str!("../unified/address.schema.json")),
+    ("location", include_str!("../unified/location.schema.json")),
+    ("offer", include_str!("../unified/offer.schema.json")),
+    ("variant", include_str!("../unified/variant.schema.json")),
+    ("product", include_str!("../unified/product.schema.json")),
+    ("inventory_level", include_str!("../unified/inventory_level.schema.json")),
+    ("parcel", include_str!("../unified/parcel.schema.json")),
+    ("shipping_rate_request", include_str!("../unified/shipping_rate_request.schema.json")),
+    ("shipping_rate", include_str!("../unified/shipping_rate.schema.json")),
+    ("tracking_event", include_str!("../unified/tracking_event.schema.json")),
+    ("tracking", include_str!("../unified/tracking.schema.json")),
+];
+
+/// A schema of the unified model that a value can be validated against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnifiedSchema {
+    Money,
+    Weight,
+    Dimensions,
+    Provenance,
+    Warning,
+    GeoPoint,
+    EventTime,
+    Address,
+    Location,
+    Offer,
+    Variant,
+    Product,
+    InventoryLevel,
+    Parcel,
+    ShippingRateRequest,
+    ShippingRate,
+    TrackingEvent,
+    Tracking,
+}
+
+impl UnifiedSchema {
+    pub const ALL: [UnifiedSchema; 18] = [
+        Self::Money,
+        Self::Weight,
+        Self::Dimensions,
+        Self::Provenance,
+        Self::Warning,
+        Self::GeoPoint,
+        Self::EventTime,
+        Self::Address,
+        Self::Location,
+        Self::Offer,
+        Self::Variant,
+        Self::Product,
+        Self::InventoryLevel,
+        Self::Parcel,
+        Self::ShippingRateRequest,
+        Self::ShippingRate,
+        Self::TrackingEvent,
+        Self::Tracking,
+    ];
+
+    /// A short name: the schema file's stem, or the definition's name for shared definitions.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Money => "money",
+            Self::Weight => "weight",
+            Self::Dimensions => "dimensions",
+            Self::Provenance => "provenance",
+            Self::Warning => "warning",
+            Self::GeoPoint => "geo_point",
+            Self::EventTime => "event_time",
+            Self::Address => "address",
+            Self::Location => "location",
+            Self::Offer => "offer",
+            Self::Variant => "variant",
+            Self::Product => "product",
+            Self::InventoryLevel => "inventory_level",
+            Self::Parcel => "parcel",
+            Self::ShippingRateRequest => "shipping_rate_request",
+            Self::ShippingRate => "shipping_rate",
+            Self::TrackingEvent => "tracking_event",
+            Self::Tracking => "tracking",
+        }
+    }
+
+    /// The schema's URI: a file's `$id`, or a definition inside `common.schema.json`.
+    pub fn uri(self) -> String {
+        match self {
+            Self::Warning | Self::GeoPoint | Self::EventTime => {
+                format!("{UNIFIED_BASE}common.schema.json#/$defs/{}", self.name())
+            }
+            other => format!("{UNIFIED_BASE}{}.schema.json", other.name()),
+        }
+    }
+}
+
+impl fmt::Display for UnifiedSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One thing wrong with a document: where (a JSON pointer) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// JSON pointer (RFC 6901) of the offending value; `""` is the whole document.
+    pub pointer: String,
+    pub reason: String,
+}
+
+impl Violation {
+    pub fn new(pointer: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() {
+            "(document)"
+        } else {
+            &self.pointer
+        };
+        write!(f, "{at}: {}", self.reason)
+    }
+}
+
+fn join(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// The value breaks its schema or the identity rules.
+    #[error("invalid {schema}: {}", join(.violations))]
+    Invalid {
+        schema: UnifiedSchema,
+        violations: Vec<Violation>,
+    },
+    /// The value does not have the shape of its Rust type.
+    #[error("{schema} does not fit its type: {source}")]
+    Shape {
+        schema: UnifiedSchema,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+struct Compiled {
+    /// Parsed schema documents by base URI, to read annotations (`x-message`) and the
+    /// property names an unknown field could have meant.
+    documents: HashMap<String, Value>,
+    unified: HashMap<UnifiedSchema, Validator>,
+    connector: Validator,
+}
+
+fn parse_embedded(text: &str) -> Value {
+    serde_json::from_str(text).expect("embedded schemas are valid JSON; covered by tests")
+}
+
+fn compiled() -> &'static Compiled {
+    static COMPILED: OnceLock<Compiled> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let mut documents = HashMap::new();
+        for (stem, text) in UNIFIED_FILES {
+            documents.insert(
+                format!("{UNIFIED_BASE}{stem}.schema.json"),
+                parse_embedded(text),
+            );
+        }
+        documents.insert(CONNECTOR_SCHEMA_ID.to_owned(), parse_embedded(CONNECTOR_SCHEMA));
+
+        let registry = Registry::new()
+            .draft(Draft::Draft202012)
+            .extend(documents.iter().map(|(uri, doc)| (uri.clone(), doc.clone())))
+            .and_then(|builder| builder.prepare())
+            .expect("embedded schemas form a valid registry; covered by tests");
+        let build = |uri: &str| {
+            jsonschema::options()
+                .with_draft(Draft::Draft202012)
+                .with_registry(&registry)
+                // Belt and braces: even with resolve-http/resolve-file off, refuse any
+                // reference that is not in the registry.
+                .offline()
+                .build(&serde_json::json!({ "$ref": uri }))
+                .unwrap_or_else(|e| panic!("embedded schema {uri} compiles: {e}"))
+        };
+        let unified = UnifiedSchema::ALL
+            .iter()
+            .map(|schema| (*schema, build(&schema.uri())))
+            .collect();
+        let connector = build(CONNECTOR_SCHEMA_ID);
+        Compiled {
+            documents,
+            unified,
+            connector,
+        }
+    })
+}
+
+/// The parsed text of a unified schema file (by stem, e.g. `product`), or of the connector
+/// schema (`connector`).
+pub fn schema_document(stem: &str) -> Option<&'static Value> {
+    let uri = if stem == "connector" {
+        CONNECTOR_SCHEMA_ID.to_owned()
+    } else {
+        format!("{UNIFIED_BASE}{stem}.schema.json")
+    };
+    compiled().documents.get(&uri)
+}
+
+/// The connector spec schema document.
+pub fn connector_schema_document() -> &'static Value {
+    &compiled().documents[CONNECTOR_SCHEMA_ID]
+}
+
+/// Validates a JSON value against a unified schema.
+pub fn validate_value(schema: UnifiedSchema, value: &Value) -> Result<(), SchemaError> {
+    let compiled = compiled();
+    let violations = render(compiled, &compiled.unified[&schema], value);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Invalid { schema, violations })
+    }
+}
+
+/// Every violation of the connector spec schema in `document`, sorted by pointer.
+pub fn connector_violations(document: &Value) -> Vec<Violation> {
+    let compiled = compiled();
+    render(compiled, &compiled.connector, document)
+}
+
+/// A type of the unified model, tied to its schema.
+pub trait Unified: Serialize + DeserializeOwned {
+    const SCHEMA: UnifiedSchema;
+
+    /// Rules beyond the schema (identity); pointers relative to the value.
+    fn extra_violations(&self) -> Vec<Violation> {
+        Vec::new()
+    }
+
+    /// Checks the value against its schema and the identity rules.
+    fn validate(&self) -> Result<(), SchemaError> {
+        let value = serde_json::to_value(self).map_err(|source| SchemaError::Shape {
+            schema: Self::SCHEMA,
+            source,
+        })?;
+        validate_value(Self::SCHEMA, &value)?;
+        let violations = self.extra_violations();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(SchemaError::Invalid {
+                schema: Self::SCHEMA,
+                violations,
+            })
+        }
+    }
+
+    /// Validates a JSON value, then reads it into the type.
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        validate_value(Self::SCHEMA, &value)?;
+        let typed: Self = serde_json::from_value(value).map_err(|source| SchemaError::Shape {
+            schema: Self::SCHEMA,
+            source,
+        })?;
+        let violations = typed.extra_violations();
+        if violations.is_empty() {
+            Ok(typed)
+        } else {
+            Err(SchemaError::Invalid {
+                schema: Self::SCHEMA,
+                violations,
+            })
+        }
+    }
+}
+
+macro_rules! unified {
+    ($($ty:ident => $schema:ident),* $(,)?) => {
+        $(impl Unified for model::$ty { const SCHEMA: UnifiedSchema = UnifiedSchema::$schema; })*
+    };
+}
+
+unified! {
+    Money => Money, Weight => Weight, Dimensions => Dimensions, Provenance => Provenance,
+    Warning => Warning, GeoPoint => GeoPoint, EventTime => EventTime, Address => Address,
+    Location => Location, Offer => Offer, InventoryLevel => InventoryLevel, Parcel => Parcel,
+    ShippingRateRequest => ShippingRateRequest, ShippingRate => ShippingRate,
+    TrackingEvent => TrackingEvent, Tracking => Tracking,
+}
+
+impl Unified for model::Product {
+    const SCHEMA: UnifiedSchema = UnifiedSchema::Product;
+    fn extra_violations(&self) -> Vec<Violation> {
+        crate::identity::identity_violations(self)
+    }
+}
+
+impl Unified for model::Variant {
+    const SCHEMA: UnifiedSchema = UnifiedSchema::Variant;
+    fn extra_violations(&self) -> Vec<Violation> {
+        crate::identity::variant_identity_violations(self)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering: jsonschema's errors -> pointer + plain reason.
+
+/// RFC 6901 escaping of one reference token.
+fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The subschema that holds the failing keyword, found through the error's absolute
+/// keyword location.
+fn keyword_parent<'a>(compiled: &'a Compiled, error: &ValidationError<'_>) -> Option<&'a Value> {
+    let location = error.absolute_keyword_location()?.as_str();
+    let (base, fragment) = location.split_once('#')?;
+    let document = compiled.documents.get(base)?;
+    let pointer = percent_decode(fragment);
+    let parent = pointer.rsplit_once('/').map_or("", |(parent, _)| parent);
+    document.pointer(parent)
+}
+
+fn x_message(parent: Option<&Value>) -> Option<String> {
+    parent?
+        .get("x-message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Property names the subschema declares (directly and in `allOf[*].then`).
+fn declared_properties(parent: Option<&Value>) -> Vec<String> {
+    let Some(parent) = parent else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |schema: &Value| {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            names.extend(props.keys().cloned());
+        }
+    };
+    add(parent);
+    if let Some(all) = parent.get("allOf").and_then(Value::as_array) {
+        for branch in all {
+            if let Some(then) = branch.get("then") {
+                add(then);
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+fn did_you_mean(name: &str, candidates: &[String]) -> String {
+    let best = candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min();
+    match best {
+        Some((_, candidate)) => format!("; did you mean `{candidate}`?"),
+        None => String::new(),
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn list(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(|v| format!("`{}`", short(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn render(compiled: &Compiled, validator: &Validator, instance: &Value) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for error in validator.iter_errors(instance) {
+        render_one(compiled, &error, &mut out);
+    }
+    // A wrong discriminator (`kind`, `style`) makes every sibling field "unknown"; the
+    // discriminator's own error is the one worth reading.
+    let wrong_tags: Vec<String> = out
+        .iter()
+        .filter(|v| v.reason.starts_with("unknown value"))
+        .filter_map(|v| {
+            v.pointer
+                .strip_suffix("/kind")
+                .or_else(|| v.pointer.strip_suffix("/style"))
+                .map(str::to_owned)
+        })
+        .collect();
+    out.retain(|v| {
+        !(v.reason.starts_with("unknown field")
+            && wrong_tags.iter().any(|parent| {
+                v.pointer
+                    .rsplit_once('/')
+                    .is_some_and(|(p, _)| p == parent)
+            }))
+    });
+    out.sort_by(|a, b| a.pointer.cmp(&b.pointer).then(a.reason.cmp(&b.reason)));
+    out.dedup();
+    out
+}
+
+fn render_one(compiled: &Compiled, error: &ValidationError<'_>, out: &mut Vec<Violation>) {
+    let pointer = error.instance_path().as_str().to_owned();
+    let instance = error.instance();
+    let parent = keyword_parent(compiled, error);
+    let reason = match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            let candidates = declared_properties(parent);
+            for name in unexpected {
+                let hint = if name == "version" && pointer.is_empty() {
+                    "; versions are assigned by the server".to_owned()
+                } else {
+                    did_you_mean(name, &candidates)
+                };
+                out.push(Violation::new(
+                    format!("{pointer}/{}", escape_token(name)),
+                    format!("unknown field `{name}`{hint}"),
+                ));
+            }
+            return;
+        }
+        ValidationErrorKind::Required { property } => {
+            format!("missing required field `{}`", short(property))
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => t.to_string(),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!("expected {expected}, found {}", type_name(instance))
+        }
+        ValidationErrorKind::Enum { options } => {
+            let options = options.as_array().map(Vec::as_slice).unwrap_or_default();
+            let hint = match instance.as_str() {
+                Some(text) => did_you_mean(
+                    text,
+                    &options
+                        .iter()
+                        .filter_map(|o| o.as_str().map(str::to_owned))
+                        .collect::<Vec<_>>(),
+                ),
+                None => String::new(),
+            };
+            format!(
+                "unknown value `{}`; expected one of {}{hint}",
+                short(instance),
+                list(options)
+            )
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            format!("expected `{}`", short(expected_value))
+        }
+        ValidationErrorKind::Pattern { pattern } => x_message(parent).unwrap_or_else(|| {
+            format!("`{}` does not match the pattern `{pattern}`", short(instance))
+        }),
+        ValidationErrorKind::FalseSchema => x_message(parent)
+            .unwrap_or_else(|| "this field is not allowed here".to_owned()),
+        ValidationErrorKind::MinLength { limit } => {
+            if *limit == 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must be at least {limit} characters long")
+            }
+        }
+        ValidationErrorKind::MaxLength { limit } => format!(
+            "must be at most {limit} characters long (found {})",
+            instance.as_str().map_or(0, |s| s.chars().count())
+        ),
+        ValidationErrorKind::Minimum { limit } => format!("must be at least {limit}"),
+        ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
+        ValidationErrorKind::ExclusiveMinimum { limit } => format!("must be greater than {limit}"),
+        ValidationErrorKind::ExclusiveMaximum { limit } => format!("must be less than {limit}"),
+        ValidationErrorKind::MinItems { limit } => {
+            if *limit == 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must have at least {limit} items")
+            }
+        }
+        ValidationErrorKind::MaxItems { limit } => format!("must have at most {limit} items"),
+        ValidationErrorKind::MinProperties { limit } => {
+            if *limit == 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("must have at least {limit} fields")
+            }
+        }
+        ValidationErrorKind::MaxProperties { limit } => format!("must have at most {limit} fields"),
+        ValidationErrorKind::UniqueItems => "items must be unique".to_owned(),
+        ValidationErrorKind::PropertyNames { error } => {
+            let name = short(error.instance());
+            let reason = x_message(keyword_parent(compiled, error))
+                .unwrap_or_else(|| "is not an allowed name".to_owned());
+            out.push(Violation::new(
+                format!("{pointer}/{}", escape_token(&name)),
+                format!("`{name}` {reason}"),
+            ));
+            return;
+        }
+        ValidationErrorKind::Not { .. } => x_message(parent)
+            .unwrap_or_else(|| format!("`{}` is not allowed here", short(instance))),
+        ValidationErrorKind::Format { format } => {
+            format!("`{}` is not a valid {format}", short(instance))
+        }
+        _ => error.to_string(),
+    };
+    out.push(Violation::new(pointer, reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_compiles_and_has_an_id() {
+        for (stem, text) in UNIFIED_FILES {
+            let doc: Value = serde_json::from_str(text).expect("valid JSON");
+            assert_eq!(
+                doc["$id"],
+                Value::String(format!("{UNIFIED_BASE}{stem}.schema.json")),
+                "{stem}"
+            );
+        }
+        for schema in UnifiedSchema::ALL {
+            assert!(compiled().unified.contains_key(&schema), "{schema}");
+        }
+        assert_eq!(connector_schema_document()["$id"], CONNECTOR_SCHEMA_ID);
+    }
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let candidates = vec!["records".to_owned(), "request".to_owned()];
+        assert_eq!(did_you_mean("recrods", &candidates), "; did you mean `records`?");
+        assert_eq!(did_you_mean("banana", &candidates), "");
+    }
+
+    #[test]
+    fn pointer_tokens_are_escaped() {
+        assert_eq!(escape_token("a/b~c"), "a~1b~0c");
+        assert_eq!(percent_decode("/%24defs/auth"), "/$defs/auth");
+    }
+}
