@@ -26,18 +26,36 @@ const UNIFIED_FILES: &[(&str, &str)] = &[
     ("common", include_str!("../unified/common.schema.json")),
     ("money", include_str!("../unified/money.schema.json")),
     ("weight", include_str!("../unified/weight.schema.json")),
-    ("dimensions", include_str!("../unified/dimensions.schema.json")),
-    ("provenance", include_str!("../unified/provenance.schema.json")),
+    (
+        "dimensions",
+        include_str!("../unified/dimensions.schema.json"),
+    ),
+    (
+        "provenance",
+        include_str!("../unified/provenance.schema.json"),
+    ),
     ("address", include_str!("../unified/address.schema.json")),
     ("location", include_str!("../unified/location.schema.json")),
     ("offer", include_str!("../unified/offer.schema.json")),
     ("variant", include_str!("../unified/variant.schema.json")),
     ("product", include_str!("../unified/product.schema.json")),
-    ("inventory_level", include_str!("../unified/inventory_level.schema.json")),
+    (
+        "inventory_level",
+        include_str!("../unified/inventory_level.schema.json"),
+    ),
     ("parcel", include_str!("../unified/parcel.schema.json")),
-    ("shipping_rate_request", include_str!("../unified/shipping_rate_request.schema.json")),
-    ("shipping_rate", include_str!("../unified/shipping_rate.schema.json")),
-    ("tracking_event", include_str!("../unified/tracking_event.schema.json")),
+    (
+        "shipping_rate_request",
+        include_str!("../unified/shipping_rate_request.schema.json"),
+    ),
+    (
+        "shipping_rate",
+        include_str!("../unified/shipping_rate.schema.json"),
+    ),
+    (
+        "tracking_event",
+        include_str!("../unified/tracking_event.schema.json"),
+    ),
     ("tracking", include_str!("../unified/tracking.schema.json")),
 ];
 
@@ -203,11 +221,18 @@ fn compiled() -> &'static Compiled {
                 parse_embedded(text),
             );
         }
-        documents.insert(CONNECTOR_SCHEMA_ID.to_owned(), parse_embedded(CONNECTOR_SCHEMA));
+        documents.insert(
+            CONNECTOR_SCHEMA_ID.to_owned(),
+            parse_embedded(CONNECTOR_SCHEMA),
+        );
 
         let registry = Registry::new()
             .draft(Draft::Draft202012)
-            .extend(documents.iter().map(|(uri, doc)| (uri.clone(), doc.clone())))
+            .extend(
+                documents
+                    .iter()
+                    .map(|(uri, doc)| (uri.clone(), doc.clone())),
+            )
             .and_then(|builder| builder.prepare())
             .expect("embedded schemas form a valid registry; covered by tests");
         let build = |uri: &str| {
@@ -488,11 +513,9 @@ fn render(compiled: &Compiled, validator: &Validator, instance: &Value) -> Vec<V
         .collect();
     out.retain(|v| {
         !(v.reason.starts_with("unknown field")
-            && wrong_tags.iter().any(|parent| {
-                v.pointer
-                    .rsplit_once('/')
-                    .is_some_and(|(p, _)| p == parent)
-            }))
+            && wrong_tags
+                .iter()
+                .any(|parent| v.pointer.rsplit_once('/').is_some_and(|(p, _)| p == parent)))
     });
     out.sort_by(|a, b| a.pointer.cmp(&b.pointer).then(a.reason.cmp(&b.reason)));
     out.dedup();
@@ -508,6 +531,11 @@ fn render_one(compiled: &Compiled, error: &ValidationError<'_>, out: &mut Vec<Vi
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
             let candidates = declared_properties(parent);
             for name in unexpected {
+                // A declared field reported as unevaluated only means another rule of its
+                // branch failed; that failure is reported on its own.
+                if candidates.contains(name) {
+                    continue;
+                }
                 let hint = if name == "version" && pointer.is_empty() {
                     "; versions are assigned by the server".to_owned()
                 } else {
@@ -556,10 +584,14 @@ fn render_one(compiled: &Compiled, error: &ValidationError<'_>, out: &mut Vec<Vi
             format!("expected `{}`", short(expected_value))
         }
         ValidationErrorKind::Pattern { pattern } => x_message(parent).unwrap_or_else(|| {
-            format!("`{}` does not match the pattern `{pattern}`", short(instance))
+            format!(
+                "`{}` does not match the pattern `{pattern}`",
+                short(instance)
+            )
         }),
-        ValidationErrorKind::FalseSchema => x_message(parent)
-            .unwrap_or_else(|| "this field is not allowed here".to_owned()),
+        ValidationErrorKind::FalseSchema => {
+            x_message(parent).unwrap_or_else(|| "this field is not allowed here".to_owned())
+        }
         ValidationErrorKind::MinLength { limit } => {
             if *limit == 1 {
                 "must not be empty".to_owned()
@@ -635,7 +667,10 @@ mod tests {
     #[test]
     fn suggestions_are_close_names_only() {
         let candidates = vec!["records".to_owned(), "request".to_owned()];
-        assert_eq!(did_you_mean("recrods", &candidates), "; did you mean `records`?");
+        assert_eq!(
+            did_you_mean("recrods", &candidates),
+            "; did you mean `records`?"
+        );
         assert_eq!(did_you_mean("banana", &candidates), "");
     }
 

@@ -135,10 +135,7 @@ fn a_remote_ref_is_never_fetched() {
         "https://mallgate.example/schemas/unified/nope.schema.json",
     ] {
         let schema = serde_json::json!({ "$ref": target });
-        assert!(
-            jsonschema::validator_for(&schema).is_err(),
-            "{target}"
-        );
+        assert!(jsonschema::validator_for(&schema).is_err(), "{target}");
     }
 }
 
@@ -197,9 +194,8 @@ fn typed_values_built_in_code_validate() {
 
     let mut wrong = product.clone();
     wrong.variants[0].variant_id = "voltmart:6502197".into();
-    let err = wrong.validate().expect_err("gtin variant with a partner id");
-    assert!(
-        err.to_string().contains("/variants/0/variant_id"),
-        "{err}"
-    );
+    let err = wrong
+        .validate()
+        .expect_err("gtin variant with a partner id");
+    assert!(err.to_string().contains("/variants/0/variant_id"), "{err}");
 }

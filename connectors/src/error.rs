@@ -1,0 +1,67 @@
+//! The crate's one error type, and `Problem`: one precise thing wrong with a connector
+//! document.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One thing wrong with a connector document: where (JSON pointer, and line and column
+/// when the source has them) and why, in words a partner can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// JSON pointer (RFC 6901) of the offending value; `""` is the whole document.
+    pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    pub reason: String,
+}
+
+impl Problem {
+    /// A problem of the whole document, with no position.
+    pub fn document(reason: impl Into<String>) -> Self {
+        Self {
+            pointer: String::new(),
+            line: None,
+            column: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        if !self.pointer.is_empty() {
+            write!(f, "{}: ", self.pointer)?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+fn lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("\n  - {p}"))
+        .collect::<String>()
+}
+
+/// The error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The connector document is rejected; nothing changes.
+    #[error("invalid connector ({} problem{}):{}", .problems.len(), if .problems.len() == 1 { "" } else { "s" }, lines(.problems))]
+    InvalidSpec { problems: Vec<Problem> },
+}
+
+impl ConnectorError {
+    /// Whether trying the same thing again may succeed. A rejected document never will.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::InvalidSpec { .. } => false,
+        }
+    }
+}
