@@ -199,3 +199,19 @@ fn typed_values_built_in_code_validate() {
         .expect_err("gtin variant with a partner id");
     assert!(err.to_string().contains("/variants/0/variant_id"), "{err}");
 }
+
+#[test]
+fn readme_example_holds() {
+    let price = Money {
+        amount_minor: 84999,
+        currency: "USD".into(),
+        exact: None,
+    };
+    price.validate().expect("valid money");
+    let bad = serde_json::json!({"amount_minor": 12.99, "currency": "USD"});
+    let err = validate_value(UnifiedSchema::Money, &bad).expect_err("float amount");
+    assert_eq!(
+        err.to_string(),
+        "invalid money: /amount_minor: expected integer, found number"
+    );
+}
