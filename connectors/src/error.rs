@@ -55,13 +55,21 @@ pub enum ConnectorError {
     /// The connector document is rejected; nothing changes.
     #[error("invalid connector ({} problem{}):{}", .problems.len(), if .problems.len() == 1 { "" } else { "s" }, lines(.problems))]
     InvalidSpec { problems: Vec<Problem> },
+    /// A partner payload that cannot be read in its declared format. It is quarantined and
+    /// counted by the caller, never cached.
+    #[error("cannot decode {format} payload: {reason}")]
+    Decode {
+        format: &'static str,
+        reason: String,
+    },
 }
 
 impl ConnectorError {
     /// Whether trying the same thing again may succeed. A rejected document never will.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::InvalidSpec { .. } => false,
+            // Retrying a malformed spec or payload gives the same bytes back.
+            Self::InvalidSpec { .. } | Self::Decode { .. } => false,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! [`ConnectorSpec::load`] turns a document into typed, checked configuration or a list of
 //! [`Problem`]s, each with its JSON pointer, line, column and a plain reason.
 
+pub mod decode;
 mod error;
 pub mod source;
 pub mod spec;

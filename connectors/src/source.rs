@@ -367,16 +367,15 @@ fn resolve_plain(text: &str) -> Result<Value, String> {
     for (prefix, radix) in [("0o", 8), ("0x", 16)] {
         if let Some(rest) = text.strip_prefix(prefix)
             && !rest.is_empty()
+            && let Ok(n) = i64::from_str_radix(rest, radix)
         {
-            if let Ok(n) = i64::from_str_radix(rest, radix) {
-                return Ok(Value::Number(n.into()));
-            }
+            return Ok(Value::Number(n.into()));
         }
     }
-    if looks_like_float(text) {
-        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Ok(Value::Number(n));
-        }
+    if looks_like_float(text)
+        && let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64)
+    {
+        return Ok(Value::Number(n));
     }
     Ok(Value::String(text.to_owned()))
 }

@@ -85,6 +85,7 @@ fn every_bad_document_gives_exactly_its_problems() {
             Err(ConnectorError::InvalidSpec { problems }) => {
                 assert_eq!(problems, expected, "{}", path.display());
             }
+            Err(other) => panic!("{}: unexpected error {other}", path.display()),
         }
     }
 }
@@ -128,7 +129,9 @@ fn another_partner_cannot_submit_a_partner_connector() {
     let text = fs::read_to_string(dir("partners/voltmart.yaml")).expect("readable");
     let err = ConnectorSpec::load(&text, Format::Yaml, &Owner::Partner("threadline".into()))
         .expect_err("foreign partner");
-    let ConnectorError::InvalidSpec { problems } = err;
+    let ConnectorError::InvalidSpec { problems } = err else {
+        panic!("unexpected error {err}");
+    };
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].pointer, "/partner");
     assert_eq!(problems[0].line, Some(10));

@@ -57,6 +57,7 @@ fn check(path: &Path, owner: &Owner) -> anyhow::Result<bool> {
             }
             Ok(false)
         }
+        Err(other) => Err(other.into()),
     }
 }
 
