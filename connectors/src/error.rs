@@ -62,6 +62,13 @@ pub enum ConnectorError {
         format: &'static str,
         reason: String,
     },
+    /// A jq program the sandbox refuses: it does not compile, or breaks a static rule.
+    #[error("invalid jq program: {reason}")]
+    InvalidProgram { reason: String },
+    /// A mapping broke its run budget (deadline, outputs). The connector version that owns
+    /// it is to be quarantined.
+    #[error("mapping overran the sandbox: {reason}")]
+    MappingOverrun { reason: String },
 }
 
 impl ConnectorError {
@@ -69,7 +76,10 @@ impl ConnectorError {
     pub fn is_retryable(&self) -> bool {
         match self {
             // Retrying a malformed spec or payload gives the same bytes back.
-            Self::InvalidSpec { .. } | Self::Decode { .. } => false,
+            Self::InvalidSpec { .. }
+            | Self::Decode { .. }
+            | Self::InvalidProgram { .. }
+            | Self::MappingOverrun { .. } => false,
         }
     }
 }

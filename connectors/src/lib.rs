@@ -8,6 +8,7 @@
 
 pub mod decode;
 mod error;
+pub mod mapping;
 pub mod prelude;
 pub mod source;
 pub mod spec;

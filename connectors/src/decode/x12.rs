@@ -147,7 +147,7 @@ pub fn decode(body: &str) -> Result<Val, ConnectorError> {
                     line: get(1).to_owned(),
                     ..Item::default()
                 };
-                for pair in elements[2..].chunks(2) {
+                for pair in elements.get(2..).unwrap_or_default().chunks(2) {
                     if let [qualifier, value] = pair {
                         item.ids.push(((*qualifier).to_owned(), text(*value)));
                     } else {
@@ -325,6 +325,12 @@ IEA*1*000000001~";
         assert_eq!(
             decode(truncated).expect_err("truncated").to_string(),
             "cannot decode x12 payload: no complete ST/SE transaction set (truncated?)"
+        );
+        // A bare LIN (found by the proptest): an item without ids, not a panic.
+        let bare = decode("ST*846*0001~LIN~CTT*1~SE*4*0001~").expect("bare LIN");
+        assert_eq!(
+            bare.to_string(),
+            r#"{"sender":"","receiver":"","control_number":"0001","document":"","date":"","items":[{"line":"","ids":{},"quantities":[],"locations":[],"dates":[]}]}"#
         );
         let orphan = DOC.replace("LIN*1*UP*036000291452*VP*NW-1001~", "");
         assert!(decode(&orphan).is_err());

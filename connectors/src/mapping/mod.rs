@@ -1,0 +1,466 @@
+//! The mapping engine: partner jq compiled once per connector version, run per record in a
+//! sandbox, every result validated against its unified schema.
+//!
+//! **The sandbox.** jaq has no fuel, time, memory or depth limits of its own, so a program
+//! is contained by construction and by budget:
+//! - it sees only the definitions and natives given here: no `env`/`$ENV`, `input(s)`,
+//!   `halt`, `debug`, `stderr`, `now`, local time; no unbounded generators (`repeat`,
+//!   `while`, `until`, `recurse(f)`), and a `range` that draws from a per-run budget;
+//! - it is at most [`MAX_PROGRAM_BYTES`], nests at most [`MAX_NESTING`] brackets, defines
+//!   nothing recursive, and imports nothing;
+//! - it is parsed and compiled on a thread with a large stack (the size cap bounds the
+//!   parser's depth), and run with a deadline checked between outputs, a cap on the number
+//!   and size of outputs. An overrun is [`ConnectorError::MappingOverrun`], which callers
+//!   use to quarantine the connector version.
+//!
+//! What no in-process check can bound (a single output that never finishes, or allocates
+//! without limit) is what the child-process dry-run exists for: candidate programs run
+//! there, under rlimits, before they are ever activated.
+
+mod convert;
+mod natives;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use jaq_core::data::JustLut;
+use jaq_core::load::parse::{Def, Term};
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, Ctx, Vars};
+use jaq_json::Val;
+
+pub use convert::{to_json, to_val};
+pub use natives::RANGE_BUDGET;
+
+use crate::error::ConnectorError;
+
+pub(crate) type D = JustLut<Val>;
+
+/// Largest jq program accepted, in bytes.
+pub const MAX_PROGRAM_BYTES: usize = 32 * 1024;
+/// Deepest bracket nesting accepted in a program.
+pub const MAX_NESTING: usize = 64;
+/// Stack of the threads that parse, compile and run programs.
+pub const STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Global variables every program may read.
+pub const GLOBALS: [&str; 3] = ["$provenance", "$query", "$locations"];
+
+/// Standard definitions a partner program may not use (name, arity).
+const DENIED_DEFS: &[(&str, usize)] = &[
+    ("debug", 0),
+    ("debug", 1),
+    ("stderr", 0),
+    ("halt", 0),
+    ("halt_error", 0),
+    ("halt_error", 1),
+    ("repeat", 1),
+    ("while", 2),
+    ("until", 2),
+    ("recurse", 0),
+    ("recurse", 1),
+    ("recurse", 2),
+    ("range", 1),
+    ("range", 2),
+];
+
+/// Standard natives a partner program may not use.
+const DENIED_FUNS: &[&str] = &[
+    "debug_empty",
+    "stderr_empty",
+    "halt",
+    "env",
+    "now",
+    "localtime",
+    "strflocaltime",
+    "mktime",
+    "range",
+];
+
+/// Trusted replacements, written by us (so they may recurse).
+const SANDBOX_DEFS: &str = r#"
+def range($upto): range(0; $upto);
+def recurse: def r: ., (.[]? | r); r;
+def each: if type == "array" then .[] else . end;
+def flatten: flatten(1000);
+def transpose: [range(0; map(length) | max // 0) as $i | [.[][$i]]];
+"#;
+
+fn sandbox_defs() -> impl Iterator<Item = Def<&'static str>> {
+    jaq_core::load::parse(SANDBOX_DEFS, |p| p.defs())
+        .unwrap_or_default()
+        .into_iter()
+}
+
+/// Per-run limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub deadline: Instant,
+    pub max_outputs: usize,
+    pub max_output_bytes: usize,
+}
+
+impl Budget {
+    pub fn until(deadline: Instant) -> Self {
+        Self {
+            deadline,
+            max_outputs: 10_000,
+            max_output_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A compiled jq program, shareable across threads.
+pub struct Program {
+    filter: jaq_core::Filter<D>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Program")
+    }
+}
+
+fn line_column(code: &str, offset: usize) -> (usize, usize) {
+    let before = &code[..offset.min(code.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn invalid(reason: impl Into<String>) -> ConnectorError {
+    ConnectorError::InvalidProgram {
+        reason: reason.into(),
+    }
+}
+
+/// Deepest nesting of `(`, `[`, `{` (counted everywhere: conservative).
+fn nesting(code: &str) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0usize;
+    for b in code.bytes() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Every name defined in `term` with the names its body calls, for the recursion check.
+fn collect_defs<'s>(term: &Term<&'s str>, out: &mut Vec<(&'s str, HashSet<&'s str>)>) {
+    fn calls<'s>(term: &Term<&'s str>, out: &mut HashSet<&'s str>) {
+        walk(term, &mut |t| {
+            if let Term::Call(name, _) = t {
+                out.insert(*name);
+            }
+        });
+    }
+    walk(term, &mut |t| {
+        if let Term::Def(defs, _) = t {
+            for def in defs {
+                let mut called = HashSet::new();
+                calls(&def.body, &mut called);
+                out.push((def.name, called));
+            }
+        }
+    });
+}
+
+/// Visits every sub-term.
+fn walk<'s>(term: &Term<&'s str>, f: &mut dyn FnMut(&Term<&'s str>)) {
+    use jaq_core::load::lex::StrPart;
+    f(term);
+    match term {
+        Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
+        Term::Str(_, parts) => {
+            for part in parts {
+                if let StrPart::Term(t) = part {
+                    walk(t, f);
+                }
+            }
+        }
+        Term::Arr(inner) => {
+            if let Some(t) = inner {
+                walk(t, f);
+            }
+        }
+        Term::Obj(members) => {
+            for (k, v) in members {
+                walk(k, f);
+                if let Some(v) = v {
+                    walk(v, f);
+                }
+            }
+        }
+        Term::Neg(t) | Term::Label(_, t) => walk(t, f),
+        Term::BinOp(l, _, r) => {
+            walk(l, f);
+            walk(r, f);
+        }
+        Term::Fold(_, x, _, args) => {
+            walk(x, f);
+            for a in args {
+                walk(a, f);
+            }
+        }
+        Term::TryCatch(t, c) => {
+            walk(t, f);
+            if let Some(c) = c {
+                walk(c, f);
+            }
+        }
+        Term::IfThenElse(branches, otherwise) => {
+            for (c, t) in branches {
+                walk(c, f);
+                walk(t, f);
+            }
+            if let Some(o) = otherwise {
+                walk(o, f);
+            }
+        }
+        Term::Def(defs, t) => {
+            for def in defs {
+                walk(&def.body, f);
+            }
+            walk(t, f);
+        }
+        Term::Call(_, args) => {
+            for a in args {
+                walk(a, f);
+            }
+        }
+        Term::Path(t, path) => {
+            walk(t, f);
+            for (part, _) in path.0.iter() {
+                use jaq_core::path::Part;
+                match part {
+                    Part::Index(i) => walk(i, f),
+                    Part::Range(a, b) => {
+                        if let Some(a) = a {
+                            walk(a, f);
+                        }
+                        if let Some(b) = b {
+                            walk(b, f);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The first user definition that can reach itself, if any.
+fn recursive_def<'s>(defs: &[(&'s str, HashSet<&'s str>)]) -> Option<&'s str> {
+    let graph: HashMap<&str, HashSet<&str>> = defs.iter().fold(HashMap::new(), |mut g, (n, c)| {
+        g.entry(*n).or_default().extend(c.iter().copied());
+        g
+    });
+    for start in graph.keys() {
+        let mut stack: Vec<&str> = graph[start].iter().copied().collect();
+        let mut seen = HashSet::new();
+        while let Some(name) = stack.pop() {
+            if name == *start {
+                return Some(start);
+            }
+            if seen.insert(name)
+                && let Some(next) = graph.get(name)
+            {
+                stack.extend(next.iter().copied());
+            }
+        }
+    }
+    None
+}
+
+/// The standard definitions minus the denied ones and every definition that (through
+/// others) calls a denied definition or native.
+fn allowed_std_defs() -> Vec<Def<&'static str>> {
+    let mut defs: Vec<Def<&'static str>> = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs())
+        .collect();
+    let mut denied: HashSet<(&str, usize)> = DENIED_DEFS.iter().copied().collect();
+    loop {
+        let before = defs.len();
+        defs.retain(|def| {
+            if denied.contains(&(def.name, def.args.len())) {
+                return false;
+            }
+            let mut ok = true;
+            walk(&def.body, &mut |t| {
+                if let Term::Call(name, args) = t
+                    && (denied.contains(&(*name, args.len())) || DENIED_FUNS.contains(name))
+                {
+                    ok = false;
+                }
+            });
+            if !ok {
+                denied.insert((def.name, def.args.len()));
+            }
+            ok
+        });
+        if defs.len() == before {
+            return defs;
+        }
+    }
+}
+
+fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorError> {
+    // Recursion check on the program's own syntax tree.
+    let term = jaq_core::load::parse(code, |p| p.term());
+    if let Some(term) = &term {
+        let mut defs = Vec::new();
+        collect_defs(term, &mut defs);
+        if let Some(name) = recursive_def(&defs) {
+            return Err(invalid(format!(
+                "recursive definition `{name}` is not allowed"
+            )));
+        }
+    }
+    let checked = term.is_some();
+
+    let defs = allowed_std_defs().into_iter().chain(sandbox_defs());
+    let arena = Arena::default();
+    let modules = Loader::new(defs)
+        .load(&arena, File { code, path: () })
+        .map_err(|errors| {
+            let mut reasons = Vec::new();
+            for (_, e) in errors {
+                match e {
+                    jaq_core::load::Error::Io(items) => {
+                        reasons.extend(
+                            items
+                                .into_iter()
+                                .map(|(path, _)| format!("imports are not allowed (`{path}`)")),
+                        );
+                    }
+                    jaq_core::load::Error::Lex(items) => {
+                        reasons.extend(items.into_iter().map(|(expect, at)| {
+                            let (l, c) = line_column(code, jaq_core::load::span(code, at).start);
+                            format!("line {l}, column {c}: expected {}", expect.as_str())
+                        }));
+                    }
+                    jaq_core::load::Error::Parse(items) => {
+                        reasons.extend(items.into_iter().map(|(expect, at)| {
+                            let (l, c) = line_column(code, jaq_core::load::span(code, at).start);
+                            format!("line {l}, column {c}: expected {}", expect.as_str())
+                        }));
+                    }
+                }
+            }
+            invalid(format!("jq does not parse: {}", reasons.join("; ")))
+        })?;
+
+    let funs = jaq_core::funs()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs())
+        .filter(|(name, _, _)| !DENIED_FUNS.contains(name))
+        .chain(natives::funs());
+    if !checked {
+        // The loader accepted what the term parser did not: never run a program whose
+        // definitions were not checked for recursion.
+        return Err(invalid(
+            "program must be a single jq expression (definitions first)",
+        ));
+    }
+    Compiler::default()
+        .with_funs(funs)
+        .with_global_vars(GLOBALS)
+        .compile(modules)
+        .map_err(|errors| {
+            let reasons: Vec<String> = errors
+                .into_iter()
+                .flat_map(|(_, items)| items)
+                .map(|(name, undefined)| {
+                    let (l, c) = line_column(code, jaq_core::load::span(code, name).start);
+                    format!("line {l}, column {c}: undefined {} `{name}`", undefined.as_str())
+                })
+                .collect();
+            invalid(format!(
+                "jq does not compile: {} (the sandbox offers no env, input, halt, debug, stderr, now, repeat, while, until or recurse(f))",
+                reasons.join("; ")
+            ))
+        })
+}
+
+impl Program {
+    /// Compiles a partner program under the sandbox's rules.
+    pub fn compile(code: &str) -> Result<Self, ConnectorError> {
+        if code.len() > MAX_PROGRAM_BYTES {
+            return Err(invalid(format!(
+                "program is {} bytes; the limit is {MAX_PROGRAM_BYTES}",
+                code.len()
+            )));
+        }
+        if nesting(code) > MAX_NESTING {
+            return Err(invalid(format!(
+                "program nests deeper than {MAX_NESTING} brackets"
+            )));
+        }
+        let filter = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("mallgate-jq-compile".into())
+                .stack_size(STACK_BYTES)
+                .spawn_scoped(scope, || compile_on_this_thread(code))
+                .map_err(|e| invalid(format!("cannot start the compiler thread: {e}")))?
+                .join()
+                .map_err(|_| invalid("the jq compiler failed on this program"))?
+        })?;
+        Ok(Self { filter })
+    }
+
+    /// Runs the program on `input` with the globals (`$provenance`, `$query`,
+    /// `$locations`), on the calling thread, within `budget`. Returns the outputs and the
+    /// prelude's warnings; a jq error is `Err(Ok(message))`, an overrun `Err(Err(..))`.
+    pub fn run(
+        &self,
+        input: Val,
+        globals: [Val; 3],
+        budget: &Budget,
+    ) -> Result<(Vec<Val>, Vec<mallgate_schemas::Warning>), RunError> {
+        natives::begin_run();
+        let ctx = Ctx::<D>::new(&self.filter.lut, Vars::new(globals));
+        let mut outputs = Vec::new();
+        for result in self.filter.id.run((ctx, input)) {
+            if Instant::now() > budget.deadline {
+                return Err(RunError::Overrun("mapping deadline exceeded".into()));
+            }
+            match result {
+                Ok(v) => outputs.push(v),
+                Err(exn) => {
+                    return Err(match exn.get_err() {
+                        Ok(e) => RunError::Failed(match e.into_val() {
+                            Val::TStr(text) => String::from_utf8_lossy(&text).into_owned(),
+                            other => other.to_string(),
+                        }),
+                        Err(_) => RunError::Failed("program stopped abnormally".into()),
+                    });
+                }
+            }
+            if outputs.len() > budget.max_outputs {
+                return Err(RunError::Overrun(format!(
+                    "more than {} outputs",
+                    budget.max_outputs
+                )));
+            }
+        }
+        Ok((outputs, natives::take_warnings()))
+    }
+}
+
+/// How a run failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// The program raised an error on this input (a bad record): drop the record.
+    Failed(String),
+    /// The program broke the sandbox budget: quarantine the version.
+    Overrun(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+//! Sandbox and prelude-native tests: hostile programs are refused or contained, and the
+//! test process survives all of them.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::*;
+
+fn globals() -> [Val; 3] {
+    [
+        to_val(
+            &json!({"partner_id": "voltmart", "connector_id": "voltmart", "connector_version": 1, "fetched_at": "2026-11-27T14:03:00Z"}),
+        ),
+        to_val(&json!({"q": "tv"})),
+        to_val(&json!({})),
+    ]
+}
+
+fn budget() -> Budget {
+    Budget::until(Instant::now() + Duration::from_secs(30))
+}
+
+fn run(code: &str, input: serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
+    let program = Program::compile(code).map_err(|e| e.to_string())?;
+    let (outputs, _) = program
+        .run(to_val(&input), globals(), &budget())
+        .map_err(|e| format!("{e:?}"))?;
+    let mut cap = 1 << 20;
+    Ok(outputs
+        .iter()
+        .map(|v| to_json(v, &mut cap).expect("json"))
+        .collect())
+}
+
+fn refused(code: &str) -> String {
+    match Program::compile(code) {
+        Ok(_) => panic!("accepted: {}", &code[..code.len().min(60)]),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn ordinary_programs_run_with_globals() {
+    assert_eq!(
+        run(
+            "{t: .name, q: $query.q, p: $provenance.partner_id, n: ([range(3)] | length)}",
+            json!({"name": "TV"})
+        ),
+        Ok(vec![json!({"t": "TV", "q": "tv", "p": "voltmart", "n": 3})])
+    );
+    assert_eq!(
+        run(".[] | each", json!([[1, 2], 3])),
+        Ok(vec![json!(1), json!(2), json!(3)])
+    );
+    assert_eq!(
+        run("[.. | numbers]", json!({"a": [1, {"b": 2}]})),
+        Ok(vec![json!([1, 2])])
+    );
+}
+
+#[test]
+fn hostile_programs_are_refused_at_compile_time() {
+    assert_eq!(
+        refused("def f: f; f"),
+        "invalid jq program: recursive definition `f` is not allowed"
+    );
+    assert_eq!(
+        refused("def f: 1 + f; f"),
+        "invalid jq program: recursive definition `f` is not allowed"
+    );
+    let mutual = refused("def f: g; def g: f; f");
+    assert!(
+        mutual.starts_with("invalid jq program: recursive definition `"),
+        "{mutual}"
+    );
+    for (code, undefined) in [
+        ("last(repeat(1))", "repeat"),
+        ("env", "env"),
+        ("$ENV", "$ENV"),
+        ("halt", "halt"),
+        ("halt_error", "halt_error"),
+        ("input", "input"),
+        ("[inputs]", "inputs"),
+        ("debug", "debug"),
+        ("stderr", "stderr"),
+        ("now", "now"),
+        ("[limit(5; 1 | while(true; .))]", "while"),
+        ("[.[] | until(false; .)]", "until"),
+        ("recurse(. + 1)", "recurse"),
+    ] {
+        let reason = refused(code);
+        assert!(
+            reason.contains("undefined") && reason.contains(&format!("`{undefined}`")),
+            "{code}: {reason}"
+        );
+    }
+    let long = format!(". as $x | {}", "1 + ".repeat(25_000));
+    assert_eq!(
+        refused(&long),
+        "invalid jq program: program is 100010 bytes; the limit is 32768"
+    );
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    assert_eq!(
+        refused(&deep),
+        "invalid jq program: program nests deeper than 64 brackets"
+    );
+    let deep_ifs = format!(
+        "{}1{}",
+        "if true then ".repeat(2500),
+        " else 0 end".repeat(2500)
+    );
+    // Deep keyword nesting within the size cap parses on the big-stack thread: accepted or
+    // refused, never a crash.
+    let _ = Program::compile(&deep_ifs[..deep_ifs.len().min(MAX_PROGRAM_BYTES)]);
+    assert!(refused("import \"evil\" as e; 1").contains("imports are not allowed"));
+    assert!(refused(".a |").starts_with("invalid jq program: jq does not parse: line 1, column"));
+}
+
+#[test]
+fn range_is_capped_per_run() {
+    let err = run("[range(1e9)] | length", json!(null)).expect_err("capped");
+    assert!(err.contains("exceeds the sandbox budget"), "{err}");
+    let err = run("[range(60000), range(60000)] | length", json!(null)).expect_err("capped");
+    assert!(err.contains("exceeds the sandbox budget"), "{err}");
+    assert_eq!(
+        run("[range(2; 5)]", json!(null)),
+        Ok(vec![json!([2, 3, 4])])
+    );
+    assert_eq!(
+        run("[[1, [2]], [3]] | flatten", json!(null)),
+        Ok(vec![json!([1, 2, 3])])
+    );
+    assert_eq!(
+        run("[[1, 2], [3, 4]] | transpose", json!(null)),
+        Ok(vec![json!([[1, 3], [2, 4]])])
+    );
+    assert_eq!(
+        run("error(\"bad record\")", json!(null)),
+        Err("Failed(\"bad record\")".into())
+    );
+}
+
+#[test]
+fn output_count_is_capped() {
+    let program = Program::compile(".[]").expect("compiles");
+    let input = to_val(&json!((0..50).collect::<Vec<_>>()));
+    let tight = Budget {
+        max_outputs: 10,
+        ..budget()
+    };
+    assert!(matches!(
+        program.run(input, globals(), &tight),
+        Err(RunError::Overrun(_))
+    ));
+}
+
+#[test]
+fn deadline_is_checked_between_outputs() {
+    let program = Program::compile(".[]").expect("compiles");
+    let past = Budget::until(Instant::now() - Duration::from_millis(1));
+    let input = to_val(&json!([1, 2]));
+    assert_eq!(
+        program.run(input, globals(), &past),
+        Err(RunError::Overrun("mapping deadline exceeded".into()))
+    );
+}
+
+#[test]
+fn prelude_natives() {
+    assert_eq!(
+        run(
+            "[.[] | money(\"USD\") | .amount_minor]",
+            json!(["12.99", 849.99, "$12.99", "USD 12.99", 12.990])
+        ),
+        Ok(vec![json!([1299, 84999, 1299, 1299, 1299])])
+    );
+    assert_eq!(
+        run("money(\"JPY\")", json!("1500")),
+        Ok(vec![json!({"amount_minor": 1500, "currency": "JPY"})])
+    );
+    let program = Program::compile("money(\"USD\")").expect("compiles");
+    let (out, warnings) = program
+        .run(to_val(&json!("0.125")), globals(), &budget())
+        .expect("runs");
+    let mut cap = 1 << 20;
+    assert_eq!(
+        to_json(&out[0], &mut cap).expect("json"),
+        json!({"amount_minor": 13, "currency": "USD", "exact": "0.125"})
+    );
+    assert_eq!(warnings[0].code, "sub_unit_amount");
+    assert_eq!(
+        run(
+            "[.[] | gtin14 | .value]",
+            json!(["042100005264", "04252614", 42100005264i64, "042100005265"])
+        ),
+        Ok(vec![json!([
+            "00042100005264",
+            "00042100005264",
+            "00042100005264",
+            null
+        ])])
+    );
+    let err = run("money(\"XXY\")", json!("1")).expect_err("currency");
+    assert!(err.contains("not an ISO 4217 currency code"), "{err}");
+}
+
+#[test]
+fn the_compiled_program_is_shared_across_threads() {
+    let program =
+        std::sync::Arc::new(Program::compile("money(\"USD\") | .amount_minor").expect("compiles"));
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let program = program.clone();
+            std::thread::spawn(move || {
+                let (out, _) = program
+                    .run(to_val(&json!(format!("{i}.50"))), globals(), &budget())
+                    .expect("runs");
+                out[0].to_string()
+            })
+        })
+        .collect();
+    let results: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().expect("joined"))
+        .collect();
+    assert_eq!(results, ["50", "150", "250", "350"]);
+}
+
+#[test]
+fn dropped_standard_definitions_are_the_unbounded_ones() {
+    let kept: HashSet<(&str, usize)> = allowed_std_defs()
+        .iter()
+        .map(|d| (d.name, d.args.len()))
+        .collect();
+    let all: Vec<(&str, usize)> = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs())
+        .map(|d| (d.name, d.args.len()))
+        .collect();
+    let mut dropped: Vec<String> = all
+        .iter()
+        .filter(|d| !kept.contains(d))
+        .map(|(n, a)| format!("{n}/{a}"))
+        .collect();
+    dropped.sort();
+    dropped.dedup();
+    eprintln!("dropped: {}", dropped.join(" "));
+    for must in [
+        "map/1",
+        "select/1",
+        "to_entries/0",
+        "with_entries/1",
+        "add/0",
+        "join/1",
+        "first/0",
+        "tostring/0",
+    ] {
+        assert!(
+            kept.iter().any(|(n, a)| format!("{n}/{a}") == must),
+            "{must} dropped"
+        );
+    }
+    for gone in [
+        "repeat/1",
+        "while/2",
+        "until/2",
+        "halt/0",
+        "debug/0",
+        "recurse/1",
+    ] {
+        assert!(dropped.contains(&gone.to_owned()), "{gone} kept");
+    }
+}
