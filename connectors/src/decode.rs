@@ -33,17 +33,6 @@ impl Default for Limits {
     }
 }
 
-impl Decode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Xml => "xml",
-            Self::Csv => "csv",
-            Self::X12 => "x12",
-        }
-    }
-}
-
 pub(crate) fn error(format: Decode, reason: impl Into<String>) -> ConnectorError {
     ConnectorError::Decode {
         format: format.name(),

@@ -12,6 +12,8 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+pub(crate) use mallgate_schemas::escape_token;
+
 use crate::error::Problem;
 
 /// Largest connector document accepted, in bytes.
@@ -74,10 +76,6 @@ impl SourceMap {
             at = at.rsplit_once('/')?.0;
         }
     }
-}
-
-pub(crate) fn escape_token(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Parses `text` in `format`, or says exactly where and why it cannot.

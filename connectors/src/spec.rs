@@ -581,6 +581,17 @@ pub enum Decode {
     X12,
 }
 
+impl Decode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Xml => "xml",
+            Self::Csv => "csv",
+            Self::X12 => "x12",
+        }
+    }
+}
+
 fn default_records() -> String {
     ".".to_owned()
 }

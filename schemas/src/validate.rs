@@ -368,8 +368,8 @@ impl Unified for model::Variant {
 // ---------------------------------------------------------------------------------------
 // Rendering: jsonschema's errors -> pointer + plain reason.
 
-/// RFC 6901 escaping of one reference token.
-fn escape_token(token: &str) -> String {
+/// RFC 6901 escaping of one JSON pointer reference token (`~` -> `~0`, `/` -> `~1`).
+pub fn escape_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 

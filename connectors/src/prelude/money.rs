@@ -133,7 +133,7 @@ pub fn parse(amount: &str, currency: &str) -> Result<(Money, Option<Note>), Mone
             "{}{int_text}.{significant_frac}",
             if negative { "-" } else { "" }
         );
-        note = Some(super::Note {
+        note = Some(Note {
             code: "sub_unit_amount",
             message: format!(
                 "{text} {currency} is finer than the currency's minor unit; rounded half away from zero"
