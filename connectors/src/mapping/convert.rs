@@ -64,7 +64,11 @@ fn number(n: &Num) -> Result<Number, String> {
         Num::Int(i) => Ok(Number::from(*i as i64)),
         Num::Float(f) => Number::from_f64(*f).ok_or_else(|| format!("{f} is not a JSON number")),
         Num::Dec(text) => {
-            if let Ok(i) = text.parse::<i64>() {
+            let integral = match text.split_once('.') {
+                Some((int, frac)) if frac.bytes().all(|b| b == b'0') => int,
+                _ => text.as_str(),
+            };
+            if let Ok(i) = integral.parse::<i64>() {
                 return Ok(Number::from(i));
             }
             text.parse::<f64>()

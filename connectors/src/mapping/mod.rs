@@ -356,11 +356,13 @@ fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorEr
             invalid(format!("jq does not parse: {}", reasons.join("; ")))
         })?;
 
-    let funs = jaq_core::funs()
-        .chain(jaq_std::funs())
-        .chain(jaq_json::funs())
-        .filter(|(name, _, _)| !DENIED_FUNS.contains(name))
-        .chain(natives::funs());
+    // The prelude first: when two natives share a name and arity, jaq keeps the first.
+    let funs = natives::funs().chain(
+        jaq_core::funs()
+            .chain(jaq_std::funs())
+            .chain(jaq_json::funs())
+            .filter(|(name, _, _)| !DENIED_FUNS.contains(name)),
+    );
     if !checked {
         // The loader accepted what the term parser did not: never run a program whose
         // definitions were not checked for recursion.
