@@ -69,6 +69,13 @@ pub enum ConnectorError {
     /// it is to be quarantined.
     #[error("mapping overran the sandbox: {reason}")]
     MappingOverrun { reason: String },
+    /// The reply decoded but is not shaped as the connector expects (its `records` selector
+    /// failed): schema drift on the partner's side. Quarantined and counted, never cached.
+    #[error("malformed reply: {reason}")]
+    MalformedReply { reason: String },
+    /// The partner said, inside a successful reply, that it failed (the `error` rule).
+    #[error("partner reported an error: {message}")]
+    PartnerReported { message: String },
 }
 
 impl ConnectorError {
@@ -79,7 +86,11 @@ impl ConnectorError {
             Self::InvalidSpec { .. }
             | Self::Decode { .. }
             | Self::InvalidProgram { .. }
-            | Self::MappingOverrun { .. } => false,
+            | Self::MappingOverrun { .. }
+            | Self::MalformedReply { .. } => false,
+            // A 200 that carries an error may be transient, but the partner chose to answer:
+            // retrying it would only amplify load on a partner that is already struggling.
+            Self::PartnerReported { .. } => false,
         }
     }
 }

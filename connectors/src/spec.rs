@@ -711,16 +711,24 @@ impl ConnectorSpec {
             finish(vec![located(pointer, e.inner().to_string())])
         })?;
         let problems = spec.rule_violations(owner);
-        if problems.is_empty() {
-            Ok(spec)
-        } else {
-            Err(finish(
+        if !problems.is_empty() {
+            return Err(finish(
                 problems
                     .into_iter()
                     .map(|(pointer, reason)| located(pointer, reason))
                     .collect(),
-            ))
+            ));
         }
+        // Last, every jq program must compile under the sandbox's rules.
+        crate::mapping::ConnectorPrograms::compile(&spec).map_err(|problems| {
+            finish(
+                problems
+                    .into_iter()
+                    .map(|(pointer, reason)| located(pointer, reason))
+                    .collect(),
+            )
+        })?;
+        Ok(spec)
     }
 
     /// The rules a JSON Schema cannot state, as (pointer, reason).

@@ -12,5 +12,5 @@ pub use identity::{gtin14_is_valid, identity_violations};
 pub use model::*;
 pub use validate::{
     CONNECTOR_SCHEMA_ID, SchemaError, Unified, UnifiedSchema, Violation, connector_schema_document,
-    connector_violations, escape_token, schema_document, validate_value,
+    connector_violations, escape_token, schema_document, validate_record, validate_value,
 };

@@ -285,6 +285,26 @@ pub fn validate_value(schema: UnifiedSchema, value: &Value) -> Result<(), Schema
     }
 }
 
+/// Validates a record as a connector produced it: its schema, then the identity rules a
+/// schema cannot state (products and variants). What the gateway caches has passed this.
+pub fn validate_record(schema: UnifiedSchema, value: &Value) -> Result<(), SchemaError> {
+    validate_value(schema, value)?;
+    let violations = match schema {
+        UnifiedSchema::Product => typed::<model::Product>(schema, value)?.extra_violations(),
+        UnifiedSchema::Variant => typed::<model::Variant>(schema, value)?.extra_violations(),
+        _ => Vec::new(),
+    };
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Invalid { schema, violations })
+    }
+}
+
+fn typed<T: DeserializeOwned>(schema: UnifiedSchema, value: &Value) -> Result<T, SchemaError> {
+    T::deserialize(value).map_err(|source| SchemaError::Shape { schema, source })
+}
+
 /// Every violation of the connector spec schema in `document`, sorted by pointer.
 pub fn connector_violations(document: &Value) -> Vec<Violation> {
     let compiled = compiled();

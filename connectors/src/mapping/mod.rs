@@ -19,6 +19,7 @@
 
 mod convert;
 mod natives;
+mod page;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -31,6 +32,10 @@ use jaq_json::Val;
 
 pub use convert::{to_json, to_val};
 pub use natives::RANGE_BUDGET;
+pub use page::{
+    CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, MAX_RECORD_BYTES,
+    MAX_RECORDS_PER_REPLY, MappedPage, strip_nulls,
+};
 
 use crate::error::ConnectorError;
 

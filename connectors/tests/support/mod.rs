@@ -1,0 +1,1 @@
+pub(crate) mod voltmart_page;
