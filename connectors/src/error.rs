@@ -3,11 +3,11 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One thing wrong with a connector document: where (JSON pointer, and line and column
 /// when the source has them) and why, in words a partner can act on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// JSON pointer (RFC 6901) of the offending value; `""` is the whole document.
     pub pointer: String,
@@ -73,6 +73,12 @@ pub enum ConnectorError {
     /// failed): schema drift on the partner's side. Quarantined and counted, never cached.
     #[error("malformed reply: {reason}")]
     MalformedReply { reason: String },
+    /// The dry-run sandbox could not be started or answered nonsense.
+    #[error("dry-run sandbox failed: {reason}")]
+    Sandbox { reason: String },
+    /// Every mapping thread is busy and the queue is full: the gateway sheds this call.
+    #[error("the mapping pool is saturated")]
+    MappingBusy,
     /// The partner said, inside a successful reply, that it failed (the `error` rule).
     #[error("partner reported an error: {message}")]
     PartnerReported { message: String },
@@ -91,6 +97,8 @@ impl ConnectorError {
             // A 200 that carries an error may be transient, but the partner chose to answer:
             // retrying it would only amplify load on a partner that is already struggling.
             Self::PartnerReported { .. } => false,
+            // Local and transient: a later call finds a free thread.
+            Self::MappingBusy | Self::Sandbox { .. } => true,
         }
     }
 }

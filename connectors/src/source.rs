@@ -38,7 +38,8 @@ impl From<Marker> for Position {
 }
 
 /// The language a connector document is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     Yaml,
     Json,

@@ -16,7 +16,8 @@ use crate::source::{self, Format, SourceMap, escape_token};
 use crate::template::Template;
 
 /// Who submits a connector: the operator (GitOps directory, operator token) or a partner.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Owner {
     Operator,
     Partner(String),

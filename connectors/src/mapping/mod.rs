@@ -18,8 +18,10 @@
 //! there, under rlimits, before they are ever activated.
 
 mod convert;
+mod dry_run;
 mod natives;
 mod page;
+mod pool;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -31,11 +33,13 @@ use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
 pub use convert::{to_json, to_val};
+pub use dry_run::{ChildReply, DryRunOutput, DryRunRequest, Sandbox, SandboxLimits, child_main};
 pub use natives::RANGE_BUDGET;
 pub use page::{
     CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, MAX_RECORD_BYTES,
     MAX_RECORDS_PER_REPLY, MappedPage, strip_nulls,
 };
+pub use pool::{ABANDON_AFTER, MappingPool, PoolStats};
 
 use crate::error::ConnectorError;
 

@@ -272,3 +272,10 @@ fn dropped_standard_definitions_are_the_unbounded_ones() {
         assert!(dropped.contains(&gone.to_owned()), "{gone} kept");
     }
 }
+
+#[test]
+fn string_repetition_is_bounded_by_the_dry_run_not_here() {
+    // `"x" * n` allocates n bytes in one output: no in-process check sees it, which is why
+    // candidates run in the dry-run child first (tests/sandbox.rs kills such a child).
+    assert_eq!(run(r#""ab" * 3"#, json!(null)), Ok(vec![json!("ababab")]));
+}
