@@ -515,6 +515,10 @@ fn list(values: &[Value]) -> String {
 }
 
 fn render(compiled: &Compiled, validator: &Validator, instance: &Value) -> Vec<Violation> {
+    // Most values are valid: a yes/no pass is several times cheaper than collecting errors.
+    if validator.is_valid(instance) {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     for error in validator.iter_errors(instance) {
         render_one(compiled, &error, &mut out);
