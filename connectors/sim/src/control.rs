@@ -1,0 +1,162 @@
+//! The control API, `/__sim/...`: fault knobs, replica stop/start, counters and the clock.
+//!
+//! - `GET /__sim/fleet`: seed, clock, every replica's address and state
+//! - `GET|PUT /__sim/partners/{partner}/replicas/{n}/faults`: the knobs ([`Faults`] as JSON)
+//! - `POST /__sim/partners/{partner}/replicas/{n}/stop|start`
+//! - `GET /__sim/partners/{partner}/replicas/{n}/counters`: requests by route and by path
+//! - `GET|PUT /__sim/clock`: `{"freeze_at_s": N}`, `{"advance_s": N}`, `{"thaw": true}`
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{Faults, Fleet, Partner, Replica};
+
+pub fn router(fleet: Arc<Fleet>) -> Router {
+    Router::new()
+        .route("/__sim/fleet", get(fleet_view))
+        .route(
+            "/__sim/partners/{partner}/replicas/{n}/faults",
+            get(get_faults).put(put_faults),
+        )
+        .route("/__sim/partners/{partner}/replicas/{n}/stop", post(stop))
+        .route("/__sim/partners/{partner}/replicas/{n}/start", post(start))
+        .route(
+            "/__sim/partners/{partner}/replicas/{n}/counters",
+            get(counters),
+        )
+        .route("/__sim/clock", get(clock).put(set_clock))
+        .with_state(fleet)
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"error": what}))).into_response()
+}
+
+fn replica(fleet: &Fleet, partner: &str, n: usize) -> Result<Arc<Replica>, Response> {
+    let p =
+        Partner::from_id(partner).ok_or_else(|| not_found(format!("no partner `{partner}`")))?;
+    fleet
+        .replica(p, n)
+        .cloned()
+        .map_err(|e| not_found(e.to_string()))
+}
+
+async fn fleet_view(State(fleet): State<Arc<Fleet>>) -> Json<serde_json::Value> {
+    let mut view = fleet.addresses();
+    view["now_s"] = json!(fleet.clock().now_s());
+    let running: serde_json::Map<String, serde_json::Value> = Partner::ALL
+        .iter()
+        .filter(|p| !fleet.replicas(**p).is_empty())
+        .map(|p| {
+            (
+                p.id().to_owned(),
+                fleet
+                    .replicas(*p)
+                    .iter()
+                    .map(|r| json!(r.is_running()))
+                    .collect(),
+            )
+        })
+        .collect();
+    view["running"] = serde_json::Value::Object(running);
+    Json(view)
+}
+
+async fn get_faults(
+    State(fleet): State<Arc<Fleet>>,
+    Path((partner, n)): Path<(String, usize)>,
+) -> Response {
+    match replica(&fleet, &partner, n) {
+        Ok(r) => Json(r.state.faults.get()).into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn put_faults(
+    State(fleet): State<Arc<Fleet>>,
+    Path((partner, n)): Path<(String, usize)>,
+    Json(faults): Json<Faults>,
+) -> Response {
+    match replica(&fleet, &partner, n) {
+        Ok(r) => {
+            r.state.faults.set(faults.clone());
+            Json(faults).into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+async fn stop(
+    State(fleet): State<Arc<Fleet>>,
+    Path((partner, n)): Path<(String, usize)>,
+) -> Response {
+    match replica(&fleet, &partner, n) {
+        Ok(r) => {
+            r.stop().await;
+            Json(json!({"running": false})).into_response()
+        }
+        Err(e) => e,
+    }
+}
+
+async fn start(
+    State(fleet): State<Arc<Fleet>>,
+    Path((partner, n)): Path<(String, usize)>,
+) -> Response {
+    match replica(&fleet, &partner, n) {
+        Ok(r) => match r.restart().await {
+            Ok(()) => Json(json!({"running": true})).into_response(),
+            Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),
+        },
+        Err(e) => e,
+    }
+}
+
+async fn counters(
+    State(fleet): State<Arc<Fleet>>,
+    Path((partner, n)): Path<(String, usize)>,
+) -> Response {
+    match replica(&fleet, &partner, n) {
+        Ok(r) => Json(r.state.counters()).into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn clock(State(fleet): State<Arc<Fleet>>) -> Json<serde_json::Value> {
+    Json(json!({"now_s": fleet.clock().now_s()}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockChange {
+    #[serde(default)]
+    freeze_at_s: Option<i64>,
+    #[serde(default)]
+    advance_s: Option<i64>,
+    #[serde(default)]
+    thaw: bool,
+}
+
+async fn set_clock(
+    State(fleet): State<Arc<Fleet>>,
+    Json(change): Json<ClockChange>,
+) -> Json<serde_json::Value> {
+    let clock = fleet.clock();
+    if change.thaw {
+        clock.thaw();
+    }
+    if let Some(t) = change.freeze_at_s {
+        clock.freeze(t);
+    }
+    if let Some(s) = change.advance_s {
+        clock.advance(s);
+    }
+    Json(json!({"now_s": clock.now_s()}))
+}

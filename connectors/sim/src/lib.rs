@@ -1,0 +1,177 @@
+//! The partners Mallgate integrates, simulated: each speaks its native dialect over real
+//! HTTP on loopback, renders one seeded world, and takes fault knobs, so the demo, the tests
+//! and the benchmarks run against messy, failing, realistic partners.
+//!
+//! [`Fleet::start`] starts every replica of every partner on `127.0.0.1:0` in-process and
+//! hands back the addresses; the world ([`Fleet::world`]) is the truth tests compare with.
+//! The control API (`/__sim/...`, on [`Fleet::control_addr`]) sets faults, stops and starts
+//! replicas, reads counters and moves the clock; the library does the same directly.
+
+// Handlers return `Result<_, Response>`, axum's idiom; a simulator does not care that the
+// error variant is large.
+#![allow(clippy::result_large_err)]
+
+pub mod control;
+pub mod faults;
+pub mod partners;
+pub mod rng;
+pub mod server;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use faults::Faults;
+pub use server::{Clock, Replica, Sim};
+pub use world::{Partner, World};
+
+/// The simulator's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no such replica: {partner} #{replica}")]
+    NoSuchReplica { partner: String, replica: usize },
+}
+
+/// How to start a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    pub seed: u64,
+    /// Replicas per partner (each its own port).
+    pub replicas: usize,
+    /// Where to bind: `127.0.0.1:0` for any free ports.
+    pub bind: SocketAddr,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            replicas: 2,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// A running fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    pub sim: Arc<Sim>,
+    replicas: BTreeMap<Partner, Vec<Arc<Replica>>>,
+    control_addr: SocketAddr,
+}
+
+impl Fleet {
+    /// Starts every simulated partner's replicas and the control API. Call inside a tokio
+    /// runtime.
+    pub async fn start(config: FleetConfig) -> Result<Arc<Self>, SimError> {
+        let sim = Arc::new(Sim {
+            world: World::generate(config.seed),
+            clock: Clock::default(),
+            credentials: BTreeMap::from([("voltmart", partners::voltmart::API_KEY)]),
+        });
+        let mut replicas = BTreeMap::new();
+        for partner in Partner::ALL {
+            let Some(dialect) = partners::router(partner) else {
+                continue;
+            };
+            let mut list = Vec::new();
+            for index in 0..config.replicas.max(1) {
+                let replica = Replica::start(
+                    Arc::clone(&sim),
+                    partner,
+                    index,
+                    config.bind,
+                    dialect.clone(),
+                    axum::Router::new(),
+                )
+                .map_err(|source| SimError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+                list.push(replica);
+            }
+            replicas.insert(partner, list);
+        }
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let control_addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let fleet = Arc::new(Self {
+            sim,
+            replicas,
+            control_addr,
+        });
+        let app = control::router(Arc::clone(&fleet));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(fleet)
+    }
+
+    pub fn world(&self) -> &World {
+        &self.sim.world
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.sim.clock
+    }
+
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// The replicas of a partner (empty if it is not simulated).
+    pub fn replicas(&self, partner: Partner) -> &[Arc<Replica>] {
+        self.replicas.get(&partner).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn replica(&self, partner: Partner, index: usize) -> Result<&Arc<Replica>, SimError> {
+        self.replicas(partner)
+            .get(index)
+            .ok_or_else(|| SimError::NoSuchReplica {
+                partner: partner.id().to_owned(),
+                replica: index,
+            })
+    }
+
+    /// `http://ADDR` of a replica.
+    pub fn url(&self, partner: Partner, index: usize) -> Option<String> {
+        self.replicas(partner)
+            .get(index)
+            .map(|r| format!("http://{}", r.addr))
+    }
+
+    /// Every address, as the binary prints it.
+    pub fn addresses(&self) -> serde_json::Value {
+        let partners: serde_json::Map<String, serde_json::Value> = self
+            .replicas
+            .iter()
+            .map(|(p, list)| {
+                (
+                    p.id().to_owned(),
+                    list.iter()
+                        .map(|r| serde_json::Value::String(format!("http://{}", r.addr)))
+                        .collect(),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "seed": self.sim.world.seed,
+            "control": format!("http://{}", self.control_addr),
+            "partners": partners,
+        })
+    }
+}

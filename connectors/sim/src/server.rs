@@ -1,0 +1,264 @@
+//! Replica servers: each partner replica is an HTTP server on its own loopback port,
+//! sharing the world and the clock; faults and request counters wrap every partner route.
+//! A replica can be stopped (its port refuses connections) and started again on the same
+//! port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::faults::{self, Decision, FaultState};
+use crate::world::{Partner, World};
+
+/// The simulated clock: the real one, or frozen at / shifted from it.
+#[derive(Debug, Default)]
+pub struct Clock {
+    frozen: Mutex<Option<i64>>,
+    offset_s: AtomicI64,
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch, as the simulation sees it.
+    pub fn now_s(&self) -> i64 {
+        if let Some(t) = *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) {
+            return t;
+        }
+        let real = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        real + self.offset_s.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clock at `unix_s`.
+    pub fn freeze(&self, unix_s: i64) {
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = Some(unix_s);
+    }
+
+    /// Moves the clock (frozen or not) by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        let mut frozen = self.frozen.lock().unwrap_or_else(|p| p.into_inner());
+        match frozen.as_mut() {
+            Some(t) => *t += seconds,
+            None => {
+                self.offset_s.fetch_add(seconds, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Lets the clock run again (keeping any shift).
+    pub fn thaw(&self) {
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Shared by every replica of the fleet.
+#[derive(Debug)]
+pub struct Sim {
+    pub world: World,
+    pub clock: Clock,
+    /// The credentials partners accept (API keys, client secrets), by partner id.
+    pub credentials: BTreeMap<&'static str, &'static str>,
+}
+
+/// One replica's own state.
+#[derive(Debug)]
+pub struct ReplicaState {
+    pub partner: Partner,
+    pub index: usize,
+    pub faults: FaultState,
+    counters: Mutex<BTreeMap<String, u64>>,
+}
+
+impl ReplicaState {
+    fn count(&self, key: String) {
+        *self
+            .counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    /// Requests served so far, by `METHOD route` (route templates, e.g.
+    /// `GET /v1/products/{sku}`) and by `METHOD path` under `path:`.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What every dialect handler can read.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub sim: Arc<Sim>,
+    pub replica: Arc<ReplicaState>,
+}
+
+/// Set on a request when the replica's `drift` knob is on.
+#[derive(Debug, Clone, Copy)]
+pub struct Drift(pub bool);
+
+async fn faults_and_counters(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
+    state.replica.count(format!("{} {route}", req.method()));
+    state
+        .replica
+        .count(format!("path:{} {}", req.method(), req.uri().path()));
+    let (knobs, decision, delay) = state.replica.faults.decide();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match decision {
+        Decision::Hang => {
+            // Bounded: a simulator never holds a connection for ever.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            faults::error()
+        }
+        Decision::Reset => faults::reset(),
+        Decision::Error => faults::error(),
+        Decision::RateLimited => faults::rate_limited(knobs.retry_after_s.max(1)),
+        Decision::Garbage => faults::garbage(),
+        Decision::Serve | Decision::Truncate => {
+            req.extensions_mut().insert(Drift(knobs.drift));
+            let response = next.run(req).await;
+            if decision == Decision::Serve && knobs.drip_ms == 0 {
+                return response;
+            }
+            let (parts, body) = response.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+                return faults::error();
+            };
+            let response = Response::from_parts(parts, axum::body::Body::empty());
+            if decision == Decision::Truncate {
+                faults::truncate(response, bytes)
+            } else {
+                faults::drip(response, bytes, Duration::from_millis(knobs.drip_ms))
+            }
+        }
+    }
+}
+
+/// A running (or stopped) replica.
+#[derive(Debug)]
+pub struct Replica {
+    pub state: Arc<ReplicaState>,
+    pub addr: SocketAddr,
+    app: Router,
+    running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
+}
+
+fn listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // Restarting on the same port right after a stop must not fail on TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl Replica {
+    /// Binds `addr` (port 0: any free port) and serves `dialect` for `partner`.
+    pub fn start(
+        sim: Arc<Sim>,
+        partner: Partner,
+        index: usize,
+        addr: SocketAddr,
+        dialect: Router<AppState>,
+        extra: Router,
+    ) -> std::io::Result<Arc<Self>> {
+        let state = Arc::new(ReplicaState {
+            partner,
+            index,
+            faults: FaultState::new(sim.world.seed, partner.id(), index),
+            counters: Mutex::new(BTreeMap::new()),
+        });
+        let app_state = AppState {
+            sim,
+            replica: Arc::clone(&state),
+        };
+        let app = dialect
+            .route_layer(axum::middleware::from_fn_with_state(
+                app_state.clone(),
+                faults_and_counters,
+            ))
+            .with_state(app_state)
+            .merge(extra);
+        let listener = listener(addr)?;
+        let addr = listener.local_addr()?;
+        let replica = Arc::new(Self {
+            state,
+            addr,
+            app,
+            running: Mutex::new(None),
+        });
+        replica.serve(listener);
+        Ok(replica)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = self.app.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, task));
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Stops accepting and closes open connections; the port then refuses connections.
+    pub async fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, task)) = running {
+            let _ = stop.send(());
+            // Hung requests would hold a graceful shutdown: abort after a short grace.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(500), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let listener = listener(self.addr)?;
+        self.serve(listener);
+        Ok(())
+    }
+}
