@@ -10,6 +10,20 @@ use mallgate_connectors::{Capability, ConnectorError, Format, Owner};
 use serde_json::json;
 use support::voltmart_page::json_page;
 
+/// One output that takes ~10^10 steps: only a CPU or wall-clock limit stops it.
+const CPU_BOMB: &str = "[range(100000)] as $a | {title: (reduce ($a[] as $x | $a[] as $y | 1) as $i (0; . + 1) | tostring)}";
+
+/// Runs `map` as a candidate under `limits` on a one-record page; the overrun's reason.
+fn overrun(limits: SandboxLimits, map: &str) -> String {
+    let err = sandbox(limits)
+        .dry_run(&request(candidate(map)), br#"{"products": [{}]}"#)
+        .expect_err("killed");
+    match err {
+        ConnectorError::MappingOverrun { reason } => reason,
+        other => panic!("{other}"),
+    }
+}
+
 fn sandbox(limits: SandboxLimits) -> Sandbox {
     Sandbox::new(
         env!("CARGO_BIN_EXE_mallgate-jq-sandbox"),
@@ -82,17 +96,7 @@ fn a_memory_bomb_kills_only_the_child() {
         address_space_bytes: 768 * 1024 * 1024,
         ..SandboxLimits::default()
     };
-    let err = sandbox(limits)
-        .dry_run(
-            &request(candidate(
-                r#"{title: ("x" * 2000000000 | length | tostring)}"#,
-            )),
-            br#"{"products": [{}]}"#,
-        )
-        .expect_err("killed");
-    let ConnectorError::MappingOverrun { reason } = &err else {
-        panic!("{err}")
-    };
+    let reason = overrun(limits, r#"{title: ("x" * 2000000000 | length | tostring)}"#);
     assert!(
         reason.contains("signal 6") || reason.contains("memory allocation"),
         "{reason}"
@@ -106,15 +110,7 @@ fn a_cpu_bomb_kills_only_the_child() {
         wall: Duration::from_secs(60),
         ..SandboxLimits::default()
     };
-    let err = sandbox(limits)
-        .dry_run(
-            &request(candidate("[range(100000)] as $a | {title: (reduce ($a[] as $x | $a[] as $y | 1) as $i (0; . + 1) | tostring)}")),
-            br#"{"products": [{}]}"#,
-        )
-        .expect_err("killed");
-    let ConnectorError::MappingOverrun { reason } = &err else {
-        panic!("{err}")
-    };
+    let reason = overrun(limits, CPU_BOMB);
     assert!(
         reason.contains("signal 24") || reason.contains("signal 9"),
         "{reason}"
@@ -128,16 +124,7 @@ fn the_wall_clock_limit_is_enforced_by_the_parent() {
         wall: Duration::from_millis(300),
         ..SandboxLimits::default()
     };
-    let err = sandbox(limits)
-        .dry_run(
-            &request(candidate("[range(100000)] as $a | {title: (reduce ($a[] as $x | $a[] as $y | 1) as $i (0; . + 1) | tostring)}")),
-            br#"{"products": [{}]}"#,
-        )
-        .expect_err("killed");
-    let ConnectorError::MappingOverrun { reason } = &err else {
-        panic!("{err}")
-    };
-    assert!(reason.contains("wall-clock limit"), "{reason}");
+    assert!(overrun(limits, CPU_BOMB).contains("wall-clock limit"));
 }
 
 #[test]

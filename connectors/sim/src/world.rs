@@ -445,21 +445,33 @@ impl World {
         self.locations.iter().filter(move |l| l.partner == partner)
     }
 
-    /// Units available of variant `variant` of product `product` at a location at
-    /// `unix_s`: a deterministic function of the seed and the clock's 5-minute period.
-    /// Can be negative (oversold), as Threadline reports it.
-    pub fn stock(&self, location: &Location, product: usize, variant: usize, unix_s: i64) -> i64 {
+    /// A stream for one (location, product, variant) during the clock's current period.
+    fn period_rng(
+        &self,
+        what: &str,
+        location: &Location,
+        product: usize,
+        variant: usize,
+        unix_s: i64,
+    ) -> Rng {
         let period = unix_s.div_euclid(STOCK_PERIOD_S);
-        let mut r = Rng::derive(
+        Rng::derive(
             self.seed,
             &[
-                label("stock"),
+                label(what),
                 u64::from(location.native_id),
                 product as u64,
                 variant as u64,
                 period as u64,
             ],
-        );
+        )
+    }
+
+    /// Units available of variant `variant` of product `product` at a location at
+    /// `unix_s`: a deterministic function of the seed and the clock's 5-minute period.
+    /// Can be negative (oversold), as Threadline reports it.
+    pub fn stock(&self, location: &Location, product: usize, variant: usize, unix_s: i64) -> i64 {
+        let mut r = self.period_rng("stock", location, product, variant, unix_s);
         match r.below(10) {
             0 => 0,
             1 => -(1 + r.below(3) as i64),
@@ -476,17 +488,7 @@ impl World {
         variant: usize,
         unix_s: i64,
     ) -> i64 {
-        let period = unix_s.div_euclid(STOCK_PERIOD_S);
-        let mut r = Rng::derive(
-            self.seed,
-            &[
-                label("incoming"),
-                u64::from(location.native_id),
-                product as u64,
-                variant as u64,
-                period as u64,
-            ],
-        );
+        let mut r = self.period_rng("incoming", location, product, variant, unix_s);
         if r.chance(0.3) {
             5 + r.below(50) as i64
         } else {
