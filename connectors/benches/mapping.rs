@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use mallgate_connectors::decode::Limits;
-use mallgate_connectors::mapping::{CapabilityMapping, ConnectorPrograms, Globals, strip_nulls};
+use mallgate_connectors::mapping::{CapabilityMapping, Globals, strip_nulls};
 use mallgate_connectors::prelude::{gtin, money, text};
 use mallgate_connectors::spec::CapabilitySpec;
 use mallgate_connectors::{Capability, ConnectorSpec, Format, Owner};
@@ -245,8 +245,8 @@ fn records_per_second(mut one_page: impl FnMut() -> usize) -> f64 {
 fn main() {
     let path = format!("{}/partners/voltmart.yaml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).expect("voltmart.yaml");
-    let spec = ConnectorSpec::load(&text, Format::Yaml, &Owner::Operator).expect("connector");
-    let programs = ConnectorPrograms::compile(&spec).expect("programs");
+    let (_, programs) =
+        ConnectorSpec::load_compiled(&text, Format::Yaml, &Owner::Operator).expect("connector");
     let json_mapping = &programs.capabilities[&Capability::CatalogSearch].mapping;
     let xml_spec: CapabilitySpec = serde_json::from_value(json!({
         "request": {"path": "/v1/products"}, "decode": "xml",

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{ConnectorError, Problem};
+use crate::mapping::ConnectorPrograms;
 use crate::source::{self, Format, SourceMap, escape_token};
 use crate::template::Template;
 
@@ -665,11 +666,21 @@ impl ConnectorSpec {
     /// Loads a connector document submitted by `owner`, or returns every problem found at
     /// the first failing stage, sorted by position.
     pub fn load(text: &str, format: Format, owner: &Owner) -> Result<Self, ConnectorError> {
+        Self::load_compiled(text, format, owner).map(|(spec, _)| spec)
+    }
+
+    /// Like [`load`](Self::load), keeping the compiled jq programs the last stage built,
+    /// for callers that run the connector (no second compile).
+    pub fn load_compiled(
+        text: &str,
+        format: Format,
+        owner: &Owner,
+    ) -> Result<(Self, ConnectorPrograms), ConnectorError> {
         let (value, map) =
             source::parse(text, format).map_err(|problem| ConnectorError::InvalidSpec {
                 problems: vec![problem],
             })?;
-        Self::load_value(value, &map, owner)
+        Self::load_value_compiled(value, &map, owner)
     }
 
     /// Loads an already parsed document; `map` gives positions (empty: none).
@@ -678,6 +689,15 @@ impl ConnectorSpec {
         map: &SourceMap,
         owner: &Owner,
     ) -> Result<Self, ConnectorError> {
+        Self::load_value_compiled(value, map, owner).map(|(spec, _)| spec)
+    }
+
+    /// [`load_value`](Self::load_value), keeping the compiled programs.
+    pub fn load_value_compiled(
+        value: Value,
+        map: &SourceMap,
+        owner: &Owner,
+    ) -> Result<(Self, ConnectorPrograms), ConnectorError> {
         let located = |pointer: String, reason: String| {
             let pos = map.locate(&pointer);
             Problem {
@@ -721,7 +741,7 @@ impl ConnectorSpec {
             ));
         }
         // Last, every jq program must compile under the sandbox's rules.
-        crate::mapping::ConnectorPrograms::compile(&spec).map_err(|problems| {
+        let programs = ConnectorPrograms::compile(&spec).map_err(|problems| {
             finish(
                 problems
                     .into_iter()
@@ -729,7 +749,7 @@ impl ConnectorSpec {
                     .collect(),
             )
         })?;
-        Ok(spec)
+        Ok((spec, programs))
     }
 
     /// The rules a JSON Schema cannot state, as (pointer, reason).

@@ -15,8 +15,9 @@ use support::voltmart_page::{XML_MAP, XML_RECORDS, json_page, xml_page};
 fn connector(file: &str) -> ConnectorPrograms {
     let path = format!("{}/partners/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).expect("connector file");
-    let spec = ConnectorSpec::load(&text, Format::Yaml, &Owner::Operator).expect("valid connector");
-    ConnectorPrograms::compile(&spec).expect("programs compile")
+    let (_, programs) = ConnectorSpec::load_compiled(&text, Format::Yaml, &Owner::Operator)
+        .expect("valid connector");
+    programs
 }
 
 fn globals(query: Value) -> Globals {

@@ -69,64 +69,52 @@ async fn fleet_view(State(fleet): State<Arc<Fleet>>) -> Json<serde_json::Value> 
     Json(view)
 }
 
+type Answer = Result<Response, Response>;
+
 async fn get_faults(
     State(fleet): State<Arc<Fleet>>,
     Path((partner, n)): Path<(String, usize)>,
-) -> Response {
-    match replica(&fleet, &partner, n) {
-        Ok(r) => Json(r.state.faults.get()).into_response(),
-        Err(e) => e,
-    }
+) -> Answer {
+    Ok(Json(replica(&fleet, &partner, n)?.state.faults.get()).into_response())
 }
 
 async fn put_faults(
     State(fleet): State<Arc<Fleet>>,
     Path((partner, n)): Path<(String, usize)>,
     Json(faults): Json<Faults>,
-) -> Response {
-    match replica(&fleet, &partner, n) {
-        Ok(r) => {
-            r.state.faults.set(faults.clone());
-            Json(faults).into_response()
-        }
-        Err(e) => e,
-    }
+) -> Answer {
+    replica(&fleet, &partner, n)?
+        .state
+        .faults
+        .set(faults.clone());
+    Ok(Json(faults).into_response())
 }
 
 async fn stop(
     State(fleet): State<Arc<Fleet>>,
     Path((partner, n)): Path<(String, usize)>,
-) -> Response {
-    match replica(&fleet, &partner, n) {
-        Ok(r) => {
-            r.stop().await;
-            Json(json!({"running": false})).into_response()
-        }
-        Err(e) => e,
-    }
+) -> Answer {
+    replica(&fleet, &partner, n)?.stop().await;
+    Ok(Json(json!({"running": false})).into_response())
 }
 
 async fn start(
     State(fleet): State<Arc<Fleet>>,
     Path((partner, n)): Path<(String, usize)>,
-) -> Response {
-    match replica(&fleet, &partner, n) {
-        Ok(r) => match r.restart().await {
-            Ok(()) => Json(json!({"running": true})).into_response(),
-            Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),
-        },
-        Err(e) => e,
+) -> Answer {
+    match replica(&fleet, &partner, n)?.restart().await {
+        Ok(()) => Ok(Json(json!({"running": true})).into_response()),
+        Err(e) => {
+            Err((StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response())
+        }
     }
 }
 
 async fn counters(
     State(fleet): State<Arc<Fleet>>,
     Path((partner, n)): Path<(String, usize)>,
-) -> Response {
-    match replica(&fleet, &partner, n) {
-        Ok(r) => Json(r.state.counters()).into_response(),
-        Err(e) => e,
-    }
+) -> Answer {
+    Ok(Json(replica(&fleet, &partner, n)?.state.counters()).into_response())
 }
 
 async fn clock(State(fleet): State<Arc<Fleet>>) -> Json<serde_json::Value> {

@@ -20,7 +20,7 @@ use mallgate_schemas::Warning;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{CapabilityMapping, Globals, STACK_BYTES};
+use super::{Globals, STACK_BYTES};
 use crate::decode::Limits;
 use crate::error::{ConnectorError, Problem};
 use crate::source::Format;
@@ -334,33 +334,28 @@ fn answer(input: &[u8]) -> ChildReply {
         Ok(r) => r,
         Err(e) => return failed("other", format!("bad request: {e}")),
     };
-    let spec = match ConnectorSpec::load(&request.connector, request.format, &request.owner) {
-        Ok(spec) => spec,
-        Err(ConnectorError::InvalidSpec { problems }) => {
-            return ChildReply::InvalidSpec { problems };
-        }
-        Err(e) => {
-            let (kind, reason) = parts(e);
-            return failed(&kind, reason);
-        }
-    };
-    let Some(cap) = spec.capabilities.get(&request.capability) else {
+    let mut programs =
+        match ConnectorSpec::load_compiled(&request.connector, request.format, &request.owner) {
+            Ok((_, programs)) => programs,
+            Err(ConnectorError::InvalidSpec { problems }) => {
+                return ChildReply::InvalidSpec { problems };
+            }
+            Err(e) => {
+                let (kind, reason) = parts(e);
+                return failed(&kind, reason);
+            }
+        };
+    let Some(mapping) = programs
+        .capabilities
+        .remove(&request.capability)
+        .map(|c| c.mapping)
+    else {
         return ChildReply::InvalidSpec {
             problems: vec![Problem::document(format!(
                 "the connector does not serve {}",
                 request.capability
             ))],
         };
-    };
-    let mapping = match CapabilityMapping::compile(request.capability, cap) {
-        Ok(m) => m,
-        Err(problems) => {
-            let reasons: Vec<String> = problems
-                .into_iter()
-                .map(|(f, r)| format!("{f}: {r}"))
-                .collect();
-            return failed("invalid_program", reasons.join("; "));
-        }
     };
     let globals = Globals {
         provenance: request.provenance,

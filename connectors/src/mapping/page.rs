@@ -72,10 +72,7 @@ pub struct CapabilityMapping {
 
 /// Which program of a capability a compile error is about, as a pointer suffix.
 fn compile_at(field: &'static str, code: &str) -> Result<Program, (&'static str, String)> {
-    Program::compile(code).map_err(|e| match e {
-        ConnectorError::InvalidProgram { reason } => (field, reason),
-        other => (field, other.to_string()),
-    })
+    Program::compile(code).map_err(|e| (field, program_reason(e)))
 }
 
 impl CapabilityMapping {

@@ -120,15 +120,6 @@ impl Decimal {
         }
     }
 
-    /// Integer part (toward zero) and the fractional rest.
-    pub fn split_int(self) -> (i128, Self) {
-        let div = 10i128.pow(self.scale);
-        (
-            self.mantissa / div,
-            Self::new(self.mantissa % div, self.scale),
-        )
-    }
-
     /// The nearest `f64` (for schema fields that are plain JSON numbers).
     pub fn to_f64(self) -> f64 {
         self.to_string().parse().unwrap_or(f64::NAN)
