@@ -4,6 +4,9 @@
 //! - `GET|PUT /__sim/partners/{partner}/replicas/{n}/faults`: the knobs ([`Faults`] as JSON)
 //! - `POST /__sim/partners/{partner}/replicas/{n}/stop|start`
 //! - `GET /__sim/partners/{partner}/replicas/{n}/counters`: requests by route and by path
+//! - `GET|PUT /__sim/partners/{partner}/auth`: OAuth token lifetime and issued count
+//!   (`{"token_ttl_s": N}`); `POST /__sim/partners/{partner}/auth/revoke` invalidates every
+//!   token the partner issued
 //! - `GET|PUT /__sim/clock`: `{"freeze_at_s": N}`, `{"advance_s": N}`, `{"thaw": true}`
 
 use std::sync::Arc;
@@ -31,6 +34,8 @@ pub fn router(fleet: Arc<Fleet>) -> Router {
             "/__sim/partners/{partner}/replicas/{n}/counters",
             get(counters),
         )
+        .route("/__sim/partners/{partner}/auth", get(auth).put(set_auth))
+        .route("/__sim/partners/{partner}/auth/revoke", post(revoke))
         .route("/__sim/clock", get(clock).put(set_clock))
         .with_state(fleet)
 }
@@ -115,6 +120,44 @@ async fn counters(
     Path((partner, n)): Path<(String, usize)>,
 ) -> Answer {
     Ok(Json(replica(&fleet, &partner, n)?.state.counters()).into_response())
+}
+
+fn partner(id: &str) -> Result<Partner, Response> {
+    Partner::from_id(id).ok_or_else(|| not_found(format!("no partner `{id}`")))
+}
+
+fn auth_view(fleet: &Fleet, p: Partner) -> Response {
+    Json(json!({
+        "token_ttl_s": fleet.tokens().ttl_s(p),
+        "tokens_issued": fleet.tokens().issued(p),
+    }))
+    .into_response()
+}
+
+async fn auth(State(fleet): State<Arc<Fleet>>, Path(id): Path<String>) -> Answer {
+    Ok(auth_view(&fleet, partner(&id)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthChange {
+    token_ttl_s: i64,
+}
+
+async fn set_auth(
+    State(fleet): State<Arc<Fleet>>,
+    Path(id): Path<String>,
+    Json(change): Json<AuthChange>,
+) -> Answer {
+    let p = partner(&id)?;
+    fleet.tokens().set_ttl_s(p, change.token_ttl_s);
+    Ok(auth_view(&fleet, p))
+}
+
+async fn revoke(State(fleet): State<Arc<Fleet>>, Path(id): Path<String>) -> Answer {
+    let p = partner(&id)?;
+    fleet.tokens().revoke_all(p);
+    Ok(auth_view(&fleet, p))
 }
 
 async fn clock(State(fleet): State<Arc<Fleet>>) -> Json<serde_json::Value> {

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod partners;
 pub mod rng;
 pub mod server;
+pub mod shipping;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use faults::Faults;
-pub use server::{Clock, Replica, Sim};
+pub use server::{Clock, Replica, Sim, TokenCheck, Tokens};
 pub use world::{Partner, World};
 
 /// The simulator's one error type.
@@ -74,13 +75,10 @@ impl Fleet {
         let sim = Arc::new(Sim {
             world: World::generate(config.seed),
             clock: Clock::default(),
-            credentials: BTreeMap::from([("voltmart", partners::voltmart::API_KEY)]),
+            tokens: Tokens::default(),
         });
         let mut replicas = BTreeMap::new();
         for partner in Partner::ALL {
-            let Some(dialect) = partners::router(partner) else {
-                continue;
-            };
             let mut list = Vec::new();
             for index in 0..config.replicas.max(1) {
                 let replica = Replica::start(
@@ -88,7 +86,7 @@ impl Fleet {
                     partner,
                     index,
                     config.bind,
-                    dialect.clone(),
+                    partners::router(partner),
                     axum::Router::new(),
                 )
                 .map_err(|source| SimError::Bind {
@@ -133,7 +131,12 @@ impl Fleet {
         self.control_addr
     }
 
-    /// The replicas of a partner (empty if it is not simulated).
+    /// The OAuth2 tokens partners issued (lifetimes, counts, revocation).
+    pub fn tokens(&self) -> &Tokens {
+        &self.sim.tokens
+    }
+
+    /// The replicas of a partner.
     pub fn replicas(&self, partner: Partner) -> &[Arc<Replica>] {
         self.replicas.get(&partner).map_or(&[], Vec::as_slice)
     }
@@ -172,6 +175,7 @@ impl Fleet {
             "seed": self.sim.world.seed,
             "control": format!("http://{}", self.control_addr),
             "partners": partners,
+            "credentials": partners::credentials(),
         })
     }
 }

@@ -65,8 +65,91 @@ impl Clock {
 pub struct Sim {
     pub world: World,
     pub clock: Clock,
-    /// The credentials partners accept (API keys, client secrets), by partner id.
-    pub credentials: BTreeMap<&'static str, &'static str>,
+    /// OAuth2 access tokens issued by the partners that use them (valid on every replica).
+    pub tokens: Tokens,
+}
+
+/// What a presented access token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    Valid,
+    Expired,
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+struct TokenBook {
+    /// token -> (partner, expires at, simulated Unix seconds)
+    issued: BTreeMap<String, (Partner, i64)>,
+    ttl_s: BTreeMap<Partner, i64>,
+    count: BTreeMap<Partner, u64>,
+    serial: u64,
+}
+
+/// The OAuth2 client-credentials tokens of the partners that issue them. Lifetimes run on
+/// the simulated clock, so a test expires a token by advancing the clock, or shortens the
+/// lifetime with [`Tokens::set_ttl_s`] (the control API's `auth` knob).
+#[derive(Debug, Default)]
+pub struct Tokens {
+    book: Mutex<TokenBook>,
+}
+
+impl Tokens {
+    fn book(&self) -> std::sync::MutexGuard<'_, TokenBook> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lifetime of the tokens `partner` issues: its dialect's default until set.
+    pub fn ttl_s(&self, partner: Partner) -> i64 {
+        self.book()
+            .ttl_s
+            .get(&partner)
+            .copied()
+            .unwrap_or(match partner {
+                Partner::Acme => 900,
+                _ => 3600,
+            })
+    }
+
+    pub fn set_ttl_s(&self, partner: Partner, seconds: i64) {
+        self.book().ttl_s.insert(partner, seconds.max(1));
+    }
+
+    /// Issues a token at `now_s`; returns it and its lifetime.
+    pub fn issue(&self, partner: Partner, now_s: i64) -> (String, i64) {
+        let ttl = self.ttl_s(partner);
+        let mut book = self.book();
+        book.serial += 1;
+        *book.count.entry(partner).or_default() += 1;
+        if book.issued.len() > 10_000 {
+            book.issued.retain(|_, (_, expires)| *expires > now_s);
+        }
+        let token = format!(
+            "{}-{:016x}",
+            partner.id(),
+            crate::rng::Rng::derive(book.serial, &[crate::rng::label(partner.id())]).next_u64()
+        );
+        book.issued.insert(token.clone(), (partner, now_s + ttl));
+        (token, ttl)
+    }
+
+    pub fn check(&self, partner: Partner, token: &str, now_s: i64) -> TokenCheck {
+        match self.book().issued.get(token) {
+            Some((p, expires)) if *p == partner && *expires > now_s => TokenCheck::Valid,
+            Some((p, _)) if *p == partner => TokenCheck::Expired,
+            _ => TokenCheck::Unknown,
+        }
+    }
+
+    /// Invalidates every token of `partner` (as a partner rotating its keys would).
+    pub fn revoke_all(&self, partner: Partner) {
+        self.book().issued.retain(|_, (p, _)| *p != partner);
+    }
+
+    /// Tokens issued so far by `partner`.
+    pub fn issued(&self, partner: Partner) -> u64 {
+        self.book().count.get(&partner).copied().unwrap_or(0)
+    }
 }
 
 /// One replica's own state.
@@ -111,7 +194,7 @@ pub struct Drift(pub bool);
 
 async fn faults_and_counters(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let route = req
@@ -122,6 +205,31 @@ async fn faults_and_counters(
     state
         .replica
         .count(format!("path:{} {}", req.method(), req.uri().path()));
+    // The partner's correlation header comes back on every answer it gives.
+    let echo = correlation_header(state.replica.partner).and_then(|name| {
+        req.headers()
+            .get(name)
+            .cloned()
+            .map(|v| (axum::http::HeaderName::from_static(name), v))
+    });
+    let mut response = decide_and_answer(&state, req, next).await;
+    if let Some((name, value)) = echo {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// The header each partner echoes (lower case, as HTTP/1 header names compare).
+pub fn correlation_header(partner: Partner) -> Option<&'static str> {
+    match partner {
+        Partner::Acme => Some("wm_qos.correlation_id"),
+        Partner::SwiftShip => Some("transid"),
+        Partner::Threadline => Some("x-request-id"),
+        _ => None,
+    }
+}
+
+async fn decide_and_answer(state: &AppState, mut req: Request, next: Next) -> Response {
     let (knobs, decision, delay) = state.replica.faults.decide();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -138,6 +246,8 @@ async fn faults_and_counters(
         Decision::Garbage => faults::garbage(),
         Decision::Serve | Decision::Truncate => {
             req.extensions_mut().insert(Drift(knobs.drift));
+            // For dialect middleware (auth guards), which cannot take the router's state.
+            req.extensions_mut().insert(state.clone());
             let response = next.run(req).await;
             if decision == Decision::Serve && knobs.drip_ms == 0 {
                 return response;

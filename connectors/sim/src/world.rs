@@ -80,6 +80,8 @@ pub struct Listing {
     pub price_cents: i64,
     /// Regular (list) price, USD cents.
     pub list_price_cents: i64,
+    /// When the partner last changed the listing (Unix seconds).
+    pub updated_s: i64,
 }
 
 /// A product in unified terms.
@@ -130,6 +132,8 @@ pub struct World {
     pub seed: u64,
     pub products: Vec<Product>,
     pub locations: Vec<Location>,
+    /// Parcels ParcelPost and SwiftShip track.
+    pub parcels: Vec<crate::shipping::Shipment>,
 }
 
 /// How many products a world has.
@@ -138,7 +142,8 @@ pub const PRODUCTS: usize = 3000;
 /// Stock changes every this many seconds of the simulated clock.
 pub const STOCK_PERIOD_S: i64 = 300;
 
-const CITIES: &[(&str, &str, &str, f64, f64, &str)] = &[
+/// The cities stores, warehouses and parcel scans are in: name, region, ZIP, lat, lon, zone.
+pub const CITIES: &[(&str, &str, &str, f64, f64, &str)] = &[
     (
         "Des Moines",
         "IA",
@@ -358,6 +363,8 @@ impl World {
                         native_id,
                         price_cents: price,
                         list_price_cents: list.max(price),
+                        updated_s: crate::shipping::SHIPPING_EPOCH_S
+                            - rng.below(60 * 86_400) as i64,
                     }
                 })
                 .collect();
@@ -425,6 +432,7 @@ impl World {
             seed,
             products,
             locations,
+            parcels: crate::shipping::generate(seed),
         }
     }
 
@@ -439,6 +447,13 @@ impl World {
     pub fn by_native_id(&self, partner: Partner, native_id: &str) -> Option<(&Product, &Listing)> {
         self.listed_by(partner)
             .find(|(_, l)| l.native_id == native_id)
+    }
+
+    /// The parcel a carrier tracks under `number`.
+    pub fn parcel(&self, carrier: Partner, number: &str) -> Option<&crate::shipping::Shipment> {
+        self.parcels
+            .iter()
+            .find(|s| s.carrier == carrier && s.tracking_number == number)
     }
 
     pub fn locations_of(&self, partner: Partner) -> impl Iterator<Item = &Location> {
