@@ -192,11 +192,7 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct Drift(pub bool);
 
-async fn faults_and_counters(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn faults_and_counters(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

@@ -198,7 +198,8 @@ pub fn generate(seed: u64) -> Vec<Shipment> {
                     destination = (destination + 1) % CITIES.len();
                 }
                 let hub = (origin + destination + 3) % CITIES.len();
-                let mut t = SHIPPING_EPOCH_S + rng.below(96) as i64 * 3600 + rng.below(60) as i64 * 60;
+                let mut t =
+                    SHIPPING_EPOCH_S + rng.below(96) as i64 * 3600 + rng.below(60) as i64 * 60;
                 let mut events: Vec<TrackEvent> = Vec::new();
                 let mut zone = CITIES[origin].5;
                 for (i, step) in story.iter().copied().enumerate() {
@@ -224,8 +225,8 @@ pub fn generate(seed: u64) -> Vec<Shipment> {
                     if let Some(p) = place {
                         zone = p.time_zone();
                     }
-                    let has_time = !matches!(step, Step::LabelCreated | Step::Cancelled)
-                        || rng.chance(0.5);
+                    let has_time =
+                        !matches!(step, Step::LabelCreated | Step::Cancelled) || rng.chance(0.5);
                     events.push(TrackEvent {
                         step,
                         unix_s: t,
@@ -239,7 +240,7 @@ pub fn generate(seed: u64) -> Vec<Shipment> {
                     tracking_number: tracking_number(carrier, n),
                     weight_g: 200 + rng.below(12_000) as u32,
                     events,
-                    with_offset: n % 2 == 0,
+                    with_offset: n.is_multiple_of(2),
                 });
             }
         }
@@ -249,16 +250,12 @@ pub fn generate(seed: u64) -> Vec<Shipment> {
 
 /// A well-formed tracking number the carrier has never issued.
 pub fn unknown_tracking_number(carrier: Partner) -> String {
-    tracking_number(carrier, 999_983)
+    tracking_number(carrier, 7_001)
 }
 
 /// The zone (1..=8) between two ZIP codes: the distance of their three-digit prefixes.
 pub fn zone(from_zip: &str, to_zip: &str) -> u32 {
-    let prefix = |z: &str| {
-        z.get(..3)
-            .and_then(|p| p.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let prefix = |z: &str| z.get(..3).and_then(|p| p.parse::<i64>().ok()).unwrap_or(0);
     let d = (prefix(from_zip) - prefix(to_zip)).unsigned_abs();
     (1 + d / 125).min(8) as u32
 }
@@ -453,6 +450,19 @@ mod tests {
             );
             let unknown = unknown_tracking_number(carrier);
             assert!(mine.iter().all(|s| s.tracking_number != unknown));
+            for number in mine
+                .iter()
+                .map(|s| s.tracking_number.as_str())
+                .chain([unknown.as_str()])
+            {
+                let well_formed = match carrier {
+                    Partner::ParcelPost => {
+                        number.len() == 22 && number.bytes().all(|b| b.is_ascii_digit())
+                    }
+                    _ => number.len() == 18 && number.starts_with("1Z"),
+                };
+                assert!(well_formed, "{number}");
+            }
         }
         assert_eq!(parcels, generate(7));
     }

@@ -143,7 +143,11 @@ async fn guard(
 /// The 14-digit GTIN Acme sends for a product (its first variant), valid or not.
 pub fn gtin(product: &Product) -> String {
     let v = &product.variants[0];
-    let code = v.upc.clone().or_else(|| v.bad_code.clone()).unwrap_or_default();
+    let code = v
+        .upc
+        .clone()
+        .or_else(|| v.bad_code.clone())
+        .unwrap_or_default();
     format!("{code:0>14}")
 }
 

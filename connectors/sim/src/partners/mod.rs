@@ -61,7 +61,9 @@ pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// An `application/x-www-form-urlencoded` body.
@@ -170,7 +172,10 @@ mod tests {
     #[test]
     fn helpers() {
         assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
-        assert_eq!(uncursor("p", &cursor("p", "title=x|7")).as_deref(), Some("title=x|7"));
+        assert_eq!(
+            uncursor("p", &cursor("p", "title=x|7")).as_deref(),
+            Some("title=x|7")
+        );
         assert_eq!(uncursor("p", "pzz"), None);
         assert_eq!(thousandths("2.5"), Some(2500));
         assert_eq!(thousandths("0.0001"), Some(1));

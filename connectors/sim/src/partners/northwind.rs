@@ -47,7 +47,10 @@ pub fn location_code(location: &Location) -> String {
 /// The code Northwind sends for a product: the UPC, or the mistyped one.
 pub fn upc(product: &Product) -> String {
     let v = &product.variants[0];
-    v.upc.clone().or_else(|| v.bad_code.clone()).unwrap_or_default()
+    v.upc
+        .clone()
+        .or_else(|| v.bad_code.clone())
+        .unwrap_or_default()
 }
 
 /// The vendor part number.
@@ -119,7 +122,10 @@ pub fn document(world: &World, unix_s: i64, miscount: bool) -> String {
             upc(product),
             vendor_part(product)
         ));
-        set.push(format!("PID*F****{}", product.title.replace(['*', '~'], " ")));
+        set.push(format!(
+            "PID*F****{}",
+            product.title.replace(['*', '~'], " ")
+        ));
         let per_location: Vec<(String, i64)> = warehouses
             .iter()
             .map(|l| (location_code(l), available(world, l, product, taken)))
@@ -176,11 +182,7 @@ async fn latest(
         return StatusCode::NOT_MODIFIED.into_response();
     }
     let body = document(&state.sim.world, now, drift);
-    let mut response = (
-        [(header::CONTENT_TYPE, "application/edi-x12")],
-        body,
-    )
-        .into_response();
+    let mut response = ([(header::CONTENT_TYPE, "application/edi-x12")], body).into_response();
     if let Ok(v) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, v);
     }

@@ -195,7 +195,9 @@ async fn api(
         Some("RateV4") => rate(&request, drift),
         Some(other) => top_error(
             "80040B19",
-            &format!("API Authorization failure. {other} is not a valid API name for this protocol."),
+            &format!(
+                "API Authorization failure. {other} is not a valid API name for this protocol."
+            ),
         ),
         None => top_error("80040B19", "API Authorization failure. No API given."),
     }
@@ -207,7 +209,11 @@ fn track(state: &AppState, q: &BTreeMap<String, String>, request: &str) -> Respo
         .filter_map(|(attrs, _)| attribute(attrs, "ID"))
         .collect();
     if let Some(list) = q.get("TrackID") {
-        ids.extend(list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+        ids.extend(
+            list.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+        );
     }
     if ids.is_empty() {
         return xml(error_xml(

@@ -12,7 +12,8 @@
 //!   and picked up share type I, so the code decides;
 //! - an unknown tracking number is HTTP 200 with warning `TW0001`;
 //! - weights as strings with units `LBS`/`KGS`; money as `{CurrencyCode, MonetaryValue}`
-//!   strings; one package may be sent as an object instead of an array.
+//!   strings; billing in whole pounds, rounded up per package; one package may be sent as
+//!   an object instead of an array.
 //!
 //! Drift knob: `activity[].status.code` becomes `activity[].status.statusCode` only (the
 //! detailed code moves).
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 
 use super::{basic_auth, bearer, decimal, form, thousandths, zoned};
 use crate::server::{AppState, Drift, TokenCheck};
-use crate::shipping::{Shipment, Step, TrackEvent, quotes};
+use crate::shipping::{Shipment, Step, TrackEvent, quotes_for_pounds};
 use crate::world::Partner;
 
 pub const CLIENT_ID: &str = "swiftship-demo-client";
@@ -89,11 +90,7 @@ async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -
     match basic_auth(&headers) {
         Some((id, secret)) if id == CLIENT_ID && secret == CLIENT_SECRET => {}
         _ => {
-            return problem(
-                StatusCode::UNAUTHORIZED,
-                "10401",
-                "ClientId is Invalid",
-            );
+            return problem(StatusCode::UNAUTHORIZED, "10401", "ClientId is Invalid");
         }
     }
     if form(&body).get("grant_type").map(String::as_str) != Some("client_credentials") {
@@ -157,8 +154,11 @@ pub fn weight(shipment: &Shipment) -> (&'static str, String) {
         .bytes()
         .last()
         .map_or(0, |b| b.wrapping_sub(b'0'));
-    if n % 3 == 0 {
-        ("KGS", format!("{:.2}", f64::from(shipment.weight_g) / 1000.0))
+    if n.is_multiple_of(3) {
+        (
+            "KGS",
+            format!("{:.2}", f64::from(shipment.weight_g) / 1000.0),
+        )
     } else {
         (
             "LBS",
@@ -226,11 +226,7 @@ async fn track(
         && number.starts_with("1Z")
         && number.bytes().all(|b| b.is_ascii_alphanumeric());
     if !well_formed {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "TV0001",
-            "Invalid inquiry number",
-        );
+        return problem(StatusCode::BAD_REQUEST, "TV0001", "Invalid inquiry number");
     }
     match state.sim.world.parcel(Partner::SwiftShip, &number) {
         Some(shipment) => Json(render(shipment, drift)).into_response(),
@@ -247,25 +243,27 @@ fn money(cents: i64) -> Value {
     json!({"CurrencyCode": "USD", "MonetaryValue": decimal(cents)})
 }
 
-/// A package's weight in grams from `{UnitOfMeasurement: {Code}, Weight: "2.5"}`,
-/// rounded up to the gram.
-fn grams(package: &Value) -> Result<u32, String> {
+/// A package's billable pounds from `{UnitOfMeasurement: {Code}, Weight: "2.5"}`: whole
+/// pounds rounded up, at least one.
+fn billable_pounds(package: &Value) -> Result<i64, String> {
     let weight = &package["PackageWeight"];
     let text = weight["Weight"]
         .as_str()
         .ok_or("PackageWeight.Weight must be a string")?;
     let milli = thousandths(text).ok_or_else(|| format!("`{text}` is not a weight"))?;
-    let grams = match weight["UnitOfMeasurement"]["Code"].as_str() {
-        Some("KGS") => milli,
-        // 1 lb = 453.59237 g: thousandths of a pound times 0.45359237, rounded up.
-        Some("LBS") => (milli * 45_359_237 + 99_999_999) / 100_000_000,
+    let pounds = match weight["UnitOfMeasurement"]["Code"].as_str() {
+        Some("LBS") => ((milli + 999) / 1000).max(1),
+        Some("KGS") => {
+            let grams = u32::try_from(milli).map_err(|_| format!("`{text}` KGS is too heavy"))?;
+            crate::shipping::billable_pounds(grams)
+        }
         Some(other) => return Err(format!("unit `{other}` is not LBS or KGS")),
         None => return Err("PackageWeight.UnitOfMeasurement.Code is required".to_owned()),
     };
-    u32::try_from(grams)
-        .ok()
-        .filter(|g| (1..=68_000).contains(g))
-        .ok_or_else(|| "a package weighs more than 0 and at most 150 LBS".to_owned())
+    if milli == 0 || pounds > 150 {
+        return Err("a package weighs more than 0 and at most 150 LBS".to_owned());
+    }
+    Ok(pounds)
 }
 
 async fn rate(Json(body): Json<Value>) -> Response {
@@ -295,25 +293,22 @@ async fn rate(Json(body): Json<Value>) -> Response {
             );
         }
     };
-    let mut weights = Vec::new();
+    let mut pounds = Vec::new();
     for p in &packages {
-        match grams(p) {
-            Ok(g) => weights.push(g),
+        match billable_pounds(p) {
+            Ok(lbs) => pounds.push(lbs),
             Err(e) => return problem(StatusCode::BAD_REQUEST, "111057", &e),
         }
     }
-    if weights.is_empty() {
+    if pounds.is_empty() {
         return problem(
             StatusCode::BAD_REQUEST,
             "111100",
             "Shipment.Package is required",
         );
     }
-    let billed: i64 = weights
-        .iter()
-        .map(|w| crate::shipping::billable_pounds(*w))
-        .sum();
-    let rated: Vec<Value> = quotes(Partner::SwiftShip, &from, &to, &weights)
+    let billed: i64 = pounds.iter().sum();
+    let rated: Vec<Value> = quotes_for_pounds(Partner::SwiftShip, &from, &to, &pounds)
         .into_iter()
         .map(|q| {
             let mut r = json!({

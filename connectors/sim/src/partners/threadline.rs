@@ -107,7 +107,7 @@ pub fn sku(product: &Product, variant: usize) -> String {
 
 /// Whether the variant's `weight` is stale and disagrees with its `grams` (the truth).
 pub fn weight_disagrees(product: &Product, variant: usize) -> bool {
-    (product.index * 7 + variant) % 13 == 0
+    (product.index * 7 + variant).is_multiple_of(13)
 }
 
 /// The unit a product's `weight` is given in.
@@ -536,10 +536,7 @@ async fn inventory_levels(State(state): State<AppState>, Query(q): Params) -> Re
             })
             .transpose()
     };
-    let (items, location_ids) = match (
-        parse_ids("inventory_item_ids"),
-        parse_ids("location_ids"),
-    ) {
+    let (items, location_ids) = match (parse_ids("inventory_item_ids"), parse_ids("location_ids")) {
         (Ok(i), Ok(l)) => (i, l),
         (Err(r), _) | (_, Err(r)) => return r,
     };
