@@ -48,6 +48,10 @@ pub struct FleetConfig {
     pub replicas: usize,
     /// Where to bind: `127.0.0.1:0` for any free ports.
     pub bind: SocketAddr,
+    /// Fixed ports instead: the control API on `base + 1`, replica `r` of the `i`-th
+    /// partner of [`Partner::ALL`] on `base + 100 * (i + 1) + 1 + r` (with 18000: Voltmart
+    /// on 18101, 18102..., Threadline on 18201..., as the example connectors expect).
+    pub base_port: Option<u16>,
 }
 
 impl Default for FleetConfig {
@@ -56,6 +60,7 @@ impl Default for FleetConfig {
             seed: 7,
             replicas: 2,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            base_port: None,
         }
     }
 }
@@ -78,33 +83,46 @@ impl Fleet {
             tokens: Tokens::default(),
         });
         let mut replicas = BTreeMap::new();
-        for partner in Partner::ALL {
+        let at = |offset: u32| -> Result<SocketAddr, SimError> {
+            match config.base_port {
+                None => Ok(config.bind),
+                Some(base) => {
+                    let port = u16::try_from(u32::from(base) + offset).map_err(|_| {
+                        SimError::Bind {
+                            addr: config.bind,
+                            source: std::io::Error::other("the base port leaves no room"),
+                        }
+                    })?;
+                    Ok(SocketAddr::new(config.bind.ip(), port))
+                }
+            }
+        };
+        for (i, partner) in Partner::ALL.into_iter().enumerate() {
             let mut list = Vec::new();
             for index in 0..config.replicas.max(1) {
+                let addr = at(100 * (i as u32 + 1) + 1 + index as u32)?;
                 let replica = Replica::start(
                     Arc::clone(&sim),
                     partner,
                     index,
-                    config.bind,
+                    addr,
                     partners::router(partner),
                     axum::Router::new(),
                 )
-                .map_err(|source| SimError::Bind {
-                    addr: config.bind,
-                    source,
-                })?;
+                .map_err(|source| SimError::Bind { addr, source })?;
                 list.push(replica);
             }
             replicas.insert(partner, list);
         }
-        let listener = tokio::net::TcpListener::bind(config.bind)
+        let control = at(1)?;
+        let listener = tokio::net::TcpListener::bind(control)
             .await
             .map_err(|source| SimError::Bind {
-                addr: config.bind,
+                addr: control,
                 source,
             })?;
         let control_addr = listener.local_addr().map_err(|source| SimError::Bind {
-            addr: config.bind,
+            addr: control,
             source,
         })?;
         let fleet = Arc::new(Self {

@@ -1,5 +1,6 @@
-//! `partner-sim --seed 7 [--replicas 2] [--bind 127.0.0.1:0]`: serves the simulated
-//! partner fleet and prints every address as one JSON line, then runs until Ctrl-C.
+//! `partner-sim --seed 7 [--replicas 2] [--bind 127.0.0.1:0] [--base-port 18000]`: serves
+//! the simulated partner fleet and prints every address as one JSON line, then runs until
+//! Ctrl-C. With `--base-port`, ports are fixed (see `FleetConfig::base_port`).
 
 use std::net::SocketAddr;
 
@@ -23,8 +24,14 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<FleetConfig> {
                 }
                 config.bind = bind;
             }
+            "--base-port" => {
+                config.base_port =
+                    Some(value()?.parse().context("--base-port must be a port number")?);
+            }
             "-h" | "--help" => {
-                eprintln!("usage: partner-sim [--seed N] [--replicas N] [--bind 127.0.0.1:0]");
+                eprintln!(
+                    "usage: partner-sim [--seed N] [--replicas N] [--bind 127.0.0.1:0] [--base-port 18000]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
