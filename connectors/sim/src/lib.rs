@@ -87,12 +87,11 @@ impl Fleet {
             match config.base_port {
                 None => Ok(config.bind),
                 Some(base) => {
-                    let port = u16::try_from(u32::from(base) + offset).map_err(|_| {
-                        SimError::Bind {
+                    let port =
+                        u16::try_from(u32::from(base) + offset).map_err(|_| SimError::Bind {
                             addr: config.bind,
                             source: std::io::Error::other("the base port leaves no room"),
-                        }
-                    })?;
+                        })?;
                     Ok(SocketAddr::new(config.bind.ip(), port))
                 }
             }

@@ -25,8 +25,11 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<FleetConfig> {
                 config.bind = bind;
             }
             "--base-port" => {
-                config.base_port =
-                    Some(value()?.parse().context("--base-port must be a port number")?);
+                config.base_port = Some(
+                    value()?
+                        .parse()
+                        .context("--base-port must be a port number")?,
+                );
             }
             "-h" | "--help" => {
                 eprintln!(
