@@ -247,7 +247,8 @@ fn main() {
     let text = std::fs::read_to_string(path).expect("voltmart.yaml");
     let (_, programs) =
         ConnectorSpec::load_compiled(&text, Format::Yaml, &Owner::Operator).expect("connector");
-    let json_mapping = &programs.capabilities[&Capability::CatalogSearch].mapping;
+    let json_mapping: &CapabilityMapping =
+        &programs.capabilities[&Capability::CatalogSearch].mapping;
     let xml_spec: CapabilitySpec = serde_json::from_value(json!({
         "request": {"path": "/v1/products"}, "decode": "xml",
         "records": voltmart_page::XML_RECORDS, "map": voltmart_page::XML_MAP,

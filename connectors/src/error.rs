@@ -82,6 +82,62 @@ pub enum ConnectorError {
     /// The partner said, inside a successful reply, that it failed (the `error` rule).
     #[error("partner reported an error: {message}")]
     PartnerReported { message: String },
+    /// The partner could not be reached, or the connection broke. `connect` is true when
+    /// nothing was sent (refused or unreachable): another endpoint can take the call at no
+    /// risk. URLs in errors never carry a query or user info.
+    #[error("cannot reach {url}: {reason}")]
+    Transport {
+        url: String,
+        reason: String,
+        connect: bool,
+    },
+    /// No (complete) answer within the attempt's time.
+    #[error("no answer from {url} within {timeout_ms} ms")]
+    Timeout { url: String, timeout_ms: u64 },
+    /// 429: the partner asks to slow down, for `retry_after` when it says.
+    #[error("{url} answered 429 Too Many Requests{}", retry_after_text(.retry_after))]
+    RateLimited {
+        url: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Any other unsuccessful HTTP status.
+    #[error("{url} answered HTTP {status}")]
+    PartnerStatus { url: String, status: u16 },
+    /// The partner refused the credentials (after one token refresh, for OAuth2).
+    #[error("{url} refused the credentials (HTTP {status})")]
+    Unauthorized { url: String, status: u16 },
+    /// Getting an OAuth2 token failed.
+    #[error("token request to {url} failed: {reason}")]
+    Token {
+        url: String,
+        reason: String,
+        retryable: bool,
+    },
+    /// The reply is bigger than the response cap.
+    #[error("the reply from {url} exceeds {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    /// A secret reference could not be resolved (the reference is named, never the value).
+    #[error("cannot resolve secret `{reference}`: {reason}")]
+    Secret { reference: String, reason: String },
+    /// The address guard refused a URL the connector would call.
+    #[error("refused to call {url}: {reason}")]
+    AddressDenied { url: String, reason: String },
+    /// The request could not be built from the template and the query.
+    #[error("cannot build the request: {reason}")]
+    Request { reason: String },
+    /// The connector has no such capability.
+    #[error("the connector does not serve {capability}")]
+    Unsupported { capability: String },
+    /// The call's deadline passed before it finished.
+    #[error("the call's deadline passed after {pages} page(s)")]
+    DeadlineExceeded { pages: u32 },
+}
+
+fn retry_after_text(retry_after: &Option<std::time::Duration>) -> String {
+    match retry_after {
+        Some(d) => format!(" (retry after {:.1} s)", d.as_secs_f64()),
+        None => String::new(),
+    }
 }
 
 impl ConnectorError {
@@ -99,6 +155,32 @@ impl ConnectorError {
             Self::PartnerReported { .. } => false,
             // Local and transient: a later call finds a free thread.
             Self::MappingBusy | Self::Sandbox { .. } => true,
+            // The network and the partner's load change from one attempt to the next.
+            Self::Transport { .. } | Self::Timeout { .. } | Self::RateLimited { .. } => true,
+            Self::PartnerStatus { status, .. } => *status >= 500 || *status == 408,
+            Self::Token { retryable, .. } => *retryable,
+            // The same credentials, URL, template or size give the same answer; with no
+            // time left there is nothing to retry in.
+            Self::Unauthorized { .. }
+            | Self::TooLarge { .. }
+            | Self::Secret { .. }
+            | Self::AddressDenied { .. }
+            | Self::Request { .. }
+            | Self::Unsupported { .. }
+            | Self::DeadlineExceeded { .. } => false,
         }
+    }
+
+    /// How long the partner asked to wait before trying again (429 `Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the call never reached the partner (safe to send elsewhere at no cost).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, Self::Transport { connect: true, .. })
     }
 }

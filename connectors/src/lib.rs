@@ -10,6 +10,7 @@ pub mod decode;
 mod error;
 pub mod mapping;
 pub mod prelude;
+pub mod runtime;
 pub mod source;
 pub mod spec;
 pub mod template;

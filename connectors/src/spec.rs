@@ -557,6 +557,33 @@ pub enum Pagination {
 }
 
 impl Pagination {
+    /// The jq program the walk reads from each reply, with its field name (a pointer suffix
+    /// below the capability): `pagination/next`, `pagination/total_pages`...
+    pub fn program(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::Page { total_pages, .. } => total_pages
+                .as_deref()
+                .map(|c| ("pagination/total_pages", c)),
+            Self::Offset { total, .. } => total.as_deref().map(|c| ("pagination/total", c)),
+            Self::Cursor { next, .. }
+            | Self::NextUrl { next, .. }
+            | Self::NextToken { next, .. } => Some(("pagination/next", next.as_str())),
+            Self::LinkHeader { .. } => None,
+        }
+    }
+
+    /// The most pages one call walks.
+    pub fn max_pages(&self) -> u32 {
+        match self {
+            Self::Page { max_pages, .. }
+            | Self::Offset { max_pages, .. }
+            | Self::Cursor { max_pages, .. }
+            | Self::LinkHeader { max_pages, .. }
+            | Self::NextUrl { max_pages, .. }
+            | Self::NextToken { max_pages, .. } => *max_pages,
+        }
+    }
+
     /// The query parameter the walk sets, which the request template must not set too.
     fn query_param(&self) -> Option<&str> {
         match self {

@@ -74,6 +74,23 @@ impl Template {
         Ok(Self { segments })
     }
 
+    /// The text with every placeholder replaced by `lookup(path)` passed through `encode`;
+    /// `None` when a placeholder has no value (the caller leaves the parameter out).
+    pub fn render(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+        encode: impl Fn(&str) -> String,
+    ) -> Option<String> {
+        let mut out = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Field(path) => out.push_str(&encode(&lookup(path)?)),
+            }
+        }
+        Some(out)
+    }
+
     /// The placeholders' paths, in order.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
@@ -111,6 +128,18 @@ mod tests {
             ]
         );
         assert_eq!(t.fields().collect::<Vec<_>>(), ["id", "to.postal_code"]);
+    }
+
+    #[test]
+    fn rendering_fills_encodes_and_leaves_out() {
+        let t = Template::parse("/t/{n}?x={{{q}}}").expect("parses");
+        let filled = t.render(
+            |p| (p != "q").then(|| "a b".to_owned()),
+            |v| v.replace(' ', "%20"),
+        );
+        assert_eq!(filled, None, "a missing field leaves the whole value out");
+        let filled = t.render(|_| Some("a b".to_owned()), |v| v.replace(' ', "%20"));
+        assert_eq!(filled.as_deref(), Some("/t/a%20b?x={a%20b}"));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - `POST /__sim/partners/{partner}/replicas/{n}/stop|start`
 //! - `GET /__sim/partners/{partner}/replicas/{n}/counters`: requests by route and by path
 //! - `GET|PUT /__sim/partners/{partner}/auth`: OAuth token lifetime and issued count
-//!   (`{"token_ttl_s": N}`); `POST /__sim/partners/{partner}/auth/revoke` invalidates every
+//!   (`{"token_ttl_s": N, "token_max_uses": N}`: a token dies after N accepted requests,
+//!   0 for no limit); `POST /__sim/partners/{partner}/auth/revoke` invalidates every
 //!   token the partner issued
 //! - `GET|PUT /__sim/clock`: `{"freeze_at_s": N}`, `{"advance_s": N}`, `{"thaw": true}`
 
@@ -129,6 +130,7 @@ fn partner(id: &str) -> Result<Partner, Response> {
 fn auth_view(fleet: &Fleet, p: Partner) -> Response {
     Json(json!({
         "token_ttl_s": fleet.tokens().ttl_s(p),
+        "token_max_uses": fleet.tokens().max_uses(p),
         "tokens_issued": fleet.tokens().issued(p),
     }))
     .into_response()
@@ -141,7 +143,10 @@ async fn auth(State(fleet): State<Arc<Fleet>>, Path(id): Path<String>) -> Answer
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthChange {
-    token_ttl_s: i64,
+    #[serde(default)]
+    token_ttl_s: Option<i64>,
+    #[serde(default)]
+    token_max_uses: Option<u64>,
 }
 
 async fn set_auth(
@@ -150,7 +155,12 @@ async fn set_auth(
     Json(change): Json<AuthChange>,
 ) -> Answer {
     let p = partner(&id)?;
-    fleet.tokens().set_ttl_s(p, change.token_ttl_s);
+    if let Some(ttl) = change.token_ttl_s {
+        fleet.tokens().set_ttl_s(p, ttl);
+    }
+    if let Some(uses) = change.token_max_uses {
+        fleet.tokens().set_max_uses(p, uses);
+    }
     Ok(auth_view(&fleet, p))
 }
 

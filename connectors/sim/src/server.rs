@@ -82,6 +82,9 @@ struct TokenBook {
     /// token -> (partner, expires at, simulated Unix seconds)
     issued: BTreeMap<String, (Partner, i64)>,
     ttl_s: BTreeMap<Partner, i64>,
+    /// A token dies after this many accepted requests (0 or absent: no limit).
+    max_uses: BTreeMap<Partner, u64>,
+    uses: BTreeMap<String, u64>,
     count: BTreeMap<Partner, u64>,
     serial: u64,
 }
@@ -115,6 +118,16 @@ impl Tokens {
         self.book().ttl_s.insert(partner, seconds.max(1));
     }
 
+    /// Makes every token of `partner` die after `uses` accepted requests (0: no limit), so
+    /// a test can expire a token in the middle of a paged crawl, deterministically.
+    pub fn set_max_uses(&self, partner: Partner, uses: u64) {
+        self.book().max_uses.insert(partner, uses);
+    }
+
+    pub fn max_uses(&self, partner: Partner) -> u64 {
+        self.book().max_uses.get(&partner).copied().unwrap_or(0)
+    }
+
     /// Issues a token at `now_s`; returns it and its lifetime.
     pub fn issue(&self, partner: Partner, now_s: i64) -> (String, i64) {
         let ttl = self.ttl_s(partner);
@@ -123,6 +136,8 @@ impl Tokens {
         *book.count.entry(partner).or_default() += 1;
         if book.issued.len() > 10_000 {
             book.issued.retain(|_, (_, expires)| *expires > now_s);
+            let live: Vec<String> = book.issued.keys().cloned().collect();
+            book.uses.retain(|t, _| live.contains(t));
         }
         let token = format!(
             "{}-{:016x}",
@@ -133,9 +148,19 @@ impl Tokens {
         (token, ttl)
     }
 
+    /// Checks a presented token; a valid one counts a use.
     pub fn check(&self, partner: Partner, token: &str, now_s: i64) -> TokenCheck {
-        match self.book().issued.get(token) {
-            Some((p, expires)) if *p == partner && *expires > now_s => TokenCheck::Valid,
+        let mut book = self.book();
+        let limit = book.max_uses.get(&partner).copied().unwrap_or(0);
+        match book.issued.get(token) {
+            Some((p, expires)) if *p == partner && *expires > now_s => {
+                let uses = book.uses.entry(token.to_owned()).or_default();
+                if limit > 0 && *uses >= limit {
+                    return TokenCheck::Expired;
+                }
+                *uses += 1;
+                TokenCheck::Valid
+            }
             Some((p, _)) if *p == partner => TokenCheck::Expired,
             _ => TokenCheck::Unknown,
         }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{Budget, Program, RunError, to_json, to_val};
 use crate::decode::{Limits, decode};
 use crate::error::ConnectorError;
-use crate::spec::{Capability, CapabilitySpec, ConnectorSpec, Decode, QueryValue};
+use crate::spec::{Capability, CapabilitySpec, ConnectorSpec, Decode, Pagination, QueryValue};
 use std::collections::BTreeMap;
 
 /// Records the selector may yield from one reply.
@@ -56,6 +56,9 @@ pub struct MappedPage {
     pub selected: usize,
     /// One `record_dropped` warning per record (or mapped output) that was dropped.
     pub dropped: Vec<Warning>,
+    /// What the pagination's jq found in this reply (the next cursor, URL or token, the
+    /// total pages or records), or `None` when it found nothing (null, false, no output).
+    pub paging: Option<Value>,
 }
 
 /// The compiled programs of one capability: shareable across threads, compiled once per
@@ -68,6 +71,7 @@ pub struct CapabilityMapping {
     map: Program,
     not_found: Option<Program>,
     error: Option<Program>,
+    paging: Option<Program>,
 }
 
 /// Which program of a capability a compile error is about, as a pointer suffix.
@@ -93,6 +97,11 @@ impl CapabilityMapping {
         let map = compile("map", Some(&spec.map));
         let not_found = compile("not_found", spec.not_found.as_deref());
         let error = compile("error", spec.error.as_deref());
+        let paging = spec
+            .pagination
+            .as_ref()
+            .and_then(Pagination::program)
+            .and_then(|(field, code)| compile(field, Some(code)));
         match (records, map) {
             (Some(records), Some(map)) if problems.is_empty() => Ok(Self {
                 capability,
@@ -101,6 +110,7 @@ impl CapabilityMapping {
                 map,
                 not_found,
                 error,
+                paging,
             }),
             _ => Err(problems),
         }
@@ -169,6 +179,19 @@ impl CapabilityMapping {
             });
         }
 
+        let paging = match &self.paging {
+            None => None,
+            Some(program) => match run_rule(program, &reply, &vals, &budget, "pagination")? {
+                Val::Null | Val::Bool(false) => None,
+                found => {
+                    let mut cap = 64 * 1024;
+                    Some(
+                        to_json(&found, &mut cap)
+                            .map_err(|reason| ConnectorError::MalformedReply { reason })?,
+                    )
+                }
+            },
+        };
         let selector_budget = Budget {
             max_outputs: MAX_RECORDS_PER_REPLY,
             ..budget
@@ -186,6 +209,7 @@ impl CapabilityMapping {
         let schema = self.capability.record_schema();
         let mut page = MappedPage {
             selected: selected.len(),
+            paging,
             ..MappedPage::default()
         };
         for (index, record) in selected.into_iter().enumerate() {
@@ -332,7 +356,7 @@ pub struct CompiledCapability {
     pub query: BTreeMap<String, Program>,
     /// The request body program, if the request has one.
     pub body: Option<Program>,
-    pub mapping: CapabilityMapping,
+    pub mapping: std::sync::Arc<CapabilityMapping>,
 }
 
 impl ConnectorPrograms {
@@ -377,7 +401,7 @@ impl ConnectorPrograms {
                         CompiledCapability {
                             query,
                             body,
-                            mapping,
+                            mapping: std::sync::Arc::new(mapping),
                         },
                     );
                 }

@@ -165,8 +165,27 @@ impl MappingPool {
         })
     }
 
+    /// Runs `work` on a pool thread (any partner program: a request body, a query value).
+    /// The receiver yields its result; a full queue is refused at once (the caller sheds
+    /// load, nothing blocks). A job still running 1 s past `deadline` loses its thread.
+    pub fn execute<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<oneshot::Receiver<T>, ConnectorError> {
+        let (tx, rx) = oneshot::channel();
+        let work = Box::new(move || {
+            let _ = tx.send(work());
+        });
+        let sender = self.sender.as_ref().ok_or_else(busy)?;
+        match sender.try_send(Job { deadline, work }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(busy()),
+        }
+    }
+
     /// Decodes and maps `body` on a pool thread. The receiver yields the page, or an error;
-    /// a full queue is refused at once (the caller sheds load, nothing blocks).
+    /// a full queue is refused at once.
     pub fn map_reply(
         &self,
         mapping: Arc<CapabilityMapping>,
@@ -175,16 +194,9 @@ impl MappingPool {
         globals: Arc<Globals>,
         deadline: Instant,
     ) -> Result<oneshot::Receiver<Result<MappedPage, ConnectorError>>, ConnectorError> {
-        let (tx, rx) = oneshot::channel();
-        let work = Box::new(move || {
-            let result = mapping.map_reply(&body, &limits, &globals, deadline);
-            let _ = tx.send(result);
-        });
-        let sender = self.sender.as_ref().ok_or_else(busy)?;
-        match sender.try_send(Job { deadline, work }) {
-            Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(busy()),
-        }
+        self.execute(deadline, move || {
+            mapping.map_reply(&body, &limits, &globals, deadline)
+        })
     }
 
     /// Like [`map_reply`](Self::map_reply), waiting for the answer on this thread (not for

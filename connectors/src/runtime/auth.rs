@@ -1,0 +1,238 @@
+//! Authentication to partners: credentials resolved per call from secret references, and
+//! OAuth2 client-credentials tokens cached per partner until shortly before they expire,
+//! fetched by one caller while the others wait (no stampede), and dropped when the partner
+//! answers 401 so the next call fetches a fresh one exactly once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, RequestBuilder};
+use serde_json::Value;
+use url::Url;
+
+use super::guard::{AddressGuard, redact};
+use super::http::exchange;
+use super::secrets::{Secret, SecretStore, resolve};
+use crate::error::ConnectorError;
+use crate::spec::{Auth, ClientAuth, KeyLocation, Owner};
+
+/// A partner's cached OAuth2 token (one per token URL and client).
+#[derive(Debug, Default)]
+pub struct TokenSlot {
+    current: tokio::sync::Mutex<Option<(Secret, Instant)>>,
+    requests: AtomicU64,
+}
+
+impl TokenSlot {
+    /// Token requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Forgets `stale` if it is still the cached token (a 401 proved it dead); a token
+    /// another caller already replaced stays.
+    pub async fn invalidate(&self, stale: &Secret) {
+        let mut current = self.current.lock().await;
+        if current.as_ref().is_some_and(|(t, _)| t == stale) {
+            *current = None;
+        }
+    }
+}
+
+/// What the connector's auth needs, resolved for one call.
+#[derive(Debug)]
+pub struct Credentials<'a> {
+    pub auth: &'a Auth,
+    pub partner: &'a str,
+    pub owner: &'a Owner,
+    pub secrets: &'a dyn SecretStore,
+}
+
+impl Credentials<'_> {
+    fn resolve(&self, text: &str) -> Result<Secret, ConnectorError> {
+        resolve(text, self.partner, self.owner, self.secrets)
+    }
+}
+
+/// How a request is authenticated, ready to apply (resolved secrets inside).
+#[derive(Debug, Clone)]
+pub enum Applied {
+    None,
+    Header { name: String, value: Secret },
+    Query { name: String, value: Secret },
+    Basic { username: Secret, password: Secret },
+}
+
+impl Applied {
+    pub fn apply(&self, request: RequestBuilder) -> RequestBuilder {
+        match self {
+            Self::None => request,
+            Self::Header { name, value } => request.header(name.as_str(), value.expose()),
+            Self::Query { name, value } => request.query(&[(name.as_str(), value.expose())]),
+            Self::Basic { username, password } => {
+                request.basic_auth(username.expose(), Some(password.expose()))
+            }
+        }
+    }
+
+    /// For a query key: whether `url` already carries it (a next-page link often does).
+    pub fn present_in(&self, url: &Url) -> bool {
+        match self {
+            Self::Query { name, .. } => url.query_pairs().any(|(k, _)| k == name.as_str()),
+            _ => false,
+        }
+    }
+}
+
+fn with_scheme(scheme: &str, token: &Secret) -> Secret {
+    if scheme.is_empty() {
+        token.clone()
+    } else {
+        Secret::new(format!("{scheme} {}", token.expose()))
+    }
+}
+
+/// The static part of the auth (everything but OAuth2).
+pub fn static_auth(creds: &Credentials<'_>) -> Result<Option<Applied>, ConnectorError> {
+    Ok(Some(match creds.auth {
+        Auth::None => Applied::None,
+        Auth::ApiKey {
+            location,
+            name,
+            value,
+        } => {
+            let value = creds.resolve(&value.0)?;
+            match location {
+                KeyLocation::Header => Applied::Header {
+                    name: name.clone(),
+                    value,
+                },
+                KeyLocation::Query => Applied::Query {
+                    name: name.clone(),
+                    value,
+                },
+            }
+        }
+        Auth::Basic { username, password } => Applied::Basic {
+            username: creds.resolve(username)?,
+            password: creds.resolve(&password.0)?,
+        },
+        Auth::Bearer {
+            token,
+            header,
+            scheme,
+        } => Applied::Header {
+            name: header.clone(),
+            value: with_scheme(scheme, &creds.resolve(&token.0)?),
+        },
+        Auth::Oauth2ClientCredentials { .. } => return Ok(None),
+    }))
+}
+
+/// Parses `expires_in`, a number or (as some partners send it) a numeric string.
+fn expires_in(body: &Value) -> Option<u64> {
+    match body.get("expires_in")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The OAuth2 token header for a call: the cached token, or one fetched now (by one caller;
+/// concurrent callers wait for it). Returns the header and the token (to invalidate it on a
+/// 401).
+pub async fn oauth_header(
+    slot: &TokenSlot,
+    creds: &Credentials<'_>,
+    client: &Client,
+    guard: &dyn AddressGuard,
+    timeout: Duration,
+    max_bytes: usize,
+) -> Result<(Applied, Secret), ConnectorError> {
+    let Auth::Oauth2ClientCredentials {
+        token_url,
+        client_id,
+        client_secret,
+        scope,
+        client_auth,
+        header,
+        scheme,
+        refresh_before_s,
+    } = creds.auth
+    else {
+        return Err(ConnectorError::Request {
+            reason: "the connector's auth is not OAuth2".into(),
+        });
+    };
+    let mut current = slot.current.lock().await;
+    if let Some((token, until)) = current.as_ref()
+        && Instant::now() < *until
+    {
+        let applied = Applied::Header {
+            name: header.clone(),
+            value: with_scheme(scheme, token),
+        };
+        return Ok((applied, token.clone()));
+    }
+    let url = Url::parse(token_url).map_err(|e| ConnectorError::Request {
+        reason: format!("token_url is not a URL: {e}"),
+    })?;
+    guard
+        .check(&url)
+        .map_err(|reason| ConnectorError::AddressDenied {
+            url: redact(&url),
+            reason,
+        })?;
+    let id = creds.resolve(client_id)?;
+    let secret = creds.resolve(&client_secret.0)?;
+    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+    if let Some(scope) = scope {
+        form.push(("scope", scope));
+    }
+    let mut request = client
+        .post(url.clone())
+        .header("accept", "application/json");
+    match client_auth {
+        ClientAuth::Basic => request = request.basic_auth(id.expose(), Some(secret.expose())),
+        ClientAuth::Body => {
+            form.push(("client_id", id.expose()));
+            form.push(("client_secret", secret.expose()));
+        }
+    }
+    slot.requests.fetch_add(1, Ordering::Relaxed);
+    let failed = |reason: String, retryable: bool| ConnectorError::Token {
+        url: redact(&url),
+        reason,
+        retryable,
+    };
+    let reply = exchange(request.form(&form), &url, timeout, max_bytes)
+        .await
+        .map_err(|e| {
+            let retryable = e.is_retryable();
+            failed(e.to_string(), retryable)
+        })?;
+    if !reply.status.is_success() {
+        let status = reply.status.as_u16();
+        return Err(failed(
+            format!("HTTP {status}"),
+            status >= 500 || status == 429,
+        ));
+    }
+    let body: Value = serde_json::from_slice(&reply.body)
+        .map_err(|e| failed(format!("the answer is not JSON: {e}"), false))?;
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| failed("the answer has no access_token".into(), false))?;
+    let token = Secret::new(token);
+    let lifetime = expires_in(&body).unwrap_or(3600);
+    // Refresh a little early, but keep a token at least a second.
+    let keep = lifetime.saturating_sub(u64::from(*refresh_before_s)).max(1);
+    *current = Some((token.clone(), Instant::now() + Duration::from_secs(keep)));
+    let applied = Applied::Header {
+        name: header.clone(),
+        value: with_scheme(scheme, &token),
+    };
+    Ok((applied, token))
+}

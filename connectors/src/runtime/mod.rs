@@ -1,0 +1,815 @@
+//! The connector runtime: how a loaded connector talks to its partner.
+//!
+//! [`PartnerResources`] are a partner's long-lived parts — the pooled HTTP client, cached
+//! OAuth2 tokens, the address guard — kept apart from connector versions so a new version
+//! reuses them. A [`Connector`] is one compiled version bound to those resources;
+//! [`Connector::call`] fills the capability's request template from the query, applies the
+//! auth, walks the pages, and maps each reply on the mapping pool, under one deadline.
+//!
+//! Resilience (endpoint failover, retries, hedging, breakers) wraps `call` in the gateway;
+//! here an attempt goes to the first endpoint by priority and errors say whether they are
+//! worth retrying, and after how long.
+
+pub mod auth;
+pub mod guard;
+pub mod http;
+pub mod secrets;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jaq_json::Val;
+use mallgate_schemas::Warning;
+use reqwest::{Client, Method as HttpMethod, StatusCode};
+use serde_json::{Value, json};
+use url::Url;
+
+use self::auth::{Applied, Credentials, TokenSlot, oauth_header, static_auth};
+use self::guard::{AddressGuard, redact};
+use self::http::{Reply, exchange, link, retry_after};
+use self::secrets::SecretStore;
+use crate::decode::Limits;
+use crate::error::ConnectorError;
+use crate::mapping::{Budget, ConnectorPrograms, Globals, MappedPage, MappingPool, RunError};
+use crate::spec::{
+    Auth, BodyFormat, Capability, ConnectorSpec, Method, Owner, Pagination, QueryValue,
+    TokenLocation,
+};
+use crate::template::Template;
+
+/// Tunables of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Largest reply body read (bigger ones fail with `TooLarge`).
+    pub max_response_bytes: usize,
+    pub connect_timeout: Duration,
+    /// Idle keep-alive connections kept per host.
+    pub max_idle_per_host: usize,
+    pub user_agent: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: 16 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(2),
+            max_idle_per_host: 64,
+            user_agent: concat!("mallgate/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// A partner's long-lived resources, shared by every version of its connectors.
+pub struct PartnerResources {
+    partner: String,
+    client: Client,
+    guard: Arc<dyn AddressGuard>,
+    tokens: Mutex<HashMap<String, Arc<TokenSlot>>>,
+    config: RuntimeConfig,
+}
+
+impl fmt::Debug for PartnerResources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartnerResources")
+            .field("partner", &self.partner)
+            .field("guard", &self.guard)
+            .field("token_requests", &self.token_requests())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartnerResources {
+    /// A pooled client (keep-alive, connect timeout, redirects re-checked by `guard`).
+    pub fn new(
+        partner: &str,
+        guard: Arc<dyn AddressGuard>,
+        config: RuntimeConfig,
+    ) -> Result<Arc<Self>, ConnectorError> {
+        let redirect_guard = Arc::clone(&guard);
+        let client = Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(config.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    return attempt.error("more than 5 redirects");
+                }
+                match redirect_guard.check(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(reason) => {
+                        let shown = redact(attempt.url());
+                        attempt.error(format!("redirect to {shown} refused: {reason}"))
+                    }
+                }
+            }))
+            .build()
+            .map_err(|e| ConnectorError::Request {
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Arc::new(Self {
+            partner: partner.to_owned(),
+            client,
+            guard,
+            tokens: Mutex::new(HashMap::new()),
+            config,
+        }))
+    }
+
+    pub fn partner(&self) -> &str {
+        &self.partner
+    }
+
+    fn token_slot(&self, key: &str) -> Arc<TokenSlot> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(tokens.entry(key.to_owned()).or_default())
+    }
+
+    /// OAuth2 token requests this partner's connectors have sent.
+    pub fn token_requests(&self) -> u64 {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.requests())
+            .sum()
+    }
+}
+
+/// Figures of one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Replies mapped.
+    pub pages: u32,
+    /// HTTP requests sent (token requests excluded).
+    pub requests: u32,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Records the selectors yielded, and how many were dropped.
+    pub selected: usize,
+    pub dropped: usize,
+    /// Token refreshes forced by a 401 during the call.
+    pub token_refreshes: u32,
+    /// The endpoint called (redacted).
+    pub endpoint: String,
+}
+
+/// What a call gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallOutput {
+    /// Valid unified records of every page, in order.
+    pub records: Vec<Value>,
+    /// The partner said there is no such record (a `not_found` rule, or a 404 on a lookup).
+    pub not_found: bool,
+    /// Call-level warnings: dropped records, a page cap reached.
+    pub warnings: Vec<Warning>,
+    pub stats: CallStats,
+}
+
+/// One connector version bound to its partner's resources.
+pub struct Connector {
+    spec: Arc<ConnectorSpec>,
+    programs: Arc<ConnectorPrograms>,
+    version: u32,
+    owner: Owner,
+    resources: Arc<PartnerResources>,
+    secrets: Arc<dyn SecretStore>,
+    pool: Arc<MappingPool>,
+    limits: Limits,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The spec holds only secret *references*; resolved values are never kept here.
+        f.debug_struct("Connector")
+            .field("id", &self.spec.id)
+            .field("partner", &self.spec.partner)
+            .field("version", &self.version)
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The next request of a walk.
+enum Next {
+    /// The templated request, with the walk's own query parameter (page, offset, cursor,
+    /// token) if it has one.
+    Templated(Option<(String, String)>),
+    /// Exactly this URL (a Link header or a next URL).
+    Url(Url),
+    /// The templated request with a token header.
+    Header(String, String),
+}
+
+fn encode_path(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A query field by dotted path (`to.postal_code`, `parcels.0.weight_g`) as text.
+fn lookup(query: &Value, request_id: &str, path: &str) -> Option<String> {
+    if path == "request_id" {
+        return Some(request_id.to_owned());
+    }
+    let mut at = query;
+    for part in path.split('.') {
+        at = match at {
+            Value::Object(map) => map.get(part)?,
+            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    match at {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn template(text: &str) -> Result<Template, ConnectorError> {
+    Template::parse(text).map_err(|reason| ConnectorError::Request { reason })
+}
+
+fn warning(code: &str, message: String) -> Warning {
+    Warning {
+        code: code.to_owned(),
+        message,
+        field: None,
+    }
+}
+
+/// A cursor or token value as text: strings and numbers; anything else ends the walk.
+fn token_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Connector {
+    /// Binds a compiled connector version to its partner's resources. `owner` decides which
+    /// secret references it may use.
+    pub fn new(
+        spec: Arc<ConnectorSpec>,
+        programs: Arc<ConnectorPrograms>,
+        version: u32,
+        owner: Owner,
+        resources: Arc<PartnerResources>,
+        secrets: Arc<dyn SecretStore>,
+        pool: Arc<MappingPool>,
+    ) -> Self {
+        Self {
+            spec,
+            programs,
+            version,
+            owner,
+            resources,
+            secrets,
+            pool,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &ConnectorSpec {
+        &self.spec
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    pub fn resources(&self) -> &Arc<PartnerResources> {
+        &self.resources
+    }
+
+    fn credentials(&self) -> Credentials<'_> {
+        Credentials {
+            auth: &self.spec.auth,
+            partner: &self.spec.partner,
+            owner: &self.owner,
+            secrets: self.secrets.as_ref(),
+        }
+    }
+
+    /// The first endpoint by priority, checked by the guard.
+    fn endpoint(&self) -> Result<Url, ConnectorError> {
+        let endpoint = self
+            .spec
+            .endpoints
+            .iter()
+            .min_by_key(|e| e.priority)
+            .ok_or_else(|| ConnectorError::Request {
+                reason: "the connector has no endpoint".into(),
+            })?;
+        let url = Url::parse(&endpoint.url).map_err(|e| ConnectorError::Request {
+            reason: format!("endpoint is not a URL: {e}"),
+        })?;
+        self.check(&url)?;
+        Ok(url)
+    }
+
+    fn check(&self, url: &Url) -> Result<(), ConnectorError> {
+        self.resources
+            .guard
+            .check(url)
+            .map_err(|reason| ConnectorError::AddressDenied {
+                url: redact(url),
+                reason,
+            })
+    }
+
+    fn globals(&self, query: &Value) -> Arc<Globals> {
+        let now = jiff::Timestamp::now().as_second();
+        let fetched_at = jiff::Timestamp::from_second(now)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        Arc::new(Globals {
+            provenance: json!({
+                "partner_id": self.spec.partner,
+                "connector_id": self.spec.id,
+                "connector_version": self.version,
+                "fetched_at": fetched_at,
+            }),
+            query: query.clone(),
+            locations: json!({}),
+        })
+    }
+
+    /// Runs a request program (a jq query value or the body) on the pool: the query is its
+    /// input. `None` when it gives nothing (null, no output).
+    async fn request_program(
+        &self,
+        capability: Capability,
+        which: Option<String>,
+        globals: &Arc<Globals>,
+        deadline: Instant,
+    ) -> Result<Option<Value>, ConnectorError> {
+        let programs = Arc::clone(&self.programs);
+        let globals = Arc::clone(globals);
+        let field = which.clone();
+        let receiver = self.pool.execute(deadline, move || {
+            let compiled = programs.capabilities.get(&capability)?;
+            let program = match &field {
+                Some(name) => compiled.query.get(name)?,
+                None => compiled.body.as_ref()?,
+            };
+            let input = crate::mapping::to_val(&globals.query);
+            let vals: [Val; 3] = [
+                crate::mapping::to_val(&globals.provenance),
+                input.clone(),
+                crate::mapping::to_val(&globals.locations),
+            ];
+            Some(
+                program
+                    .run(input, vals, &Budget::until(deadline))
+                    .map(|(out, _)| {
+                        out.into_iter().next().and_then(|v| {
+                            let mut cap = 1024 * 1024;
+                            crate::mapping::to_json(&v, &mut cap).ok()
+                        })
+                    }),
+            )
+        })?;
+        let what = which.map_or_else(|| "body".to_owned(), |n| format!("query value `{n}`"));
+        match receiver.await {
+            Ok(None) => Ok(None),
+            Ok(Some(Ok(value))) => Ok(value.filter(|v| !v.is_null())),
+            Ok(Some(Err(RunError::Failed(reason)))) => Err(ConnectorError::Request {
+                reason: format!("the request {what} failed: {reason}"),
+            }),
+            Ok(Some(Err(RunError::Overrun(reason)))) => {
+                Err(ConnectorError::MappingOverrun { reason })
+            }
+            Err(_) => Err(ConnectorError::MappingOverrun {
+                reason: format!("the request {what} did not finish"),
+            }),
+        }
+    }
+
+    /// Calls the partner for `capability` with the normalized `query` and maps every page,
+    /// before `deadline`. `request_id` fills `{request_id}` (correlation headers).
+    pub async fn call(
+        &self,
+        capability: Capability,
+        query: &Value,
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<CallOutput, ConnectorError> {
+        let cap =
+            self.spec
+                .capabilities
+                .get(&capability)
+                .ok_or_else(|| ConnectorError::Unsupported {
+                    capability: capability.name().to_owned(),
+                })?;
+        let compiled = self.programs.capabilities.get(&capability).ok_or_else(|| {
+            ConnectorError::Unsupported {
+                capability: capability.name().to_owned(),
+            }
+        })?;
+        let globals = self.globals(query);
+        let base = self.endpoint()?;
+
+        // The templated request.
+        let path = template(&cap.request.path)?
+            .render(|p| lookup(query, request_id, p), encode_path)
+            .ok_or_else(|| ConnectorError::Request {
+                reason: format!(
+                    "the path `{}` needs a query field the call does not have",
+                    cap.request.path
+                ),
+            })?;
+        let url_text = format!("{}{}", base.as_str().trim_end_matches('/'), path);
+        let first_url = Url::parse(&url_text).map_err(|e| ConnectorError::Request {
+            reason: format!("`{}` is not a URL: {e}", redact_text(&url_text)),
+        })?;
+        self.check(&first_url)?;
+        let mut params: Vec<(String, String)> = Vec::new();
+        for (name, value) in &cap.request.query {
+            let text = match value {
+                QueryValue::Template(t) => {
+                    template(t)?.render(|p| lookup(query, request_id, p), str::to_owned)
+                }
+                QueryValue::Jq(_) => {
+                    if !compiled.query.contains_key(name) {
+                        continue;
+                    }
+                    self.request_program(capability, Some(name.clone()), &globals, deadline)
+                        .await?
+                        .as_ref()
+                        .and_then(|v| token_text(v).or_else(|| v.as_bool().map(|b| b.to_string())))
+                }
+            };
+            if let Some(text) = text {
+                params.push((name.clone(), text));
+            }
+        }
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (name, value) in &cap.request.headers {
+            if let Some(text) =
+                template(value)?.render(|p| lookup(query, request_id, p), str::to_owned)
+            {
+                headers.push((name.clone(), text));
+            }
+        }
+        let body: Option<(Vec<u8>, &'static str)> = match &cap.request.body {
+            None => None,
+            Some(spec) => {
+                let value = self
+                    .request_program(capability, None, &globals, deadline)
+                    .await?
+                    .ok_or_else(|| ConnectorError::Request {
+                        reason: "the request body program gave nothing".into(),
+                    })?;
+                Some(match spec.format {
+                    BodyFormat::Json => (
+                        serde_json::to_vec(&value).map_err(|e| ConnectorError::Request {
+                            reason: e.to_string(),
+                        })?,
+                        "application/json",
+                    ),
+                    BodyFormat::Form => {
+                        let Value::Object(fields) = &value else {
+                            return Err(ConnectorError::Request {
+                                reason: "a form body must be an object".into(),
+                            });
+                        };
+                        let mut form = url::form_urlencoded::Serializer::new(String::new());
+                        for (k, v) in fields {
+                            if let Some(text) = token_text(v) {
+                                form.append_pair(k, &text);
+                            }
+                        }
+                        (
+                            form.finish().into_bytes(),
+                            "application/x-www-form-urlencoded",
+                        )
+                    }
+                    BodyFormat::Xml | BodyFormat::Text => {
+                        let text = match &value {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        let kind = if spec.format == BodyFormat::Xml {
+                            "application/xml"
+                        } else {
+                            "text/plain"
+                        };
+                        (text.into_bytes(), kind)
+                    }
+                })
+            }
+        };
+        let method = match cap.request.method {
+            Method::Get => HttpMethod::GET,
+            Method::Post => HttpMethod::POST,
+            Method::Put => HttpMethod::PUT,
+        };
+
+        let static_auth = static_auth(&self.credentials())?;
+        let timeout_ms = u64::from(self.spec.policies.timeout_ms);
+        let max_pages = cap.pagination.as_ref().map_or(1, Pagination::max_pages);
+        let mut output = CallOutput {
+            stats: CallStats {
+                endpoint: redact(&base),
+                ..CallStats::default()
+            },
+            ..CallOutput::default()
+        };
+        let mut next = Next::Templated(match &cap.pagination {
+            Some(Pagination::Page { param, start, .. }) => Some((param.clone(), start.to_string())),
+            Some(Pagination::Offset { param, .. }) => Some((param.clone(), "0".to_owned())),
+            Some(Pagination::Cursor { param, first, .. }) => {
+                first.as_ref().map(|f| (param.clone(), f.clone()))
+            }
+            _ => None,
+        });
+        let size_param: Option<(String, String)> = match &cap.pagination {
+            Some(Pagination::Page {
+                size_param: Some(p),
+                size: Some(s),
+                ..
+            }) => Some((p.clone(), s.to_string())),
+            Some(Pagination::Offset {
+                size_param, size, ..
+            }) => Some((size_param.clone(), size.to_string())),
+            _ => None,
+        };
+        let mut page_number: u64 = match &cap.pagination {
+            Some(Pagination::Page { start, .. }) => u64::from(*start),
+            _ => 0,
+        };
+        let mut seen_cursors: Vec<String> = Vec::new();
+
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ConnectorError::DeadlineExceeded {
+                    pages: output.stats.pages,
+                });
+            }
+            let attempt = Duration::from_millis(timeout_ms).min(deadline - now);
+            // Build this page's request.
+            let (url, is_templated) = match &next {
+                Next::Url(u) => (u.clone(), false),
+                _ => (first_url.clone(), true),
+            };
+            let build = |applied: &Option<Applied>| {
+                let mut request = self.resources.client.request(method.clone(), url.clone());
+                if is_templated {
+                    request = request.query(&params);
+                    if let Some(sp) = &size_param {
+                        request = request.query(&[sp]);
+                    }
+                    match &next {
+                        Next::Templated(Some(pair)) => request = request.query(&[pair]),
+                        Next::Header(name, value) => {
+                            request = request.header(name.as_str(), value.as_str());
+                        }
+                        _ => {}
+                    }
+                    if let Some((bytes, kind)) = &body {
+                        request = request.header("content-type", *kind).body(bytes.clone());
+                    }
+                }
+                for (name, value) in &headers {
+                    request = request.header(name.as_str(), value.as_str());
+                }
+                if let Some(applied) = applied
+                    && !applied.present_in(&url)
+                {
+                    request = applied.apply(request);
+                }
+                request
+            };
+            let reply = self
+                .send(&build, &static_auth, &url, attempt, &mut output.stats)
+                .await?;
+            output.stats.bytes += reply.body.len() as u64;
+
+            if !reply.status.is_success() {
+                let status = reply.status;
+                if status == StatusCode::NOT_FOUND
+                    && output.stats.pages == 0
+                    && matches!(
+                        capability,
+                        Capability::CatalogGet | Capability::TrackingGet | Capability::InventoryGet
+                    )
+                {
+                    output.not_found = true;
+                    return Ok(output);
+                }
+                return Err(match status {
+                    StatusCode::TOO_MANY_REQUESTS => ConnectorError::RateLimited {
+                        url: redact(&url),
+                        retry_after: retry_after(&reply.headers),
+                    },
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                        ConnectorError::Unauthorized {
+                            url: redact(&url),
+                            status: status.as_u16(),
+                        }
+                    }
+                    _ => ConnectorError::PartnerStatus {
+                        url: redact(&url),
+                        status: status.as_u16(),
+                    },
+                });
+            }
+
+            let page: MappedPage = self
+                .pool
+                .map_reply(
+                    Arc::clone(&compiled.mapping),
+                    reply.body,
+                    self.limits,
+                    Arc::clone(&globals),
+                    deadline,
+                )?
+                .await
+                .map_err(|_| ConnectorError::MappingOverrun {
+                    reason: "the mapping thread failed".into(),
+                })??;
+            output.stats.pages += 1;
+            if page.not_found {
+                if output.stats.pages == 1 {
+                    output.not_found = true;
+                    return Ok(output);
+                }
+                break;
+            }
+            output.stats.selected += page.selected;
+            output.stats.dropped += page.dropped.len();
+            output.warnings.extend(page.dropped);
+            output.records.extend(page.records);
+
+            // Where next?
+            let following: Option<Next> = match &cap.pagination {
+                None => None,
+                Some(Pagination::Page { param, size, .. }) => {
+                    let total = page.paging.as_ref().and_then(Value::as_u64);
+                    let short = size.is_some_and(|s| page.selected < s as usize);
+                    if page.selected == 0 || short || total.is_some_and(|t| page_number >= t) {
+                        None
+                    } else {
+                        page_number += 1;
+                        Some(Next::Templated(Some((
+                            param.clone(),
+                            page_number.to_string(),
+                        ))))
+                    }
+                }
+                Some(Pagination::Offset { param, size, .. }) => {
+                    let total = page.paging.as_ref().and_then(Value::as_u64);
+                    page_number += u64::from(*size);
+                    if page.selected < *size as usize || total.is_some_and(|t| page_number >= t) {
+                        None
+                    } else {
+                        Some(Next::Templated(Some((
+                            param.clone(),
+                            page_number.to_string(),
+                        ))))
+                    }
+                }
+                Some(Pagination::Cursor { param, .. }) => page
+                    .paging
+                    .as_ref()
+                    .and_then(token_text)
+                    .filter(|c| !seen_cursors.contains(c))
+                    .map(|c| {
+                        seen_cursors.push(c.clone());
+                        Next::Templated(Some((param.clone(), c)))
+                    }),
+                Some(Pagination::NextToken { location, name, .. }) => page
+                    .paging
+                    .as_ref()
+                    .and_then(token_text)
+                    .filter(|c| !seen_cursors.contains(c))
+                    .map(|c| {
+                        seen_cursors.push(c.clone());
+                        match location {
+                            TokenLocation::Query => Next::Templated(Some((name.clone(), c))),
+                            TokenLocation::Header => Next::Header(name.clone(), c),
+                        }
+                    }),
+                Some(Pagination::LinkHeader { rel, .. }) => {
+                    link(&reply.headers, rel, &url).map(Next::Url)
+                }
+                Some(Pagination::NextUrl { .. }) => page
+                    .paging
+                    .as_ref()
+                    .and_then(Value::as_str)
+                    .and_then(|u| url.join(u).ok())
+                    .map(Next::Url),
+            };
+            let Some(following) = following else {
+                break;
+            };
+            if let Next::Url(u) = &following {
+                self.check(u)?;
+                if seen_cursors.contains(&u.to_string()) {
+                    break;
+                }
+                seen_cursors.push(u.to_string());
+            }
+            if output.stats.pages >= max_pages {
+                output.warnings.push(warning(
+                    "page_cap_reached",
+                    format!(
+                        "stopped after {max_pages} pages (the connector's max_pages); more results exist"
+                    ),
+                ));
+                break;
+            }
+            next = following;
+        }
+        Ok(output)
+    }
+
+    /// Sends one page's request; for OAuth2, a 401 drops the token and the request goes
+    /// once more with a fresh one.
+    async fn send(
+        &self,
+        build: &dyn Fn(&Option<Applied>) -> reqwest::RequestBuilder,
+        static_auth: &Option<Applied>,
+        url: &Url,
+        attempt: Duration,
+        stats: &mut CallStats,
+    ) -> Result<Reply, ConnectorError> {
+        let max = self.resources.config.max_response_bytes;
+        let Auth::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            ..
+        } = &self.spec.auth
+        else {
+            stats.requests += 1;
+            return exchange(build(static_auth), url, attempt, max).await;
+        };
+        let slot = self
+            .resources
+            .token_slot(&format!("{token_url} {client_id}"));
+        let creds = self.credentials();
+        for refreshed in [false, true] {
+            let (applied, token) = oauth_header(
+                &slot,
+                &creds,
+                &self.resources.client,
+                self.resources.guard.as_ref(),
+                attempt,
+                max,
+            )
+            .await?;
+            stats.requests += 1;
+            let reply = exchange(build(&Some(applied)), url, attempt, max).await?;
+            if reply.status != StatusCode::UNAUTHORIZED || refreshed {
+                return Ok(reply);
+            }
+            slot.invalidate(&token).await;
+            stats.token_refreshes += 1;
+        }
+        Err(ConnectorError::Unauthorized {
+            url: redact(url),
+            status: 401,
+        })
+    }
+}
+
+/// A URL-ish text with its query cut off, for errors.
+fn redact_text(text: &str) -> String {
+    text.split(['?', '#']).next().unwrap_or_default().to_owned()
+}
+
+/// Builds and compiles a connector for tests and tools: load, compile, bind.
+pub fn connector_from_spec(
+    text: &str,
+    version: u32,
+    owner: Owner,
+    resources: Arc<PartnerResources>,
+    secrets: Arc<dyn SecretStore>,
+    pool: Arc<MappingPool>,
+) -> Result<Connector, ConnectorError> {
+    let (spec, programs) =
+        ConnectorSpec::load_compiled(text, crate::source::Format::sniff(text), &owner)?;
+    Ok(Connector::new(
+        Arc::new(spec),
+        Arc::new(programs),
+        version,
+        owner,
+        resources,
+        secrets,
+        pool,
+    ))
+}
