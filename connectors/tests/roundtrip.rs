@@ -694,3 +694,178 @@ async fn swiftship_rates_with_charges() {
         assert_eq!(record["transit_days"]["max"], q.transit_days.1);
     }
 }
+
+// --- Errors and secrets --------------------------------------------------------------
+
+/// No secret value appears in errors, warnings or `Debug` output, whatever fails.
+#[tokio::test]
+async fn secrets_never_appear_in_errors_warnings_or_debug() {
+    let h = Harness::start().await;
+    const CANARY: &str = "canary-7f3e91-secret";
+    // Wrong-but-recognizable credentials for a query-key, a basic and an OAuth2 partner.
+    h.secrets.set("voltmart", "voltmart-api-key", CANARY);
+    h.secrets.set("northwind", "northwind-password", CANARY);
+    h.secrets.set("acme", "acme-client-secret", CANARY);
+    let mut seen = Vec::new();
+    for (partner, capability, query) in [
+        (
+            Partner::Voltmart,
+            Capability::CatalogSearch,
+            json!({"q": "tv"}),
+        ),
+        (
+            Partner::Northwind,
+            Capability::InventoryGet,
+            json!({"gtin": "00012345678905"}),
+        ),
+        (Partner::Acme, Capability::CatalogSearch, json!({})),
+    ] {
+        let c = h.connector(partner);
+        let err = c
+            .call(capability, &query, "rt-19", deadline())
+            .await
+            .expect_err("the partner refuses the canary");
+        assert!(!err.is_retryable(), "{err}");
+        seen.push(format!("{err} {err:?} {c:?} {:?}", c.resources()));
+    }
+    // A refused connection with the key in the query: the URL in the error is redacted.
+    h.secrets.set("voltmart", "voltmart-api-key", CANARY);
+    for r in h.fleet.replicas(Partner::Voltmart) {
+        r.stop().await;
+    }
+    let c = h.connector(Partner::Voltmart);
+    let err = c
+        .call(
+            Capability::CatalogSearch,
+            &json!({"q": "tv"}),
+            "rt-20",
+            deadline(),
+        )
+        .await
+        .expect_err("stopped");
+    assert!(err.is_retryable() && err.is_connect_failure(), "{err}");
+    seen.push(format!("{err} {err:?}"));
+    // Warnings of a partly bad page carry no secret either.
+    for r in h.fleet.replicas(Partner::Voltmart) {
+        r.restart().await.expect("restart");
+        r.state.faults.set(Faults {
+            drift: true,
+            ..Faults::default()
+        });
+    }
+    h.secrets.set(
+        "voltmart",
+        "voltmart-api-key",
+        mallgate_partner_sim::partners::voltmart::API_KEY,
+    );
+    let out = c
+        .call(
+            Capability::CatalogSearch,
+            &json!({"q": "tv"}),
+            "rt-21",
+            deadline(),
+        )
+        .await
+        .expect("answers");
+    seen.push(format!("{:?}", out.warnings));
+    for text in &seen {
+        assert!(!text.contains(CANARY), "a secret leaked: {text}");
+        assert!(
+            !text.contains(mallgate_partner_sim::partners::voltmart::API_KEY),
+            "a secret leaked: {text}"
+        );
+    }
+}
+
+/// A 5xx is retryable; a 4xx is not; a missing secret names its reference only.
+#[tokio::test]
+async fn error_classes() {
+    let h = Harness::start().await;
+    for r in h.fleet.replicas(Partner::SwiftShip) {
+        r.state.faults.set(Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        });
+    }
+    let c = h.connector(Partner::SwiftShip);
+    let err = c
+        .call(
+            Capability::TrackingGet,
+            &json!({"tracking_number": unknown_tracking_number(Partner::SwiftShip)}),
+            "rt-22",
+            deadline(),
+        )
+        .await
+        .expect_err("500");
+    assert!(
+        matches!(
+            err,
+            ConnectorError::Token {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    h.fleet.replicas(Partner::ParcelPost)[0]
+        .state
+        .faults
+        .set(Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        });
+    let err = h
+        .connector(Partner::ParcelPost)
+        .call(
+            Capability::TrackingGet,
+            &json!({"tracking_number": "x"}),
+            "rt-25",
+            deadline(),
+        )
+        .await
+        .expect_err("500");
+    assert!(
+        matches!(err, ConnectorError::PartnerStatus { status: 500, .. }) && err.is_retryable(),
+        "{err}"
+    );
+    h.fleet.replicas(Partner::ParcelPost)[0]
+        .state
+        .faults
+        .set(Faults::default());
+
+    let c = h.connector(Partner::ParcelPost);
+    let err = c
+        .call(Capability::TrackingGet, &json!({}), "rt-23", deadline())
+        .await
+        .expect_err("no tracking number: the template cannot be filled");
+    // TrackID is left out, so ParcelPost answers its own XML error in a 200.
+    assert!(
+        matches!(err, ConnectorError::PartnerReported { .. }),
+        "{err}"
+    );
+
+    let bare = mallgate_connectors::runtime::secrets::MemorySecretStore::new();
+    let c = mallgate_connectors::runtime::connector_from_spec(
+        &h.text(Partner::ParcelPost),
+        1,
+        mallgate_connectors::Owner::Partner("parcelpost".into()),
+        h.resources(Partner::ParcelPost),
+        std::sync::Arc::new(bare),
+        std::sync::Arc::clone(&h.pool),
+    )
+    .expect("loads");
+    let err = c
+        .call(
+            Capability::TrackingGet,
+            &json!({"tracking_number": "x"}),
+            "rt-24",
+            deadline(),
+        )
+        .await
+        .expect_err("no secret");
+    assert!(
+        matches!(&err, ConnectorError::Secret { reference, .. } if reference == "secret:parcelpost-user-id"),
+        "{err}"
+    );
+    assert!(!err.is_retryable());
+}
