@@ -179,6 +179,36 @@ pub struct Connector {
     secrets: Arc<dyn SecretStore>,
     pool: Arc<MappingPool>,
     limits: Limits,
+    /// Every capability's request templates, parsed once when the version is bound.
+    templates: HashMap<Capability, RequestTemplates>,
+}
+
+/// A capability's request templates, parsed. A jq query value has no template (`None`).
+struct RequestTemplates {
+    path: Template,
+    query: Vec<(String, Option<Template>)>,
+    headers: Vec<(String, Template)>,
+}
+
+impl RequestTemplates {
+    fn parse(request: &crate::spec::RequestSpec) -> Result<Self, ConnectorError> {
+        Ok(Self {
+            path: template(&request.path)?,
+            query: request
+                .query
+                .iter()
+                .map(|(name, value)| match value {
+                    QueryValue::Template(t) => Ok((name.clone(), Some(template(t)?))),
+                    QueryValue::Jq(_) => Ok((name.clone(), None)),
+                })
+                .collect::<Result<_, ConnectorError>>()?,
+            headers: request
+                .headers
+                .iter()
+                .map(|(name, value)| Ok((name.clone(), template(value)?)))
+                .collect::<Result<_, ConnectorError>>()?,
+        })
+    }
 }
 
 impl fmt::Debug for Connector {
@@ -260,7 +290,8 @@ fn token_text(value: &Value) -> Option<String> {
 
 impl Connector {
     /// Binds a compiled connector version to its partner's resources. `owner` decides which
-    /// secret references it may use.
+    /// secret references it may use. The request templates are parsed here, once (the
+    /// loader has already validated them).
     pub fn new(
         spec: Arc<ConnectorSpec>,
         programs: Arc<ConnectorPrograms>,
@@ -269,8 +300,13 @@ impl Connector {
         resources: Arc<PartnerResources>,
         secrets: Arc<dyn SecretStore>,
         pool: Arc<MappingPool>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ConnectorError> {
+        let templates = spec
+            .capabilities
+            .iter()
+            .map(|(c, cap)| Ok((*c, RequestTemplates::parse(&cap.request)?)))
+            .collect::<Result<_, ConnectorError>>()?;
+        Ok(Self {
             spec,
             programs,
             version,
@@ -279,7 +315,8 @@ impl Connector {
             secrets,
             pool,
             limits: Limits::default(),
-        }
+            templates,
+        })
     }
 
     pub fn spec(&self) -> &ConnectorSpec {
@@ -407,23 +444,23 @@ impl Connector {
         request_id: &str,
         deadline: Instant,
     ) -> Result<CallOutput, ConnectorError> {
-        let cap =
-            self.spec
-                .capabilities
-                .get(&capability)
-                .ok_or_else(|| ConnectorError::Unsupported {
-                    capability: capability.name().to_owned(),
-                })?;
-        let compiled = self.programs.capabilities.get(&capability).ok_or_else(|| {
-            ConnectorError::Unsupported {
-                capability: capability.name().to_owned(),
-            }
-        })?;
+        let unsupported = || ConnectorError::Unsupported {
+            capability: capability.name().to_owned(),
+        };
+        let (Some(cap), Some(compiled), Some(templates)) = (
+            self.spec.capabilities.get(&capability),
+            self.programs.capabilities.get(&capability),
+            self.templates.get(&capability),
+        ) else {
+            return Err(unsupported());
+        };
         let globals = self.globals(query);
         let base = self.endpoint()?;
 
         // The templated request.
-        let path = template(&cap.request.path)?
+        let fill = |t: &Template| t.render(|p| lookup(query, request_id, p), str::to_owned);
+        let path = templates
+            .path
             .render(|p| lookup(query, request_id, p), encode_path)
             .ok_or_else(|| ConnectorError::Request {
                 reason: format!(
@@ -437,12 +474,10 @@ impl Connector {
         })?;
         self.check(&first_url)?;
         let mut params: Vec<(String, String)> = Vec::new();
-        for (name, value) in &cap.request.query {
+        for (name, value) in &templates.query {
             let text = match value {
-                QueryValue::Template(t) => {
-                    template(t)?.render(|p| lookup(query, request_id, p), str::to_owned)
-                }
-                QueryValue::Jq(_) => {
+                Some(t) => fill(t),
+                None => {
                     if !compiled.query.contains_key(name) {
                         continue;
                     }
@@ -456,14 +491,11 @@ impl Connector {
                 params.push((name.clone(), text));
             }
         }
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for (name, value) in &cap.request.headers {
-            if let Some(text) =
-                template(value)?.render(|p| lookup(query, request_id, p), str::to_owned)
-            {
-                headers.push((name.clone(), text));
-            }
-        }
+        let headers: Vec<(String, String)> = templates
+            .headers
+            .iter()
+            .filter_map(|(name, t)| fill(t).map(|text| (name.clone(), text)))
+            .collect();
         let body: Option<(Vec<u8>, &'static str)> = match &cap.request.body {
             None => None,
             Some(spec) => {
@@ -803,7 +835,7 @@ pub fn connector_from_spec(
 ) -> Result<Connector, ConnectorError> {
     let (spec, programs) =
         ConnectorSpec::load_compiled(text, crate::source::Format::sniff(text), &owner)?;
-    Ok(Connector::new(
+    Connector::new(
         Arc::new(spec),
         Arc::new(programs),
         version,
@@ -811,5 +843,5 @@ pub fn connector_from_spec(
         resources,
         secrets,
         pool,
-    ))
+    )
 }
