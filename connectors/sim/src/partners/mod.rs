@@ -68,39 +68,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// An `application/x-www-form-urlencoded` body.
 pub fn form(body: &[u8]) -> BTreeMap<String, String> {
-    url_decode_pairs(&String::from_utf8_lossy(body))
-}
-
-fn url_decode_pairs(text: &str) -> BTreeMap<String, String> {
-    text.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    url::form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// An opaque cursor: `prefix` + hex of `state`.
@@ -171,7 +139,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(percent_decode("a%20b+c%2"), "a b c%2");
+        assert_eq!(form(b"a=x%20y+z&b=%2")["a"], "x y z");
         assert_eq!(
             uncursor("p", &cursor("p", "title=x|7")).as_deref(),
             Some("title=x|7")
