@@ -59,6 +59,15 @@ const UNIFIED_FILES: &[(&str, &str)] = &[
     ("tracking", include_str!("../unified/tracking.schema.json")),
 ];
 
+/// The OpenAPI 3.1 document of the public and admin APIs, as written (YAML). Its unified
+/// model schemas are referenced by file name; the gateway bundles them in.
+pub const OPENAPI_YAML: &str = include_str!("../openapi.yaml");
+
+/// The stems of the unified schema files (`common`, `money`, ...), in dependency order.
+pub fn unified_stems() -> impl Iterator<Item = &'static str> {
+    UNIFIED_FILES.iter().map(|(stem, _)| *stem)
+}
+
 /// A schema of the unified model that a value can be validated against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UnifiedSchema {

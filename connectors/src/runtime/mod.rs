@@ -774,7 +774,7 @@ impl Connector {
     /// once more with a fresh one.
     async fn send(
         &self,
-        build: &dyn Fn(&Option<Applied>) -> reqwest::RequestBuilder,
+        build: &(dyn Fn(&Option<Applied>) -> reqwest::RequestBuilder + Sync),
         static_auth: &Option<Applied>,
         url: &Url,
         attempt: Duration,

@@ -1,0 +1,296 @@
+//! `GET /v1/inventory?gtin=&near=LAT,LON&radius_km=&fulfillment=pickup|ship`.
+//!
+//! Stock of one variant across partners. Partners that look stock up by their own sku
+//! (found in their `catalog.search` answer for the GTIN) are asked with it; partners that
+//! take the GTIN are asked directly; a partner the gateway has no way to ask is `skipped`.
+//! Locations come from `locations.list` (cached for a day), so a level can say where it is
+//! and how far. Pickup stock is kept within `radius_km` of `near`; ship stock is not
+//! filtered by distance. Stock older than its capability's `freshness_s` is `unknown`.
+
+use std::collections::HashMap;
+
+use mallgate_connectors::Capability;
+use mallgate_schemas::{InventoryLevel, Location, Product, StockAvailable, StockFulfillment};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    Api, Envelope, Params, Request, Response, all_failed, complete, snapshot_of, statuses,
+};
+use crate::fanout::{self, PlannedCall, SourceResult};
+use crate::problem::ApiError;
+
+/// One level, with its location and distance when known.
+#[derive(Debug, Serialize)]
+struct Stock {
+    level: InventoryLevel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    location: Option<Location>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distance_km: Option<f64>,
+}
+
+fn near(params: &Params) -> Result<Option<(f64, f64)>, ApiError> {
+    let Some(text) = params.get("near") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::param("near", "must be LAT,LON in decimal degrees");
+    let (lat, lon) = text.split_once(',').ok_or_else(bad)?;
+    let lat: f64 = lat.trim().parse().map_err(|_| bad())?;
+    let lon: f64 = lon.trim().parse().map_err(|_| bad())?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(bad());
+    }
+    Ok(Some((lat, lon)))
+}
+
+/// Great-circle distance in km (haversine, mean Earth radius).
+pub(crate) fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, lo1, la2, lo2) = (
+        a.0.to_radians(),
+        a.1.to_radians(),
+        b.0.to_radians(),
+        b.1.to_radians(),
+    );
+    let h = ((la2 - la1) / 2.0).sin().powi(2)
+        + la1.cos() * la2.cos() * ((lo2 - lo1) / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().asin()
+}
+
+impl Api {
+    pub(super) async fn inventory(
+        &self,
+        req: &Request,
+        request_id: &str,
+    ) -> Result<Response, ApiError> {
+        let params = Params::parse(&req.query, &["gtin", "near", "radius_km", "fulfillment"])?;
+        let deadline = self.deadline(&params)?;
+        let gtin = params
+            .gtin("gtin")?
+            .ok_or_else(|| ApiError::param("gtin", "is required"))?;
+        let point = near(&params)?;
+        let radius = params.integer("radius_km", 1, 1000)?.unwrap_or(50) as f64;
+        if params.get("radius_km").is_some() && point.is_none() {
+            return Err(ApiError::param("radius_km", "needs `near`"));
+        }
+        let fulfillment = params.choice("fulfillment", &["pickup", "ship"])?;
+        let snapshot = snapshot_of(self);
+
+        // 1. Each partner's sku of this GTIN, from their catalogs (cached).
+        let catalog_calls = snapshot
+            .serving(Capability::CatalogSearch)
+            .into_iter()
+            .map(|c| {
+                let supports = c
+                    .spec()
+                    .capabilities
+                    .get(&Capability::CatalogSearch)
+                    .map(|cap| cap.supports.clone())
+                    .unwrap_or_default();
+                let q = if supports.iter().any(|s| s == "gtin") {
+                    json!({"gtin": gtin})
+                } else {
+                    json!({})
+                };
+                PlannedCall::new(c, Capability::CatalogSearch, q)
+            })
+            .collect();
+        // 2. Locations, for places and distances (cached for a day).
+        let location_calls = snapshot
+            .serving(Capability::LocationsList)
+            .into_iter()
+            .map(|c| PlannedCall::new(c, Capability::LocationsList, json!({})))
+            .collect();
+        let (catalogs, locations) = futures_util::join!(
+            fanout::run(
+                &self.cache,
+                &self.health,
+                Capability::CatalogSearch,
+                catalog_calls,
+                deadline,
+                request_id
+            ),
+            fanout::run(
+                &self.cache,
+                &self.health,
+                Capability::LocationsList,
+                location_calls,
+                deadline,
+                request_id
+            ),
+        );
+        let mut skus: HashMap<String, String> = HashMap::new();
+        for source in &catalogs {
+            let Some(records) = &source.records else {
+                continue;
+            };
+            for r in &records.records {
+                let Ok(p) = serde_json::from_value::<Product>(r.clone()) else {
+                    continue;
+                };
+                for v in p
+                    .variants
+                    .iter()
+                    .filter(|v| v.gtin.as_deref() == Some(gtin.as_str()))
+                {
+                    if let Some(sku) = &v.sku {
+                        skus.entry(source.connector.partner().to_owned())
+                            .or_insert_with(|| sku.clone());
+                    }
+                }
+            }
+        }
+        let places: HashMap<String, Location> = locations
+            .iter()
+            .filter_map(|s| s.records.as_ref())
+            .flat_map(|r| r.records.iter())
+            .filter_map(|r| serde_json::from_value::<Location>(r.clone()).ok())
+            .map(|l| (l.location_id.clone(), l))
+            .collect();
+
+        // 3. Stock.
+        let calls = snapshot
+            .serving(Capability::InventoryGet)
+            .into_iter()
+            .map(|c| {
+                let mut q = Map::new();
+                q.insert("gtin".into(), json!(gtin));
+                if let Some(sku) = skus.get(c.partner()) {
+                    q.insert("sku".into(), json!(sku));
+                }
+                if let Some((lat, lon)) = point {
+                    q.insert("lat".into(), json!(lat));
+                    q.insert("lon".into(), json!(lon));
+                    q.insert("radius_km".into(), json!(radius));
+                }
+                let q = Value::Object(q);
+                let needs_sku = c
+                    .spec()
+                    .capabilities
+                    .get(&Capability::InventoryGet)
+                    .is_some_and(|cap| cap.supports.iter().any(|s| s == "sku")
+                        && !cap.supports.iter().any(|s| s == "gtin"));
+                let mut call = PlannedCall::new(c, Capability::InventoryGet, q);
+                if needs_sku && !skus.contains_key(call.connector.partner()) {
+                    call.query = Err("this partner looks stock up by its own sku, and its catalog has none for this GTIN".into());
+                }
+                call
+            })
+            .collect();
+        let sources = fanout::run(
+            &self.cache,
+            &self.health,
+            Capability::InventoryGet,
+            calls,
+            deadline,
+            request_id,
+        )
+        .await;
+        if let Some(e) = all_failed("inventory.get", &sources) {
+            return Err(e);
+        }
+        let now = jiff::Timestamp::now();
+        let mut stock: Vec<Stock> = Vec::new();
+        for source in &sources {
+            let Some(records) = &source.records else {
+                continue;
+            };
+            let freshness = source
+                .connector
+                .spec()
+                .capabilities
+                .get(&Capability::InventoryGet)
+                .and_then(|c| c.freshness_s);
+            for r in &records.records {
+                let Ok(mut level) = serde_json::from_value::<InventoryLevel>(r.clone()) else {
+                    continue;
+                };
+                if let Some(f) = &fulfillment {
+                    let want = if f == "pickup" {
+                        StockFulfillment::Pickup
+                    } else {
+                        StockFulfillment::Ship
+                    };
+                    if level.fulfillment != want {
+                        continue;
+                    }
+                }
+                if stale(&level, freshness, now) {
+                    level.available = StockAvailable::Unknown;
+                }
+                let location = places.get(&level.location_id).cloned();
+                let distance = match (point, location.as_ref().and_then(|l| l.geo)) {
+                    (Some(p), Some(g)) => {
+                        Some((distance_km(p, (g.lat, g.lon)) * 10.0).round() / 10.0)
+                    }
+                    _ => None,
+                };
+                if point.is_some() && level.fulfillment == StockFulfillment::Pickup {
+                    match distance {
+                        Some(d) if d <= radius => {}
+                        _ => continue,
+                    }
+                }
+                stock.push(Stock {
+                    level,
+                    location,
+                    distance_km: distance,
+                });
+            }
+        }
+        stock.sort_by(|a, b| {
+            let key = |s: &Stock| {
+                (
+                    s.level.fulfillment != StockFulfillment::Pickup,
+                    s.distance_km.map(|d| (d * 10.0) as i64),
+                )
+            };
+            (key(a), &a.level.location_id, &a.level.variant_id).cmp(&(
+                key(b),
+                &b.level.location_id,
+                &b.level.variant_id,
+            ))
+        });
+        let mut all: Vec<SourceResult> = sources;
+        all.extend(catalogs.into_iter().filter(|s| !s.answered()));
+        let statuses = statuses(&all);
+        let body = serde_json::to_vec(&Envelope {
+            data: &stock,
+            sources: &statuses,
+            complete: complete(&all),
+            generation: snapshot.generation,
+            next_cursor: None,
+        })
+        .unwrap_or_default();
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: body.into(),
+        })
+    }
+}
+
+/// Stock whose `as_of` (else `fetched_at`) is older than the freshness budget.
+fn stale(level: &InventoryLevel, freshness_s: Option<u32>, now: jiff::Timestamp) -> bool {
+    let Some(budget) = freshness_s else {
+        return false;
+    };
+    let when = level
+        .provenance
+        .as_of
+        .as_deref()
+        .unwrap_or(&level.provenance.fetched_at);
+    let instant = when.parse::<jiff::Timestamp>().ok().or_else(|| {
+        when.parse::<jiff::civil::Date>()
+            .ok()
+            .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+            .map(|z| z.timestamp())
+    });
+    match instant {
+        Some(t) => now.as_second() - t.as_second() > i64::from(budget),
+        None => true,
+    }
+}

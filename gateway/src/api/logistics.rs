@@ -1,0 +1,228 @@
+//! `POST /v1/shipping/rates` and `GET /v1/tracking/{carrier}/{tracking_number}`.
+
+use bytes::Bytes;
+use mallgate_connectors::Capability;
+use mallgate_schemas::{ShippingRate, ShippingRateRequest, Tracking};
+use serde_json::json;
+
+use super::{
+    Api, Envelope, Params, Request, Response, all_failed, cacheable, complete, etag_of,
+    snapshot_of, statuses,
+};
+use crate::fanout::{self, PlannedCall};
+use crate::merge::rank_rates;
+use crate::problem::ApiError;
+
+const MAX_PARCELS: usize = 20;
+
+fn bad_body(pointer: impl Into<String>, detail: impl Into<String>) -> ApiError {
+    ApiError::BadBody {
+        pointer: pointer.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Reads the rate request: JSON only, the documented shape exactly, with the pointer of the
+/// first fault.
+fn rate_request(req: &Request) -> Result<ShippingRateRequest, ApiError> {
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType {
+            detail: format!(
+                "the body must be application/json, not `{}`",
+                if essence.is_empty() {
+                    "(none)"
+                } else {
+                    essence
+                }
+            ),
+        });
+    }
+    let mut de = serde_json::Deserializer::from_slice(&req.body);
+    let request: ShippingRateRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let pointer = e
+            .path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => {
+                    format!("/{}", mallgate_schemas::escape_token(key))
+                }
+                _ => String::new(),
+            })
+            .collect::<String>();
+        let inner = e.into_inner();
+        let detail = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else {
+            inner.to_string()
+        };
+        bad_body(pointer, detail)
+    })?;
+    de.end()
+        .map_err(|e| bad_body("", format!("malformed JSON: {e}")))?;
+    if request.parcels.is_empty() || request.parcels.len() > MAX_PARCELS {
+        return Err(bad_body(
+            "/parcels",
+            format!("give 1 to {MAX_PARCELS} parcels"),
+        ));
+    }
+    for (i, p) in request.parcels.iter().enumerate() {
+        if p.weight_g == 0 || p.weight_g > 1_000_000 {
+            return Err(bad_body(
+                format!("/parcels/{i}/weight_g"),
+                "must be from 1 to 1000000 grams",
+            ));
+        }
+    }
+    // The rest of the schema (country and postal code patterns, currencies).
+    let value = serde_json::to_value(&request).map_err(|e| bad_body("", e.to_string()))?;
+    match mallgate_schemas::validate_value(
+        mallgate_schemas::UnifiedSchema::ShippingRateRequest,
+        &value,
+    ) {
+        Ok(()) => {}
+        Err(mallgate_schemas::SchemaError::Invalid { violations, .. }) => {
+            let first = violations.first();
+            return Err(bad_body(
+                first.map(|v| v.pointer.clone()).unwrap_or_default(),
+                first.map(|v| v.reason.clone()).unwrap_or_default(),
+            ));
+        }
+        Err(e) => return Err(bad_body("", e.to_string())),
+    }
+    Ok(request)
+}
+
+impl Api {
+    pub(super) async fn rates(
+        &self,
+        req: &Request,
+        request_id: &str,
+    ) -> Result<Response, ApiError> {
+        let params = Params::parse(&req.query, &[])?;
+        let deadline = self.deadline(&params)?;
+        let request = rate_request(req)?;
+        let weight_g: u64 = request.parcels.iter().map(|p| u64::from(p.weight_g)).sum();
+        let query = json!({
+            "from": request.from,
+            "to": request.to,
+            "parcels": request.parcels,
+            "weight_g": weight_g,
+        });
+        let snapshot = snapshot_of(self);
+        let calls = snapshot
+            .serving(Capability::RatesQuote)
+            .into_iter()
+            .map(|c| PlannedCall::new(c, Capability::RatesQuote, query.clone()))
+            .collect();
+        let sources = fanout::run(
+            &self.cache,
+            &self.health,
+            Capability::RatesQuote,
+            calls,
+            deadline,
+            request_id,
+        )
+        .await;
+        if let Some(e) = all_failed("rates.quote", &sources) {
+            return Err(e);
+        }
+        let mut rates: Vec<ShippingRate> = sources
+            .iter()
+            .filter_map(|s| s.records.as_ref())
+            .flat_map(|r| r.records.iter())
+            .filter_map(|r| serde_json::from_value(r.clone()).ok())
+            .collect();
+        rank_rates(&mut rates);
+        let statuses = statuses(&sources);
+        let body = serde_json::to_vec(&Envelope {
+            data: &rates,
+            sources: &statuses,
+            complete: complete(&sources),
+            generation: snapshot.generation,
+            next_cursor: None,
+        })
+        .unwrap_or_default();
+        Ok(Response {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: Bytes::from(body),
+        })
+    }
+
+    pub(super) async fn tracking(
+        &self,
+        req: &Request,
+        carrier: &str,
+        number: &str,
+        request_id: &str,
+    ) -> Result<Response, ApiError> {
+        let params = Params::parse(&req.query, &[])?;
+        let deadline = self.deadline(&params)?;
+        if number.is_empty()
+            || number.len() > 64
+            || !number
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(ApiError::param(
+                "tracking_number",
+                "must be 1 to 64 letters, digits or dashes",
+            ));
+        }
+        let snapshot = snapshot_of(self);
+        let connector = snapshot
+            .carrier(carrier)
+            .filter(|c| c.serves(Capability::TrackingGet))
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "carrier",
+                detail: format!("no carrier tracks parcels under the code `{carrier}`"),
+            })?;
+        let query = json!({"tracking_number": number.to_ascii_uppercase(), "carrier": carrier});
+        let calls = vec![PlannedCall::new(connector, Capability::TrackingGet, query)];
+        let sources = fanout::run(
+            &self.cache,
+            &self.health,
+            Capability::TrackingGet,
+            calls,
+            deadline,
+            request_id,
+        )
+        .await;
+        if let Some(e) = all_failed("tracking.get", &sources) {
+            return Err(e);
+        }
+        let records = sources.iter().find_map(|s| s.records.as_ref());
+        let tracking: Option<Tracking> = records
+            .filter(|r| !r.not_found)
+            .and_then(|r| r.records.first())
+            .and_then(|r| serde_json::from_value(r.clone()).ok());
+        let Some(tracking) = tracking else {
+            return Err(ApiError::NotFound {
+                kind: "tracking",
+                detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
+            });
+        };
+        let statuses = statuses(&sources);
+        let body = serde_json::to_vec(&Envelope {
+            data: &tracking,
+            sources: &statuses,
+            complete: complete(&sources),
+            generation: snapshot.generation,
+            next_cursor: None,
+        })
+        .unwrap_or_default();
+        let fresh = sources.iter().filter_map(|s| s.fresh_until).min();
+        let etag = etag_of(&body);
+        Ok(cacheable(req, Bytes::from(body), &etag, fresh))
+    }
+}

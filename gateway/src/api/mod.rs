@@ -1,0 +1,470 @@
+//! The unified API's handlers, independent of the transport: [`Api::handle`] takes a
+//! [`Request`] (head and a size-checked body) and gives a [`Response`]. The pingora
+//! listener in [`crate::server`] feeds it; nothing here blocks a runtime thread (jq runs on
+//! the mapping pool).
+
+mod inventory;
+mod logistics;
+mod products;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::cache::RecordCache;
+use crate::config::GatewayConfig;
+use crate::cursor::{CursorKey, random_u64};
+use crate::fanout::{HealthBook, Outcome, SourceResult, SourceStatus};
+use crate::problem::ApiError;
+use crate::registry::{Registry, Snapshot};
+
+pub use products::Window;
+
+/// A request as the handlers see it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A response: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    fn json(status: u16, body: impl Into<Bytes>) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body.into(),
+        }
+    }
+
+    /// The problem+json answer of an error.
+    pub fn problem(error: &ApiError, instance: &str, request_id: &str) -> Self {
+        let doc = error.to_problem(instance, request_id);
+        let mut headers = vec![("content-type", "application/problem+json".to_owned())];
+        headers.extend(error.headers());
+        headers.push(("cache-control", "no-store".to_owned()));
+        Self {
+            status: error.status(),
+            headers,
+            body: Bytes::from(doc.to_string()),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The unified API: shared state of every handler.
+pub struct Api {
+    pub registry: Arc<Registry>,
+    pub cache: Arc<RecordCache>,
+    pub health: Arc<HealthBook>,
+    windows: products::Windows,
+    cursor_key: CursorKey,
+    config: GatewayConfig,
+    openapi: Bytes,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("registry", &self.registry)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+pub use crate::openapi::document as openapi_document;
+
+impl Api {
+    pub fn new(registry: Arc<Registry>, config: GatewayConfig, cursor_key: CursorKey) -> Self {
+        // Records get three quarters of the budget, paging windows the rest.
+        let cache = RecordCache::new(config.cache.max_bytes / 4 * 3);
+        let windows = products::Windows::new(
+            config.cache.max_bytes / 4,
+            Duration::from_secs(config.cache.cursor_ttl_s),
+        );
+        Self {
+            registry,
+            cache,
+            health: Arc::new(HealthBook::default()),
+            windows,
+            cursor_key,
+            openapi: Bytes::from(openapi_document().to_string()),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    /// Answers one request. Every answer carries `x-request-id` (the client's, if it sent
+    /// a sane one).
+    pub async fn handle(&self, request: Request) -> Response {
+        let request_id = request_id(&request.headers);
+        let mut response = match self.route(&request, &request_id).await {
+            Ok(r) => r,
+            Err(e) => Response::problem(&e, &request.path, &request_id),
+        };
+        response.headers.push(("x-request-id", request_id));
+        response
+    }
+
+    async fn route(&self, req: &Request, request_id: &str) -> Result<Response, ApiError> {
+        let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        let get = |allowed: bool| {
+            if allowed {
+                Ok(())
+            } else {
+                Err(ApiError::MethodNotAllowed { allow: "GET" })
+            }
+        };
+        let is_get = req.method == Method::GET;
+        match segments.as_slice() {
+            ["healthz"] => {
+                get(is_get)?;
+                Ok(Response::json(200, r#"{"status":"ok"}"#))
+            }
+            ["readyz"] => {
+                get(is_get)?;
+                self.ready()
+            }
+            ["openapi.json"] => {
+                get(is_get)?;
+                Ok(Response::json(200, self.openapi.clone()))
+            }
+            ["v1", "products"] => {
+                get(is_get)?;
+                self.search(req, request_id).await
+            }
+            ["v1", "products", id] if !id.is_empty() => {
+                get(is_get)?;
+                self.product(req, &percent_decode(id), request_id).await
+            }
+            ["v1", "inventory"] => {
+                get(is_get)?;
+                self.inventory(req, request_id).await
+            }
+            ["v1", "shipping", "rates"] => {
+                if req.method != Method::POST {
+                    return Err(ApiError::MethodNotAllowed { allow: "POST" });
+                }
+                self.rates(req, request_id).await
+            }
+            ["v1", "tracking", carrier, number] if !carrier.is_empty() && !number.is_empty() => {
+                get(is_get)?;
+                self.tracking(
+                    req,
+                    &percent_decode(carrier),
+                    &percent_decode(number),
+                    request_id,
+                )
+                .await
+            }
+            ["v1", "partners"] => {
+                get(is_get)?;
+                self.partners(req)
+            }
+            _ => Err(ApiError::NotFound {
+                kind: "route",
+                detail: format!("no resource at `{}`; see /openapi.json", req.path),
+            }),
+        }
+    }
+
+    fn ready(&self) -> Result<Response, ApiError> {
+        let snapshot = self.registry.load();
+        if snapshot.generation == 0 || snapshot.connectors.is_empty() {
+            return Err(ApiError::Unavailable {
+                detail: "no connector is loaded yet".into(),
+                retry_after_s: 1,
+                sources: Vec::new(),
+            });
+        }
+        Ok(Response::json(
+            200,
+            json!({"status": "ready", "generation": snapshot.generation,
+                   "connectors": snapshot.connectors.len()})
+            .to_string(),
+        ))
+    }
+
+    /// The request's deadline: the configured default, or a shorter `timeout_ms`.
+    fn deadline(&self, params: &Params) -> Result<Instant, ApiError> {
+        let max = self.config.deadline.default_ms;
+        let ms = match params.get("timeout_ms") {
+            None => max,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=max).contains(ms))
+                .ok_or_else(|| {
+                    ApiError::param("timeout_ms", format!("must be an integer from 1 to {max}"))
+                })?,
+        };
+        Ok(Instant::now() + Duration::from_millis(ms))
+    }
+
+    fn partners(&self, req: &Request) -> Result<Response, ApiError> {
+        Params::parse(&req.query, &[])?;
+        let snapshot = self.registry.load();
+        let mut partners: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for c in &snapshot.connectors {
+            partners.entry(c.partner()).or_default().push(json!({
+                "connector_id": c.id(),
+                "connector_version": c.version(),
+                "kind": c.spec().kind,
+                "capabilities": c.spec().capabilities.keys().collect::<Vec<_>>(),
+                "codes": c.spec().codes,
+                "endpoints": c.spec().endpoints.len(),
+            }));
+        }
+        let data: Vec<Value> = partners
+            .into_iter()
+            .map(|(partner, connectors)| {
+                let health = self.health.get(partner);
+                let status = match &health {
+                    None => "unknown",
+                    Some(h) if h.consecutive_failures == 0 => "healthy",
+                    Some(h) if h.consecutive_failures < 3 => "degraded",
+                    Some(_) => "down",
+                };
+                json!({
+                    "partner": partner,
+                    "connectors": connectors,
+                    "health": {"status": status, "recent": health.unwrap_or_default()},
+                })
+            })
+            .collect();
+        let body = json!({"data": data, "sources": [], "complete": true,
+                          "generation": snapshot.generation});
+        Ok(Response::json(200, body.to_string()))
+    }
+}
+
+/// Whether a source outcome counts as an answer in `complete`.
+fn complete(sources: &[SourceResult]) -> bool {
+    sources.iter().all(|s| {
+        matches!(
+            s.status.outcome,
+            Outcome::Live | Outcome::Cached | Outcome::Skipped
+        )
+    })
+}
+
+/// Every source failed or was skipped: 503 with the shortest `Retry-After` a partner gave.
+fn all_failed(what: &str, sources: &[SourceResult]) -> Option<ApiError> {
+    if sources.iter().any(SourceResult::answered) {
+        return None;
+    }
+    let retry = sources
+        .iter()
+        .filter_map(|s| s.status.error.as_ref().and_then(|e| e.retry_after_s))
+        .min()
+        .unwrap_or(2);
+    Some(ApiError::Unavailable {
+        detail: if sources.is_empty() {
+            format!("no partner serves {what}")
+        } else {
+            format!("no partner answered {what} and nothing usable was cached")
+        },
+        retry_after_s: retry,
+        sources: statuses(sources),
+    })
+}
+
+fn statuses(sources: &[SourceResult]) -> Vec<SourceStatus> {
+    sources.iter().map(|s| s.status.clone()).collect()
+}
+
+/// The envelope `{data, sources, complete, generation, next_cursor?}`.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    data: T,
+    sources: &'a [SourceStatus],
+    complete: bool,
+    generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// A 200 answer with ETag, conditional 304 and Cache-Control from the shortest freshness
+/// involved.
+fn cacheable(req: &Request, body: Bytes, etag: &str, fresh_until: Option<Instant>) -> Response {
+    let max_age = fresh_until
+        .map(|t| t.saturating_duration_since(Instant::now()).as_secs())
+        .unwrap_or(0);
+    let cache_control = format!("public, max-age={max_age}");
+    if if_none_match(&req.headers, etag) {
+        return Response {
+            status: 304,
+            headers: vec![("etag", etag.to_owned()), ("cache-control", cache_control)],
+            body: Bytes::new(),
+        };
+    }
+    Response {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("etag", etag.to_owned()),
+            ("cache-control", cache_control),
+        ],
+        body,
+    }
+}
+
+/// A strong ETag over the answer's bytes (which hold `fetched_at` times, not ages).
+pub fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(http::header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("mg-{:016x}", random_u64()))
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Query parameters, each given at most once, every name known.
+#[derive(Debug, Default)]
+pub(crate) struct Params(BTreeMap<String, String>);
+
+impl Params {
+    pub(crate) fn parse(query: &str, known: &[&str]) -> Result<Self, ApiError> {
+        let mut map = BTreeMap::new();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            if name != "timeout_ms" && !known.contains(&name.as_ref()) {
+                let list = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                };
+                return Err(ApiError::param(
+                    name.as_ref(),
+                    format!("unknown parameter; this resource takes {list} and timeout_ms"),
+                ));
+            }
+            if map.insert(name.to_string(), value.into_owned()).is_some() {
+                return Err(ApiError::param(name.as_ref(), "given more than once"));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A text parameter of 1 to `max` characters, without control characters.
+    pub(crate) fn text(&self, name: &str, max: usize) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => {
+                let v = v.trim();
+                if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+                    Err(ApiError::param(
+                        name,
+                        format!("must be 1 to {max} characters of text"),
+                    ))
+                } else {
+                    Ok(Some(v.to_owned()))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::param(name, format!("must be an integer from {min} to {max}"))
+                }),
+        }
+    }
+
+    /// A GTIN (8, 12, 13 or 14 digits) with a valid check digit, as GTIN-14.
+    pub(crate) fn gtin(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => mallgate_connectors::prelude::gtin::normalize(v)
+                .gtin14
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::param(
+                        name,
+                        "must be a GTIN (UPC-A, EAN-13, GTIN-14, EAN-8 or UPC-E) with a valid check digit",
+                    )
+                }),
+        }
+    }
+
+    /// One of `allowed`.
+    pub(crate) fn choice(&self, name: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if allowed.contains(&v) => Ok(Some(v.to_owned())),
+            Some(_) => Err(ApiError::param(
+                name,
+                format!("must be one of {}", allowed.join(", ")),
+            )),
+        }
+    }
+}
+
+/// The snapshot a request answers from, and its generation.
+pub(crate) fn snapshot_of(api: &Api) -> Arc<Snapshot> {
+    api.registry.load()
+}

@@ -1,0 +1,244 @@
+//! The process configuration: a YAML (or JSON) file given to `mallgate serve --config`.
+//!
+//! ```yaml
+//! listen: 0.0.0.0:8080          # the public listener
+//! threads: 2                    # pingora worker threads of the public listener
+//! connectors_dir: connectors/partners
+//! state_dir: /var/lib/mallgate
+//! allow_loopback_partners: false
+//! deadline: {default_ms: 800}
+//! cache: {max_bytes: 268435456, window_items: 500, cursor_ttl_s: 900}
+//! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000}
+//! cursor_secret: env:MALLGATE_CURSOR_SECRET
+//! partner_secrets:
+//!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
+//! ```
+//!
+//! Every field has a default; an unknown field is an error naming its path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::GatewayError;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The public listener.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Worker threads of the public listener's runtime.
+    #[serde(default = "defaults::threads")]
+    pub threads: usize,
+    /// Connector documents (`*.yaml`, `*.yml`, `*.json`), operator-owned.
+    #[serde(default)]
+    pub connectors_dir: Option<PathBuf>,
+    /// Where versions, the active pointer and the audit log live (the admin API's store).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Lets connectors call loopback addresses (the demo and tests); off in production.
+    #[serde(default)]
+    pub allow_loopback_partners: bool,
+    #[serde(default)]
+    pub deadline: DeadlineConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The key that signs paging cursors, as a reference (`env:VAR` or `file:PATH`). Absent:
+    /// a random key per process (cursors then do not survive a restart).
+    #[serde(default)]
+    pub cursor_secret: Option<String>,
+    /// Operator-provided partner secrets: partner -> name -> reference (`env:` or `file:`).
+    #[serde(default)]
+    pub partner_secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Mapping pool threads (jq runs there, never on a request thread).
+    #[serde(default = "defaults::mapping_threads")]
+    pub mapping_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadlineConfig {
+    /// The deadline of a request when it gives no `timeout_ms`; `timeout_ms` may only
+    /// shorten it.
+    #[serde(default = "defaults::deadline_ms")]
+    pub default_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// The byte budget of cached partner records and paging windows together.
+    #[serde(default = "defaults::cache_bytes")]
+    pub max_bytes: u64,
+    /// The most products a search keeps in its merged window (the pages a cursor walks).
+    #[serde(default = "defaults::window_items")]
+    pub window_items: usize,
+    /// How long a cursor (and its window) stays valid.
+    #[serde(default = "defaults::cursor_ttl_s")]
+    pub cursor_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Request line plus headers; beyond it: 431.
+    #[serde(default = "defaults::max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Request body; beyond it: 413.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Reading the request and answering it; beyond it the connection is closed.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+mod defaults {
+    use std::net::SocketAddr;
+
+    pub(super) fn listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 8080))
+    }
+    pub(super) fn threads() -> usize {
+        2
+    }
+    pub(super) fn mapping_threads() -> usize {
+        2
+    }
+    pub(super) fn deadline_ms() -> u64 {
+        800
+    }
+    pub(super) fn cache_bytes() -> u64 {
+        256 * 1024 * 1024
+    }
+    pub(super) fn window_items() -> usize {
+        500
+    }
+    pub(super) fn cursor_ttl_s() -> u64 {
+        900
+    }
+    pub(super) fn max_header_bytes() -> usize {
+        16 * 1024
+    }
+    pub(super) fn max_body_bytes() -> usize {
+        64 * 1024
+    }
+    pub(super) fn request_timeout_ms() -> u64 {
+        10_000
+    }
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        Self {
+            default_ms: defaults::deadline_ms(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: defaults::cache_bytes(),
+            window_items: defaults::window_items(),
+            cursor_ttl_s: defaults::cursor_ttl_s(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: defaults::max_header_bytes(),
+            max_body_bytes: defaults::max_body_bytes(),
+            request_timeout_ms: defaults::request_timeout_ms(),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            threads: defaults::threads(),
+            connectors_dir: None,
+            state_dir: None,
+            allow_loopback_partners: false,
+            deadline: DeadlineConfig::default(),
+            cache: CacheConfig::default(),
+            limits: LimitsConfig::default(),
+            cursor_secret: None,
+            partner_secrets: BTreeMap::new(),
+            mapping_threads: defaults::mapping_threads(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and checks a config file; errors name the file and the field's path.
+    pub fn load(path: &Path) -> Result<Self, GatewayError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|reason| GatewayError::Config {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses config text (YAML or JSON).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let format = mallgate_connectors::Format::sniff(text);
+        let (value, _) =
+            mallgate_connectors::source::parse(text, format).map_err(|p| p.to_string())?;
+        let config: Self = serde_path_to_error::deserialize(value)
+            .map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.threads == 0 || self.mapping_threads == 0 {
+            return Err("threads and mapping_threads must be at least 1".into());
+        }
+        if !(1..=60_000).contains(&self.deadline.default_ms) {
+            return Err("deadline.default_ms must be between 1 and 60000".into());
+        }
+        if self.cache.window_items == 0 {
+            return Err("cache.window_items must be at least 1".into());
+        }
+        if self.limits.max_header_bytes < 1024 {
+            return Err("limits.max_header_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = GatewayConfig::parse("listen: 127.0.0.1:9000\ncache:\n  window_items: 40\n")
+            .expect("parses");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.cache.window_items, 40);
+        assert_eq!(config.deadline.default_ms, 800);
+        assert!(!config.allow_loopback_partners);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let err = GatewayConfig::parse("cache:\n  max_byte: 12\n").expect_err("typo");
+        assert!(err.contains("cache"), "{err}");
+        assert!(err.contains("max_byte"), "{err}");
+        let err = GatewayConfig::parse("threads: 0\n").expect_err("zero threads");
+        assert!(err.contains("threads"), "{err}");
+    }
+}

@@ -1,0 +1,137 @@
+//! `mallgate demo`: the simulated partner fleet (fixed loopback ports from 18000, matching
+//! `connectors/partners/*.yaml`) and the gateway on loopback, in one process, with the
+//! partners' demo credentials stored as their secrets.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mallgate_connectors::runtime::secrets::MemorySecretStore;
+use mallgate_partner_sim::partners::{
+    acme, northwind, parcelpost, swiftship, threadline, voltmart,
+};
+use mallgate_partner_sim::{Fleet, FleetConfig};
+
+use crate::{GatewayConfig, GatewayError};
+
+/// Options of `mallgate demo`.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    pub sim_base_port: u16,
+    pub seed: u64,
+    pub connectors_dir: PathBuf,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            sim_base_port: 18_000,
+            seed: 7,
+            connectors_dir: default_connectors_dir(),
+        }
+    }
+}
+
+/// `connectors/partners` of this checkout (the working directory's, else the source tree's).
+pub fn default_connectors_dir() -> PathBuf {
+    let here = PathBuf::from("connectors/partners");
+    if here.is_dir() {
+        here
+    } else {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../connectors/partners"
+        ))
+    }
+}
+
+/// The demo secrets of every simulated partner, under the names the example connectors use.
+pub fn demo_secrets() -> Arc<MemorySecretStore> {
+    let secrets = Arc::new(MemorySecretStore::new());
+    secrets.set("voltmart", "voltmart-api-key", voltmart::API_KEY);
+    secrets.set(
+        "threadline",
+        "threadline-access-token",
+        threadline::ACCESS_TOKEN,
+    );
+    secrets.set("acme", "acme-client-id", acme::CLIENT_ID);
+    secrets.set("acme", "acme-client-secret", acme::CLIENT_SECRET);
+    secrets.set("northwind", "northwind-password", northwind::PASSWORD);
+    secrets.set("parcelpost", "parcelpost-user-id", parcelpost::USER_ID);
+    secrets.set("swiftship", "swiftship-client-id", swiftship::CLIENT_ID);
+    secrets.set(
+        "swiftship",
+        "swiftship-client-secret",
+        swiftship::CLIENT_SECRET,
+    );
+    secrets
+}
+
+/// The gateway config of the demo: loopback partners allowed, the example connectors.
+pub fn demo_config(options: &DemoOptions) -> GatewayConfig {
+    GatewayConfig {
+        listen: options.listen,
+        connectors_dir: Some(options.connectors_dir.clone()),
+        allow_loopback_partners: true,
+        ..GatewayConfig::default()
+    }
+}
+
+/// Starts the fleet on a runtime of its own (kept on a background thread).
+pub fn start_fleet(seed: u64, base_port: Option<u16>) -> Result<Arc<Fleet>, GatewayError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("partner-sim".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("simulator runtime: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let fleet = Fleet::start(FleetConfig {
+                    seed,
+                    replicas: 2,
+                    base_port,
+                    ..FleetConfig::default()
+                })
+                .await;
+                match fleet {
+                    Ok(f) => {
+                        let _ = tx.send(Ok(f));
+                        std::future::pending::<()>().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("simulator fleet: {e}")));
+                    }
+                }
+            });
+        })
+        .map_err(|e| GatewayError::Startup(format!("simulator thread: {e}")))?;
+    rx.recv()
+        .map_err(|e| GatewayError::Startup(format!("simulator thread: {e}")))?
+        .map_err(GatewayError::Startup)
+}
+
+/// Sample requests against the demo.
+pub fn sample_commands(base: &str) -> String {
+    format!(
+        "Mallgate demo is up at {base}\n\
+         \n  curl -s '{base}/v1/products?q=headphones&limit=3' | jq .\
+         \n  curl -s '{base}/v1/products?q=laptop&currency=USD&sort=price_asc&limit=5' | jq '.data[] | {{product_id, title}}'\
+         \n  curl -s '{base}/v1/shipping/rates' -H 'content-type: application/json' \\\
+         \n       -d '{{\"from\":{{\"postal_code\":\"10001\",\"country\":\"US\"}},\"to\":{{\"postal_code\":\"94103\",\"country\":\"US\"}},\"parcels\":[{{\"weight_g\":1200}}]}}' | jq .\
+         \n  curl -s '{base}/v1/tracking/parcelpost/$(curl -s http://127.0.0.1:18001/__sim/parcels | jq -r '.parcelpost[0]')' | jq .\
+         \n  curl -s '{base}/v1/partners' | jq .\
+         \n  curl -s '{base}/openapi.json' | jq '.paths | keys'\
+         \n\nSimulator control API: http://127.0.0.1:18001/__sim (faults, drift, clock). Ctrl-C stops.\n"
+    )
+}

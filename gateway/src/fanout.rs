@@ -1,0 +1,363 @@
+//! Fan-out: one capability across the connectors that serve it, concurrently, under one
+//! deadline. Each connector is looked up in the cache first; a miss makes one coalesced
+//! partner call. Every connector ends with a [`SourceStatus`]: `live`, `cached`, `stale`
+//! (served from cache because the partner failed), `failed` or `skipped` (the query gave it
+//! nothing to do).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use mallgate_connectors::template::Template;
+use mallgate_connectors::{Capability, ConnectorError};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::cache::{CacheKey, Entry, Lookup, RecordCache, Records};
+use crate::registry::LiveConnector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Answered by the partner for this request (or a call it joined).
+    Live,
+    /// Answered from cache within its TTL or stale-while-revalidate window.
+    Cached,
+    /// The partner failed; answered from cache within stale-if-error.
+    Stale,
+    /// No answer: the partner failed and nothing usable was cached.
+    Failed,
+    /// Not asked: the query gives this connector nothing to do.
+    Skipped,
+}
+
+/// Why a source did not answer live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceError {
+    /// A stable code: `timeout`, `connect_failed`, `transport`, `rate_limited`,
+    /// `partner_error`, `auth`, `malformed_reply`, `mapping`, `partner_reported`,
+    /// `too_large`, `address_denied`, `not_applicable`, `internal`.
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+/// One connector's part in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    pub partner: String,
+    pub connector_id: String,
+    pub connector_version: u32,
+    pub capability: Capability,
+    pub outcome: Outcome,
+    /// When the data served was fetched from the partner.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+    /// Records this source contributed before the gateway's own filters.
+    pub records: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SourceError>,
+}
+
+/// A source's status and what it gave.
+#[derive(Debug, Clone)]
+pub struct SourceResult {
+    pub connector: Arc<LiveConnector>,
+    pub status: SourceStatus,
+    pub records: Option<Arc<Records>>,
+    /// Until when the data served is fresh (`None` for failed and skipped sources).
+    pub fresh_until: Option<Instant>,
+}
+
+impl SourceResult {
+    pub fn answered(&self) -> bool {
+        matches!(
+            self.status.outcome,
+            Outcome::Live | Outcome::Cached | Outcome::Stale
+        )
+    }
+}
+
+/// A planned call: the connector and its query, or why it is skipped.
+#[derive(Debug, Clone)]
+pub struct PlannedCall {
+    pub connector: Arc<LiveConnector>,
+    pub query: Result<Value, String>,
+}
+
+impl PlannedCall {
+    /// Plans `query` for `connector`, skipping it when its request path needs a field the
+    /// query lacks (a lookup by a native id the gateway does not know for that partner).
+    pub fn new(connector: Arc<LiveConnector>, capability: Capability, query: Value) -> Self {
+        let missing = connector
+            .spec()
+            .capabilities
+            .get(&capability)
+            .and_then(|c| Template::parse(&c.request.path).ok())
+            .and_then(|t| {
+                t.fields()
+                    .find(|f| *f != "request_id" && field(&query, f).is_none())
+                    .map(str::to_owned)
+            });
+        let query = match missing {
+            Some(f) => Err(format!(
+                "the request needs `{f}`, which this query does not give"
+            )),
+            None => Ok(query),
+        };
+        Self { connector, query }
+    }
+}
+
+fn field<'a>(query: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut at = query;
+    for part in path.split('.') {
+        at = match at {
+            Value::Object(m) => m.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    (!at.is_null()).then_some(at)
+}
+
+/// A partner's recent record, for `/v1/partners`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartnerHealth {
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Outcomes per partner, as the fan-out sees them.
+#[derive(Debug, Default)]
+pub struct HealthBook {
+    partners: Mutex<HashMap<String, PartnerHealth>>,
+}
+
+impl HealthBook {
+    fn record(&self, partner: &str, error: Option<&SourceError>) {
+        let now = jiff::Timestamp::now().to_string();
+        let mut map = self.partners.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map.entry(partner.to_owned()).or_default();
+        match error {
+            None => {
+                h.consecutive_failures = 0;
+                h.last_success_at = Some(now);
+            }
+            Some(e) => {
+                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+                h.last_failure_at = Some(now);
+                h.last_error = Some(e.code.clone());
+            }
+        }
+    }
+
+    pub fn get(&self, partner: &str) -> Option<PartnerHealth> {
+        self.partners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(partner)
+            .cloned()
+    }
+}
+
+/// The stable code and a message of a connector error. Messages carry no secrets: the
+/// runtime redacts URLs (no query, no user info) and never formats credentials.
+pub fn classify(error: &ConnectorError) -> SourceError {
+    let code = match error {
+        ConnectorError::Transport { connect: true, .. } => "connect_failed",
+        ConnectorError::Transport { .. } => "transport",
+        ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. } => "timeout",
+        ConnectorError::RateLimited { .. } => "rate_limited",
+        ConnectorError::PartnerStatus { .. } => "partner_error",
+        ConnectorError::Unauthorized { .. }
+        | ConnectorError::Token { .. }
+        | ConnectorError::Secret { .. } => "auth",
+        ConnectorError::MalformedReply { .. } | ConnectorError::Decode { .. } => "malformed_reply",
+        ConnectorError::MappingOverrun { .. }
+        | ConnectorError::MappingBusy
+        | ConnectorError::Sandbox { .. }
+        | ConnectorError::InvalidProgram { .. } => "mapping",
+        ConnectorError::PartnerReported { .. } => "partner_reported",
+        ConnectorError::TooLarge { .. } => "too_large",
+        ConnectorError::AddressDenied { .. } => "address_denied",
+        _ => "internal",
+    };
+    SourceError {
+        code: code.to_owned(),
+        message: error.to_string(),
+        retry_after_s: error.retry_after().map(|d| d.as_secs().max(1)),
+    }
+}
+
+/// Runs every planned call concurrently and returns one result per call, in plan order.
+/// Nothing here waits past `deadline`: a call still running then goes on in the background
+/// (it fills the cache) and its source is `failed` with `timeout`, or `stale` if cached.
+pub async fn run(
+    cache: &Arc<RecordCache>,
+    health: &Arc<HealthBook>,
+    capability: Capability,
+    calls: Vec<PlannedCall>,
+    deadline: Instant,
+    request_id: &str,
+) -> Vec<SourceResult> {
+    let futures = calls
+        .into_iter()
+        .map(|call| one(cache, health, capability, call, deadline, request_id));
+    join_all(futures).await
+}
+
+fn status(c: &LiveConnector, capability: Capability, outcome: Outcome) -> SourceStatus {
+    SourceStatus {
+        partner: c.partner().to_owned(),
+        connector_id: c.id().to_owned(),
+        connector_version: c.version(),
+        capability,
+        outcome,
+        fetched_at: None,
+        records: 0,
+        error: None,
+    }
+}
+
+/// The normalized form of a query: keys sorted (serde_json maps are ordered), nulls dropped.
+pub fn normalize(query: &Value) -> String {
+    fn strip(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), strip(v)))
+                    .collect(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+            other => other.clone(),
+        }
+    }
+    strip(query).to_string()
+}
+
+async fn one(
+    cache: &Arc<RecordCache>,
+    health: &Arc<HealthBook>,
+    capability: Capability,
+    call: PlannedCall,
+    deadline: Instant,
+    request_id: &str,
+) -> SourceResult {
+    let connector = call.connector;
+    let query = match call.query {
+        Ok(q) => q,
+        Err(reason) => {
+            let mut s = status(&connector, capability, Outcome::Skipped);
+            s.error = Some(SourceError {
+                code: "not_applicable".into(),
+                message: reason,
+                retry_after_s: None,
+            });
+            return SourceResult {
+                connector,
+                status: s,
+                records: None,
+                fresh_until: None,
+            };
+        }
+    };
+    let spec = connector.spec();
+    let policy = spec
+        .capabilities
+        .get(&capability)
+        .and_then(|c| c.cache)
+        .unwrap_or(spec.policies.cache);
+    let key = CacheKey {
+        connector: Arc::from(connector.id()),
+        version: connector.version(),
+        capability,
+        query: Arc::from(normalize(&query)),
+    };
+    let served = |entry: &Arc<Entry>, outcome: Outcome, error: Option<SourceError>| {
+        let mut s = status(&connector, capability, outcome);
+        s.fetched_at = Some(entry.fetched_at.clone());
+        s.records = entry.records.records.len();
+        s.error = error;
+        SourceResult {
+            connector: Arc::clone(&connector),
+            status: s,
+            records: Some(Arc::clone(&entry.records)),
+            fresh_until: Some(entry.fresh_until),
+        }
+    };
+    // The partner call itself runs to its own deadline: at least the policy's timeout, so a
+    // short request deadline still leaves a useful result in the cache.
+    let start_call = || {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let own = Duration::from_millis(u64::from(spec.policies.timeout_ms));
+        let call_deadline = std::time::Instant::now() + remaining.max(own);
+        let c = Arc::clone(&connector);
+        let q = query.clone();
+        let rid = request_id.to_owned();
+        let fut = async move {
+            c.connector
+                .call(capability, &q, &rid, call_deadline)
+                .await
+                .map(|out| Records {
+                    records: out.records,
+                    not_found: out.not_found,
+                    warnings: out.warnings,
+                })
+        }
+        .boxed();
+        cache.call(key.clone(), policy, fut)
+    };
+    let fallback = match cache.lookup(&key).await {
+        Lookup::Fresh(entry) => return served(&entry, Outcome::Cached, None),
+        Lookup::Revalidate(entry) => {
+            if entry.claim_refresh() {
+                // The flight is a task of its own: dropping this handle does not cancel it.
+                drop(start_call());
+            }
+            return served(&entry, Outcome::Cached, None);
+        }
+        Lookup::StaleIfError(entry) => Some(entry),
+        Lookup::Miss => None,
+    };
+    let flight = start_call();
+    let error = match tokio::time::timeout_at(deadline, flight).await {
+        Ok(Ok(entry)) => {
+            health.record(connector.partner(), None);
+            return served(&entry, Outcome::Live, None);
+        }
+        Ok(Err(failure)) => classify(&failure.error),
+        Err(_) => SourceError {
+            code: "timeout".into(),
+            message: "no answer before the request's deadline".into(),
+            retry_after_s: None,
+        },
+    };
+    health.record(connector.partner(), Some(&error));
+    match fallback {
+        Some(entry) => {
+            cache.note_stale_served();
+            served(&entry, Outcome::Stale, Some(error))
+        }
+        None => {
+            let mut s = status(&connector, capability, Outcome::Failed);
+            s.error = Some(error);
+            SourceResult {
+                connector,
+                status: s,
+                records: None,
+                fresh_until: None,
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Mallgate, the gateway: the unified mall API that frontends call, answered by fanning out
+//! to partner connectors under one deadline, merging what they say, and caching it.
+//!
+//! - [`config`]: the process configuration file.
+//! - [`registry`]: the `ArcSwap` snapshot of compiled connectors, and partner resources
+//!   kept apart from connector versions.
+//! - [`cache`]: per-(connector, version, capability, query) records in moka, with TTLs,
+//!   stale-while-revalidate, stale-if-error and miss coalescing.
+//! - [`fanout`]: one capability across every connector that serves it, under a deadline.
+//! - [`merge`]: identity, offers merged by GTIN, sort, and the paging window.
+//! - [`api`]: the handlers of the unified API, transport-agnostic.
+//! - [`server`]: the pingora listener that feeds them.
+//! - [`demo`]: the simulator fleet and the gateway in one process.
+
+pub mod api;
+pub mod cache;
+pub mod config;
+pub mod cursor;
+pub mod demo;
+mod error;
+pub mod fanout;
+pub mod merge;
+pub mod openapi;
+pub mod problem;
+pub mod registry;
+pub mod server;
+
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use server::{Gateway, RunningGateway};

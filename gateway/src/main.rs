@@ -1,0 +1,81 @@
+//! `mallgate serve --config FILE` | `mallgate demo [--listen ADDR] [--sim-base-port N]`
+//!
+//! A thin CLI: everything lives in the library.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use mallgate::demo::{self, DemoOptions};
+use mallgate::{Gateway, GatewayConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const USAGE: &str = "usage:
+  mallgate serve --config FILE      serve the unified API (SIGTERM drains, SIGINT stops)
+  mallgate demo [--listen 127.0.0.1:8080] [--sim-base-port 18000] [--seed 7] [--connectors DIR]
+                                    the simulated partner fleet and the gateway, on loopback";
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("serve") => {
+            let mut config = None;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--config" | "-c" => {
+                        config = Some(PathBuf::from(args.next().context("--config needs a file")?))
+                    }
+                    other => bail!("unknown argument `{other}`\n{USAGE}"),
+                }
+            }
+            let path = config.context("serve needs --config FILE")?;
+            let config = GatewayConfig::load(&path)?;
+            let gateway = Gateway::build(config, std::sync::Arc::default())?;
+            gateway.run()?;
+            Ok(())
+        }
+        Some("demo") => {
+            let mut options = DemoOptions::default();
+            while let Some(arg) = args.next() {
+                let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+                match arg.as_str() {
+                    "--listen" => {
+                        let addr: std::net::SocketAddr =
+                            value()?.parse().context("--listen must be IP:PORT")?;
+                        if !addr.ip().is_loopback() {
+                            bail!("the demo listens on loopback only, not {addr}");
+                        }
+                        options.listen = addr;
+                    }
+                    "--sim-base-port" => {
+                        options.sim_base_port =
+                            value()?.parse().context("--sim-base-port must be a port")?
+                    }
+                    "--seed" => {
+                        options.seed = value()?.parse().context("--seed must be an integer")?
+                    }
+                    "--connectors" => options.connectors_dir = PathBuf::from(value()?),
+                    "-h" | "--help" => {
+                        eprintln!("{USAGE}");
+                        return Ok(());
+                    }
+                    other => bail!("unknown argument `{other}`\n{USAGE}"),
+                }
+            }
+            let _fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
+            let gateway = Gateway::build(demo::demo_config(&options), demo::demo_secrets())?;
+            eprintln!(
+                "{}",
+                demo::sample_commands(&format!("http://{}", options.listen))
+            );
+            gateway.run()?;
+            Ok(())
+        }
+        Some("-h" | "--help") | None => {
+            eprintln!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
+    }
+}

@@ -1,0 +1,262 @@
+//! Merging partner records into one answer.
+//!
+//! **Identity** (DESIGN §4): a variant with a valid GTIN-14 is `gtin:<14 digits>`, else
+//! `<partner>:<native id>`. Products that share a GTIN variant are one product; records
+//! without a valid GTIN never merge. Members are ordered by merge rank (partner priority,
+//! then partner id, then connector id, then the partner's own order), never by which
+//! partner answered first, so the merged ids and fields do not depend on timing.
+//! Descriptive fields come from the best-ranked member that has them; every offer keeps its
+//! own provenance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mallgate_schemas::{Product, RateTag, ShippingRate, Variant};
+use serde_json::Value;
+
+/// A source's records and its merge rank (lower first).
+#[derive(Debug, Clone, Copy)]
+pub struct RankedRecords<'a> {
+    pub rank: (u32, &'a str, &'a str),
+    pub records: &'a [Value],
+}
+
+struct UnionFind(Vec<usize>);
+
+impl UnionFind {
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.find(a), self.find(b));
+        // The smaller index (the better rank) stays the root.
+        if ra < rb {
+            self.0[rb] = ra;
+        } else if rb < ra {
+            self.0[ra] = rb;
+        }
+    }
+}
+
+/// Merges product records of several sources. Records that are not products (they were
+/// validated against the schema, so this is a defect elsewhere) are skipped.
+pub fn merge_products(sources: &[RankedRecords<'_>]) -> Vec<Product> {
+    let mut ordered: Vec<&RankedRecords<'_>> = sources.iter().collect();
+    ordered.sort_by(|a, b| a.rank.cmp(&b.rank));
+    let products: Vec<Product> = ordered
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .filter_map(|r| serde_json::from_value(r.clone()).ok())
+        .collect();
+    let mut uf = UnionFind((0..products.len()).collect());
+    let mut owner_of: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in products.iter().enumerate() {
+        for v in &p.variants {
+            match owner_of.get(v.variant_id.as_str()) {
+                Some(&j) => uf.union(i, j),
+                None => {
+                    owner_of.insert(v.variant_id.as_str(), i);
+                }
+            }
+        }
+        // The same partner id seen twice (a product repeated across pages) is one product.
+        if let Some(&j) = owner_of.get(p.product_id.as_str()) {
+            uf.union(i, j);
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for i in 0..products.len() {
+        let root = uf.find(i);
+        groups.entry(root).or_default().push(i);
+    }
+    groups
+        .into_values()
+        .map(|members| merge_group(members.iter().map(|&i| &products[i])))
+        .collect()
+}
+
+fn merge_group<'a>(mut members: impl Iterator<Item = &'a Product>) -> Product {
+    let Some(lead) = members.next() else {
+        unreachable_group()
+    };
+    let mut merged = lead.clone();
+    let mut ids: Vec<String> = Vec::new();
+    let mut variants: HashMap<String, Variant> = HashMap::new();
+    let mut add = |v: &Variant, ids: &mut Vec<String>| match variants.get_mut(&v.variant_id) {
+        None => {
+            ids.push(v.variant_id.clone());
+            variants.insert(v.variant_id.clone(), v.clone());
+        }
+        Some(have) => {
+            fill(&mut have.gtin, &v.gtin);
+            fill(&mut have.title, &v.title);
+            fill(&mut have.weight, &v.weight);
+            fill(&mut have.dimensions, &v.dimensions);
+            fill(&mut have.image_url, &v.image_url);
+            for offer in &v.offers {
+                if !have.offers.iter().any(|o| o.offer_id == offer.offer_id) {
+                    have.offers.push(offer.clone());
+                }
+            }
+        }
+    };
+    for v in &lead.variants {
+        add(v, &mut ids);
+    }
+    let mut partner_ids = vec![lead.product_id.clone()];
+    for p in members {
+        fill(&mut merged.brand, &p.brand);
+        fill(&mut merged.description, &p.description);
+        if merged.category.is_empty() {
+            merged.category = p.category.clone();
+        }
+        if merged.image_urls.is_empty() {
+            merged.image_urls = p.image_urls.clone();
+        }
+        for (k, v) in &p.attributes {
+            merged
+                .attributes
+                .entry(k.clone())
+                .or_insert_with(|| v.clone());
+        }
+        partner_ids.push(p.product_id.clone());
+        for v in &p.variants {
+            add(v, &mut ids);
+        }
+    }
+    merged.variants = ids.iter().filter_map(|id| variants.remove(id)).collect();
+    merged.product_id = match merged.variants.as_slice() {
+        [only] if only.gtin.is_some() => only.variant_id.clone(),
+        _ => partner_ids
+            .iter()
+            .find(|id| !id.starts_with("gtin:"))
+            .unwrap_or(&lead.product_id)
+            .clone(),
+    };
+    merged
+}
+
+#[cold]
+fn unreachable_group() -> ! {
+    // Groups are built from at least one member.
+    panic!("a merge group without members")
+}
+
+fn fill<T: Clone>(have: &mut Option<T>, other: &Option<T>) {
+    if have.is_none() {
+        have.clone_from(other);
+    }
+}
+
+/// Sorts rates by total (within a currency), then transit, carrier and service, and tags
+/// the cheapest and the fastest of each currency (every rate tied for it).
+pub fn rank_rates(rates: &mut [ShippingRate]) {
+    let transit = |r: &ShippingRate| r.transit_days.map_or(u32::MAX, |t| t.max);
+    rates.sort_by(|a, b| {
+        (
+            &a.total.currency,
+            a.total.amount_minor,
+            transit(a),
+            &a.carrier,
+            &a.service_code,
+        )
+            .cmp(&(
+                &b.total.currency,
+                b.total.amount_minor,
+                transit(b),
+                &b.carrier,
+                &b.service_code,
+            ))
+    });
+    let mut cheapest: HashMap<String, i64> = HashMap::new();
+    let mut fastest: HashMap<String, u32> = HashMap::new();
+    for r in rates.iter() {
+        let c = cheapest.entry(r.total.currency.clone()).or_insert(i64::MAX);
+        *c = (*c).min(r.total.amount_minor);
+        if r.transit_days.is_some() {
+            let f = fastest.entry(r.total.currency.clone()).or_insert(u32::MAX);
+            *f = (*f).min(transit(r));
+        }
+    }
+    for r in rates.iter_mut() {
+        r.tags.clear();
+        if cheapest.get(&r.total.currency) == Some(&r.total.amount_minor) {
+            r.tags.push(RateTag::Cheapest);
+        }
+        if r.transit_days.is_some() && fastest.get(&r.total.currency) == Some(&transit(r)) {
+            r.tags.push(RateTag::Fastest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn product(partner: &str, id: &str, variants: &[(&str, &str)]) -> Value {
+        let prov = json!({"partner_id": partner, "connector_id": partner, "connector_version": 1,
+            "source_ref": id, "fetched_at": "2026-11-27T14:00:00Z"});
+        json!({
+            "product_id": id,
+            "title": format!("{partner} title"),
+            "variants": variants.iter().map(|(vid, offer)| json!({
+                "variant_id": vid,
+                "offers": [{"offer_id": offer, "seller": {"name": partner}, "availability": "in_stock",
+                    "condition": "new", "price": {"amount_minor": 100, "currency": "USD"},
+                    "provenance": prov}],
+            })).collect::<Vec<_>>(),
+            "provenance": prov,
+        })
+    }
+
+    #[test]
+    fn merge_is_by_gtin_and_independent_of_answer_order() {
+        let a = vec![product(
+            "threadline",
+            "threadline:1",
+            &[("gtin:A", "threadline:a"), ("gtin:B", "threadline:b")],
+        )];
+        let b = vec![product("voltmart", "gtin:B", &[("gtin:B", "voltmart:b")])];
+        let c = vec![product("acme", "acme:x", &[("acme:x", "acme:x")])];
+        let sources = [
+            RankedRecords {
+                rank: (20, "threadline", "threadline"),
+                records: &a,
+            },
+            RankedRecords {
+                rank: (20, "voltmart", "voltmart"),
+                records: &b,
+            },
+            RankedRecords {
+                rank: (10, "acme", "acme"),
+                records: &c,
+            },
+        ];
+        let merged = merge_products(&sources);
+        let mut reversed = sources;
+        reversed.reverse();
+        assert_eq!(merge_products(&reversed), merged);
+        assert_eq!(merged.len(), 2);
+        let tl = merged
+            .iter()
+            .find(|p| p.product_id == "threadline:1")
+            .expect("merged");
+        assert_eq!(tl.variants.len(), 2);
+        let b = tl
+            .variants
+            .iter()
+            .find(|v| v.variant_id == "gtin:B")
+            .expect("B");
+        let offers: Vec<_> = b
+            .offers
+            .iter()
+            .map(|o| o.provenance.partner_id.as_str())
+            .collect();
+        assert_eq!(offers, ["threadline", "voltmart"]);
+        assert_eq!(tl.title, "threadline title");
+    }
+}

@@ -1,0 +1,362 @@
+//! The registry: which connector versions serve, as one immutable [`Snapshot`] behind an
+//! `ArcSwap`. A request loads the snapshot once and answers wholly from it; a reload builds
+//! a complete new snapshot first and swaps it in one store, so requests in flight finish on
+//! the generation they started with.
+//!
+//! Partner resources (pooled clients, OAuth tokens) are kept apart, keyed by partner, and
+//! handed to every version of that partner's connectors: a new version brings no token
+//! storm and no cold pool. Startup is a reload from an empty snapshot.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use mallgate_connectors::mapping::MappingPool;
+use mallgate_connectors::runtime::guard::AddressGuard;
+use mallgate_connectors::runtime::secrets::SecretStore;
+use mallgate_connectors::runtime::{Connector, PartnerResources, RuntimeConfig};
+use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner};
+use sha2::{Digest, Sha256};
+
+use crate::GatewayError;
+
+/// One connector version as it serves.
+pub struct LiveConnector {
+    pub connector: Connector,
+    /// Where the document came from (a file name, or `admin`).
+    pub source: String,
+    /// SHA-256 of the document text: the same text keeps its version across reloads.
+    pub digest: String,
+}
+
+impl fmt::Debug for LiveConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveConnector")
+            .field("connector", &self.connector)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveConnector {
+    pub fn spec(&self) -> &ConnectorSpec {
+        self.connector.spec()
+    }
+    pub fn id(&self) -> &str {
+        &self.connector.spec().id
+    }
+    pub fn partner(&self) -> &str {
+        &self.connector.spec().partner
+    }
+    pub fn version(&self) -> u32 {
+        self.connector.version()
+    }
+    pub fn serves(&self, capability: Capability) -> bool {
+        self.connector.spec().capabilities.contains_key(&capability)
+    }
+}
+
+/// The connectors serving at one moment, sorted by id.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Grows by one at every swap.
+    pub generation: u64,
+    pub connectors: Vec<Arc<LiveConnector>>,
+}
+
+impl Snapshot {
+    /// The connectors serving a capability, in merge rank (priority, then partner, then id).
+    pub fn serving(&self, capability: Capability) -> Vec<Arc<LiveConnector>> {
+        let mut out: Vec<_> = self
+            .connectors
+            .iter()
+            .filter(|c| c.serves(capability))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| rank(a).cmp(&rank(b)));
+        out
+    }
+
+    /// The carrier connector that declares `code` (case-insensitive).
+    pub fn carrier(&self, code: &str) -> Option<Arc<LiveConnector>> {
+        self.connectors
+            .iter()
+            .find(|c| c.spec().codes.iter().any(|k| k.eq_ignore_ascii_case(code)))
+            .cloned()
+    }
+}
+
+/// The merge rank of a connector: lower wins descriptive-field conflicts.
+pub fn rank(c: &LiveConnector) -> (u32, &str, &str) {
+    (c.spec().effective_priority(), c.partner(), c.id())
+}
+
+/// A connector document to load.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// A file name or `admin`, for messages.
+    pub name: String,
+    pub text: String,
+    pub owner: Owner,
+}
+
+/// The live snapshot and the parts that outlive connector versions.
+pub struct Registry {
+    current: ArcSwap<Snapshot>,
+    resources: Mutex<HashMap<String, Arc<PartnerResources>>>,
+    /// Connector id -> (digest, version) of the last version built.
+    versions: Mutex<HashMap<String, (String, u32)>>,
+    /// One reload at a time.
+    reload_lock: Mutex<()>,
+    guard: Arc<dyn AddressGuard>,
+    secrets: Arc<dyn SecretStore>,
+    pool: Arc<MappingPool>,
+    runtime: RuntimeConfig,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("generation", &self.current.load().generation)
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// An empty registry (generation 0, nothing serving).
+    pub fn new(
+        guard: Arc<dyn AddressGuard>,
+        secrets: Arc<dyn SecretStore>,
+        pool: Arc<MappingPool>,
+    ) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            resources: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
+            reload_lock: Mutex::new(()),
+            guard,
+            secrets,
+            pool,
+            runtime: RuntimeConfig::default(),
+        }
+    }
+
+    /// The snapshot to answer one request from.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The long-lived resources of a partner, created on first use.
+    pub fn resources(&self, partner: &str) -> Result<Arc<PartnerResources>, ConnectorError> {
+        let mut map = self.resources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = map.get(partner) {
+            return Ok(Arc::clone(r));
+        }
+        let r = PartnerResources::new(partner, Arc::clone(&self.guard), self.runtime.clone())?;
+        map.insert(partner.to_owned(), Arc::clone(&r));
+        Ok(r)
+    }
+
+    /// Replaces the serving set with `documents`, all or nothing: every document is loaded,
+    /// compiled and bound first; any failure rejects the whole change (each problem named)
+    /// and the active snapshot keeps serving. A document whose text did not change keeps
+    /// its version (and its compiled programs are rebuilt identically).
+    pub fn reload(&self, documents: &[Document]) -> Result<Arc<Snapshot>, GatewayError> {
+        let _one = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut problems = Vec::new();
+        let mut built: BTreeMap<String, Arc<LiveConnector>> = BTreeMap::new();
+        let mut codes: BTreeMap<String, String> = BTreeMap::new();
+        let versions = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut next_versions = versions.clone();
+        for doc in documents {
+            match self.build(doc, &versions) {
+                Ok(live) => {
+                    let id = live.id().to_owned();
+                    for code in &live.spec().codes {
+                        let code = code.to_ascii_lowercase();
+                        if let Some(other) = codes.insert(code.clone(), id.clone()) {
+                            problems.push(format!(
+                                "{}: carrier code `{code}` is already declared by `{other}`",
+                                doc.name
+                            ));
+                        }
+                    }
+                    if built.contains_key(&id) {
+                        problems.push(format!(
+                            "{}: connector id `{id}` is declared twice",
+                            doc.name
+                        ));
+                        continue;
+                    }
+                    next_versions.insert(id.clone(), (live.digest.clone(), live.version()));
+                    built.insert(id, Arc::new(live));
+                }
+                Err(e) => problems.push(format!("{}: {e}", doc.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(GatewayError::Rejected { problems });
+        }
+        let generation = self.current.load().generation + 1;
+        let snapshot = Arc::new(Snapshot {
+            generation,
+            connectors: built.into_values().collect(),
+        });
+        *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = next_versions;
+        self.current.store(Arc::clone(&snapshot));
+        Ok(snapshot)
+    }
+
+    fn build(
+        &self,
+        doc: &Document,
+        versions: &HashMap<String, (String, u32)>,
+    ) -> Result<LiveConnector, ConnectorError> {
+        let (spec, programs) =
+            ConnectorSpec::load_compiled(&doc.text, Format::sniff(&doc.text), &doc.owner)?;
+        let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
+        let version = match versions.get(&spec.id) {
+            Some((old, v)) if *old == digest => *v,
+            Some((_, v)) => v + 1,
+            None => 1,
+        };
+        let resources = self.resources(&spec.partner)?;
+        let connector = Connector::new(
+            Arc::new(spec),
+            Arc::new(programs),
+            version,
+            doc.owner.clone(),
+            resources,
+            Arc::clone(&self.secrets),
+            Arc::clone(&self.pool),
+        )?;
+        Ok(LiveConnector {
+            connector,
+            source: doc.name.clone(),
+            digest,
+        })
+    }
+}
+
+/// The connector documents of a directory (`*.yaml`, `*.yml`, `*.json`), operator-owned,
+/// in name order.
+pub fn documents_in(dir: &std::path::Path) -> Result<Vec<Document>, GatewayError> {
+    let io = |source| GatewayError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|source| GatewayError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Document {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                text,
+                owner: Owner::Operator,
+            })
+        })
+        .collect()
+}
+
+/// The production default until the resolving SSRF guard lands with the admin API: http(s)
+/// only, no credentials in URLs, no `localhost`, and no IP literal outside public unicast
+/// space (loopback, private, link-local, CGNAT, unspecified, multicast, documentation and
+/// IPv4-mapped IPv6 are refused). Names are not resolved here yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PublicOnly;
+
+impl AddressGuard for PublicOnly {
+    fn check(&self, url: &url::Url) -> Result<(), String> {
+        use std::net::{IpAddr, Ipv4Addr};
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("scheme `{}` is not http or https", url.scheme()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials in the URL are not allowed".into());
+        }
+        let v4_public = |ip: Ipv4Addr| {
+            let o = ip.octets();
+            !(ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || ip.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        };
+        let public = match url.host() {
+            Some(url::Host::Ipv4(ip)) => v4_public(ip),
+            Some(url::Host::Ipv6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => v4_public(v4),
+                None => {
+                    let first = ip.segments()[0];
+                    !(ip.is_loopback()
+                        || ip.is_unspecified()
+                        || ip.is_multicast()
+                        || (first & 0xfe00) == 0xfc00
+                        || (first & 0xffc0) == 0xfe80)
+                }
+            },
+            Some(url::Host::Domain(name)) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                !(name == "localhost" || name.ends_with(".localhost"))
+                    && name.parse::<IpAddr>().is_err()
+            }
+            None => false,
+        };
+        if public {
+            Ok(())
+        } else {
+            Err("the address is not public; loopback partners need allow_loopback_partners".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_only_refuses_private_literals() {
+        let check = |u: &str| PublicOnly.check(&url::Url::parse(u).expect("url"));
+        assert!(check("https://api.partner.example/v1").is_ok());
+        for bad in [
+            "http://127.0.0.1/",
+            "http://localhost:80/",
+            "http://10.1.2.3/",
+            "http://169.254.169.254/latest",
+            "http://100.64.0.1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+            "ftp://example.com/",
+            "http://user:pw@example.com/",
+        ] {
+            assert!(check(bad).is_err(), "{bad} must be refused");
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The public listener on pingora. pingora's proxy serves one upstream per request; the
+//! unified API answers from its own handlers, so the listener is a plain
+//! [`HttpServerApp`]: it reads the request head (under a read timeout), enforces the header
+//! and body limits with problem+json answers, hands the request to [`Api::handle`] and
+//! writes the answer. Draining (shutdown) answers with `Connection: close`.
+//!
+//! pingora's `Server::run` owns its runtimes and returns when its shutdown signal fires, so
+//! it runs on a thread of its own; tests stop it through a channel, the binary through
+//! Unix signals (SIGTERM drains, SIGINT stops at once, SIGQUIT hands the listeners over
+//! for a binary upgrade).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Method;
+use mallgate_connectors::mapping::MappingPool;
+use mallgate_connectors::runtime::guard::{AddressGuard, LoopbackOnly};
+use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::ServerSession;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::listening::Service;
+use tokio::sync::oneshot;
+
+use crate::GatewayError;
+use crate::api::{Api, Request, Response};
+use crate::config::{GatewayConfig, LimitsConfig};
+use crate::cursor::CursorKey;
+use crate::problem::ApiError;
+use crate::registry::{Registry, documents_in};
+
+/// The gateway, built and loaded, not yet listening.
+#[derive(Debug)]
+pub struct Gateway {
+    pub api: Arc<Api>,
+    config: GatewayConfig,
+}
+
+/// A gateway listening on its own thread.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub api: Arc<Api>,
+    stop: Option<oneshot::Sender<ShutdownSignal>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Builds the registry and loads the connectors directory (a reload from empty: the
+    /// path every later reload takes). `secrets` holds the partners' secrets; the config's
+    /// `partner_secrets` references are resolved into it.
+    pub fn build(
+        config: GatewayConfig,
+        secrets: Arc<MemorySecretStore>,
+    ) -> Result<Self, GatewayError> {
+        for (partner, names) in &config.partner_secrets {
+            for (name, reference) in names {
+                let value =
+                    resolve_reference(reference).map_err(|reason| GatewayError::Config {
+                        path: "partner_secrets".into(),
+                        reason: format!("{partner}/{name}: {reason}"),
+                    })?;
+                secrets.set(partner, name, value);
+            }
+        }
+        let cursor_key = match &config.cursor_secret {
+            Some(reference) => CursorKey::new(
+                resolve_reference(reference)
+                    .map_err(|reason| GatewayError::Config {
+                        path: "cursor_secret".into(),
+                        reason,
+                    })?
+                    .into_bytes(),
+            ),
+            None => CursorKey::random(),
+        };
+        let guard: Arc<dyn AddressGuard> = if config.allow_loopback_partners {
+            Arc::new(LoopbackOnly)
+        } else {
+            Arc::new(crate::registry::PublicOnly)
+        };
+        let pool = Arc::new(
+            MappingPool::new(config.mapping_threads, 1024)
+                .map_err(|e| GatewayError::Startup(format!("mapping pool: {e}")))?,
+        );
+        let secrets: Arc<dyn SecretStore> = secrets;
+        let registry = Arc::new(Registry::new(guard, secrets, pool));
+        if let Some(dir) = &config.connectors_dir {
+            registry.reload(&documents_in(dir)?)?;
+        }
+        let api = Arc::new(Api::new(registry, config.clone(), cursor_key));
+        Ok(Self { api, config })
+    }
+
+    fn server(&self, addr: SocketAddr, grace_s: u64) -> Server {
+        let mut conf = ServerConf::default();
+        conf.threads = self.config.threads;
+        conf.grace_period_seconds = Some(grace_s);
+        conf.graceful_shutdown_timeout_seconds = Some(grace_s.max(1));
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let app = PublicApp {
+            api: Arc::clone(&self.api),
+            limits: self.config.limits,
+        };
+        let mut service = Service::new("mallgate public".to_owned(), app);
+        service.add_tcp(&addr.to_string());
+        server.add_service(service);
+        server
+    }
+
+    /// Listens on `config.listen` (port 0: a free loopback port is picked first, since
+    /// pingora cannot report the port it bound) on a thread of its own, and returns once
+    /// the listener accepts connections.
+    pub fn start(self) -> Result<RunningGateway, GatewayError> {
+        let addr = usable_addr(self.config.listen)?;
+        let server = self.server(addr, 0);
+        let (tx, rx) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("mallgate-pingora".into())
+            .spawn(move || {
+                server.run(RunArgs {
+                    shutdown_signal: Box::new(ChannelSignal(Mutex::new(Some(rx)))),
+                });
+            })
+            .map_err(|e| GatewayError::Startup(format!("cannot start the server thread: {e}")))?;
+        let running = RunningGateway {
+            addr,
+            api: Arc::clone(&self.api),
+            stop: Some(tx),
+            thread: Some(thread),
+        };
+        let connect_to = if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
+        for _ in 0..500 {
+            if TcpStream::connect_timeout(&connect_to, Duration::from_millis(100)).is_ok() {
+                return Ok(running);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(GatewayError::Listen {
+            addr: addr.to_string(),
+            reason: "the listener did not come up within 5 s".into(),
+        })
+    }
+
+    /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
+    /// connections are closed), SIGINT stops at once.
+    pub fn run(self) -> Result<(), GatewayError> {
+        let addr = usable_addr(self.config.listen)?;
+        let server = self.server(addr, 5);
+        server.run(RunArgs::default());
+        Ok(())
+    }
+}
+
+impl RunningGateway {
+    /// Stops the listener and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(ShutdownSignal::FastShutdown);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Checks that `addr` can be bound (pingora panics on a failed bind) and replaces port 0
+/// with a free port.
+fn usable_addr(addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
+    let listener = TcpListener::bind(addr).map_err(|e| GatewayError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    let bound = listener.local_addr().map_err(|e| GatewayError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
+    drop(listener);
+    Ok(bound)
+}
+
+/// `env:VAR` or `file:PATH` (operator config only).
+fn resolve_reference(reference: &str) -> Result<String, String> {
+    if let Some(var) = reference.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| format!("cannot read `{path}`: {e}"))
+    } else {
+        Err("a secret in the config must be a reference: env:VAR or file:PATH".into())
+    }
+}
+
+struct ChannelSignal(Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match rx {
+            Some(rx) => rx.await.unwrap_or(ShutdownSignal::FastShutdown),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+struct PublicApp {
+    api: Arc<Api>,
+    limits: LimitsConfig,
+}
+
+/// Bytes of the request line and header fields, as sent (give or take separators).
+fn head_size(session: &ServerSession) -> usize {
+    let head = session.req_header();
+    let uri = head.uri.to_string().len();
+    let fields: usize = head
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    uri + head.method.as_str().len() + 12 + fields
+}
+
+impl PublicApp {
+    /// Reads the body within the limit and answers. `close` is set when the connection
+    /// cannot be reused (a body left unread).
+    async fn respond(&self, http: &mut ServerSession, close: &mut bool) -> (Response, bool) {
+        let head = http.req_header();
+        let path = head.uri.path().to_owned();
+        let fail = |e: ApiError| Response::problem(&e, &path, "-");
+        if head_size(http) > self.limits.max_header_bytes {
+            *close = true;
+            return (
+                fail(ApiError::HeadersTooLarge {
+                    limit: self.limits.max_header_bytes,
+                }),
+                false,
+            );
+        }
+        let declared = head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let limit = self.limits.max_body_bytes;
+        if declared.is_some_and(|n| n > limit) {
+            *close = true;
+            return (fail(ApiError::PayloadTooLarge { limit }), false);
+        }
+        let mut body = Vec::new();
+        loop {
+            match http.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > limit {
+                        *close = true;
+                        return (fail(ApiError::PayloadTooLarge { limit }), false);
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    *close = true;
+                    return (
+                        fail(ApiError::BadBody {
+                            pointer: String::new(),
+                            detail: "the request body could not be read".into(),
+                        }),
+                        false,
+                    );
+                }
+            }
+        }
+        let head = http.req_header();
+        let head_only = head.method == Method::HEAD;
+        let request = Request {
+            method: if head_only {
+                Method::GET
+            } else {
+                head.method.clone()
+            },
+            path,
+            query: head.uri.query().unwrap_or("").to_owned(),
+            headers: head.headers.clone(),
+            body: Bytes::from(body),
+        };
+        (self.api.handle(request).await, head_only)
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for PublicApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let timeout = Duration::from_millis(self.limits.request_timeout_ms);
+        http.set_read_timeout(Some(timeout));
+        http.set_write_timeout(Some(timeout));
+        match http.read_request().await {
+            Ok(true) => {}
+            // The client left, or sent something that is not HTTP/1.x (pingora refuses heads
+            // over 1 MiB outright); nothing sensible can be answered.
+            Ok(false) | Err(_) => return None,
+        }
+        let mut close = *shutdown.borrow();
+        let (response, head_only) =
+            match tokio::time::timeout(timeout, self.respond(&mut http, &mut close)).await {
+                Ok(r) => r,
+                Err(_) => return None,
+            };
+        http.set_keepalive(if close { None } else { Some(60) });
+        let mut header =
+            ResponseHeader::build(response.status, Some(response.headers.len() + 2)).ok()?;
+        for (name, value) in &response.headers {
+            header.insert_header(*name, value.as_str()).ok()?;
+        }
+        header
+            .insert_header("content-length", response.body.len().to_string())
+            .ok()?;
+        if close {
+            header.insert_header("connection", "close").ok()?;
+        }
+        http.write_response_header(Box::new(header)).await.ok()?;
+        if !response.body.is_empty() && !head_only {
+            http.write_response_body(response.body, true).await.ok()?;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
