@@ -46,6 +46,10 @@ pub struct SourceError {
     pub retry_after_s: Option<u64>,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// One connector's part in an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceStatus {
@@ -59,6 +63,10 @@ pub struct SourceStatus {
     pub fetched_at: Option<String>,
     /// Records this source contributed before the gateway's own filters.
     pub records: usize,
+    /// Records the partner sent that failed mapping or validation, dropped alone (never
+    /// cached, never served).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<SourceError>,
 }
@@ -225,6 +233,7 @@ fn status(c: &LiveConnector, capability: Capability, outcome: Outcome) -> Source
         outcome,
         fetched_at: None,
         records: 0,
+        dropped: 0,
         error: None,
     }
 }
@@ -288,6 +297,12 @@ async fn one(
         let mut s = status(&connector, capability, outcome);
         s.fetched_at = Some(entry.fetched_at.clone());
         s.records = entry.records.records.len();
+        s.dropped = entry
+            .records
+            .warnings
+            .iter()
+            .filter(|w| w.code == "record_dropped")
+            .count();
         s.error = error;
         SourceResult {
             connector: Arc::clone(&connector),

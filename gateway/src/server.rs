@@ -99,10 +99,12 @@ impl Gateway {
     }
 
     fn server(&self, addr: SocketAddr, grace_s: u64) -> Server {
-        let mut conf = ServerConf::default();
-        conf.threads = self.config.threads;
-        conf.grace_period_seconds = Some(grace_s);
-        conf.graceful_shutdown_timeout_seconds = Some(grace_s.max(1));
+        let conf = ServerConf {
+            threads: self.config.threads,
+            grace_period_seconds: Some(grace_s),
+            graceful_shutdown_timeout_seconds: Some(grace_s.max(1)),
+            ..ServerConf::default()
+        };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
         let app = PublicApp {

@@ -76,10 +76,28 @@ impl Api {
         let fulfillment = params.choice("fulfillment", &["pickup", "ship"])?;
         let snapshot = snapshot_of(self);
 
-        // 1. Each partner's sku of this GTIN, from their catalogs (cached).
+        // 1. The sku of this GTIN at each partner whose stock lookup needs one, from its
+        //    catalog (cached).
+        let needs_sku = |c: &crate::registry::LiveConnector| {
+            c.spec()
+                .capabilities
+                .get(&Capability::InventoryGet)
+                .is_some_and(|cap| {
+                    !cap.supports.iter().any(|s| s == "gtin")
+                        && (cap.supports.iter().any(|s| s == "sku")
+                            || cap.request.path.contains("{sku}"))
+                })
+        };
+        let sku_partners: Vec<String> = snapshot
+            .serving(Capability::InventoryGet)
+            .iter()
+            .filter(|c| needs_sku(c))
+            .map(|c| c.partner().to_owned())
+            .collect();
         let catalog_calls = snapshot
             .serving(Capability::CatalogSearch)
             .into_iter()
+            .filter(|c| sku_partners.iter().any(|p| p == c.partner()))
             .map(|c| {
                 let supports = c
                     .spec()
@@ -164,12 +182,7 @@ impl Api {
                     q.insert("radius_km".into(), json!(radius));
                 }
                 let q = Value::Object(q);
-                let needs_sku = c
-                    .spec()
-                    .capabilities
-                    .get(&Capability::InventoryGet)
-                    .is_some_and(|cap| cap.supports.iter().any(|s| s == "sku")
-                        && !cap.supports.iter().any(|s| s == "gtin"));
+                let needs_sku = needs_sku(&c);
                 let mut call = PlannedCall::new(c, Capability::InventoryGet, q);
                 if needs_sku && !skus.contains_key(call.connector.partner()) {
                     call.query = Err("this partner looks stock up by its own sku, and its catalog has none for this GTIN".into());

@@ -116,6 +116,12 @@ impl Api {
         }
     }
 
+    /// Drops every cached partner answer and paging window (the admin purge).
+    pub fn purge(&self) {
+        self.cache.purge();
+        self.windows.purge();
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.config
     }

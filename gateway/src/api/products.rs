@@ -108,10 +108,10 @@ impl Search {
                 "price sorts compare only within one currency: give `currency` too",
             ));
         }
-        if let (Some(min), Some(max)) = (search.min_price, search.max_price) {
-            if min > max {
-                return Err(ApiError::param("min_price", "must not exceed max_price"));
-            }
+        if let (Some(min), Some(max)) = (search.min_price, search.max_price)
+            && min > max
+        {
+            return Err(ApiError::param("min_price", "must not exceed max_price"));
         }
         Ok(search)
     }
@@ -173,24 +173,23 @@ impl Search {
                 return false;
             }
         }
-        if let (Some(g), false) = (&self.gtin, applied("gtin")) {
-            if !p.variants.iter().any(|v| v.gtin.as_deref() == Some(g)) {
-                return false;
-            }
+        if let (Some(g), false) = (&self.gtin, applied("gtin"))
+            && !p.variants.iter().any(|v| v.gtin.as_deref() == Some(g))
+        {
+            return false;
         }
-        if let (Some(b), false) = (&self.brand, applied("brand")) {
-            if !p
+        if let (Some(b), false) = (&self.brand, applied("brand"))
+            && !p
                 .brand
                 .as_deref()
                 .is_some_and(|x| x.eq_ignore_ascii_case(b))
-            {
-                return false;
-            }
+        {
+            return false;
         }
-        if let (Some(c), false) = (&self.category, applied("category")) {
-            if !p.category.iter().any(|x| x.eq_ignore_ascii_case(c)) {
-                return false;
-            }
+        if let (Some(c), false) = (&self.category, applied("category"))
+            && !p.category.iter().any(|x| x.eq_ignore_ascii_case(c))
+        {
+            return false;
         }
         if let (Some(a), false) = (&self.availability, applied("availability")) {
             let want: Option<Availability> = serde_json::from_value(json!(a)).ok();
@@ -278,6 +277,9 @@ fn offers(p: &Product) -> impl Iterator<Item = &mallgate_schemas::Offer> {
     p.variants.iter().flat_map(|v| v.offers.iter())
 }
 
+/// A serialized page and its ETag.
+type Page = (Bytes, String);
+
 /// A merged, sorted search result that pages are cut from.
 #[derive(Debug)]
 pub struct Window {
@@ -294,7 +296,7 @@ pub struct Window {
     pub fresh_until: Instant,
     /// Unix seconds when its cursors expire.
     expires: i64,
-    pages: Mutex<HashMap<(usize, usize), Arc<(Bytes, String)>>>,
+    pages: Mutex<HashMap<(usize, usize), Arc<Page>>>,
 }
 
 /// Windows by id, and the current window of each (search, generation).
@@ -305,6 +307,11 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
+    pub(crate) fn purge(&self) {
+        self.by_id.invalidate_all();
+        self.current.invalidate_all();
+    }
+
     pub(crate) fn new(max_bytes: u64, ttl: Duration) -> Self {
         Self {
             by_id: moka::sync::Cache::builder()
@@ -380,10 +387,9 @@ impl Api {
             .current
             .get(&index)
             .and_then(|id| self.windows.by_id.get(&id))
+            && Instant::now() < w.fresh_until
         {
-            if Instant::now() < w.fresh_until {
-                return Ok(w);
-            }
+            return Ok(w);
         }
         let calls = snapshot
             .serving(Capability::CatalogSearch)
