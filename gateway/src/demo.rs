@@ -121,17 +121,36 @@ pub fn start_fleet(seed: u64, base_port: Option<u16>) -> Result<Arc<Fleet>, Gate
         .map_err(GatewayError::Startup)
 }
 
-/// Sample requests against the demo.
-pub fn sample_commands(base: &str) -> String {
+/// Sample requests against the demo, with real ids from the simulated world.
+pub fn sample_commands(base: &str, fleet: &Fleet) -> String {
+    use mallgate_partner_sim::Partner;
+    let world = fleet.world();
+    let parcel = world
+        .parcels
+        .iter()
+        .find(|p| p.carrier == Partner::ParcelPost)
+        .map(|p| p.tracking_number.clone())
+        .unwrap_or_default();
+    let gtin = world
+        .listed_by(Partner::Voltmart)
+        .find_map(|(p, _)| p.variants[0].gtin14())
+        .unwrap_or_default();
+    let store = world
+        .locations_of(Partner::Voltmart)
+        .next()
+        .map(|l| format!("{:.4},{:.4}", l.lat, l.lon))
+        .unwrap_or_default();
     format!(
-        "Mallgate demo is up at {base}\n\
+        "Mallgate demo: the unified API at {base}, six simulated partners on 127.0.0.1:18101-18602\n\
          \n  curl -s '{base}/v1/products?q=headphones&limit=3' | jq .\
-         \n  curl -s '{base}/v1/products?q=laptop&currency=USD&sort=price_asc&limit=5' | jq '.data[] | {{product_id, title}}'\
+         \n  curl -s '{base}/v1/products?q=speaker&currency=USD&sort=price_asc&limit=5' | jq '.data[] | {{product_id, title}}'\
+         \n  curl -s '{base}/v1/products/gtin:{gtin}' | jq .\
+         \n  curl -s '{base}/v1/inventory?gtin={gtin}&near={store}&radius_km=100' | jq .\
          \n  curl -s '{base}/v1/shipping/rates' -H 'content-type: application/json' \\\
          \n       -d '{{\"from\":{{\"postal_code\":\"10001\",\"country\":\"US\"}},\"to\":{{\"postal_code\":\"94103\",\"country\":\"US\"}},\"parcels\":[{{\"weight_g\":1200}}]}}' | jq .\
-         \n  curl -s '{base}/v1/tracking/parcelpost/$(curl -s http://127.0.0.1:18001/__sim/parcels | jq -r '.parcelpost[0]')' | jq .\
+         \n  curl -s '{base}/v1/tracking/parcelpost/{parcel}' | jq .\
          \n  curl -s '{base}/v1/partners' | jq .\
          \n  curl -s '{base}/openapi.json' | jq '.paths | keys'\
-         \n\nSimulator control API: http://127.0.0.1:18001/__sim (faults, drift, clock). Ctrl-C stops.\n"
+         \n\nSimulator control API (faults, drift, clock): http://127.0.0.1:18001/__sim/fleet. Ctrl-C stops.\n"
     )
 }

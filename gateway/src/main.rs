@@ -13,8 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage:
   mallgate serve --config FILE      serve the unified API (SIGTERM drains, SIGINT stops)
-  mallgate demo [--listen 127.0.0.1:8080] [--sim-base-port 18000] [--seed 7] [--connectors DIR]
-                                    the simulated partner fleet and the gateway, on loopback";
+  mallgate demo [--listen 127.0.0.1:8080] [--seed 7] [--connectors DIR]
+                                    the simulated partner fleet (ports 18000-18602, as the
+                                    example connectors say) and the gateway, on loopback";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -63,11 +64,11 @@ fn main() -> anyhow::Result<()> {
                     other => bail!("unknown argument `{other}`\n{USAGE}"),
                 }
             }
-            let _fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
+            let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
             let gateway = Gateway::build(demo::demo_config(&options), demo::demo_secrets())?;
             eprintln!(
                 "{}",
-                demo::sample_commands(&format!("http://{}", options.listen))
+                demo::sample_commands(&format!("http://{}", options.listen), &fleet)
             );
             gateway.run()?;
             Ok(())

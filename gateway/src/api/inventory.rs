@@ -119,15 +119,73 @@ impl Api {
             .into_iter()
             .map(|c| PlannedCall::new(c, Capability::LocationsList, json!({})))
             .collect();
-        let (catalogs, locations) = futures_util::join!(
-            fanout::run(
+        let stock_query = |sku: Option<&String>| {
+            let mut q = Map::new();
+            q.insert("gtin".into(), json!(gtin));
+            if let Some(sku) = sku {
+                q.insert("sku".into(), json!(sku));
+            }
+            if let Some((lat, lon)) = point {
+                q.insert("lat".into(), json!(lat));
+                q.insert("lon".into(), json!(lon));
+                q.insert("radius_km".into(), json!(radius));
+            }
+            Value::Object(q)
+        };
+        // 3. Stock: partners that take the GTIN are asked at once; the others once their
+        //    catalog has given their sku.
+        let (by_sku, direct): (Vec<_>, Vec<_>) = snapshot
+            .serving(Capability::InventoryGet)
+            .into_iter()
+            .partition(|c| needs_sku(c));
+        let direct_calls = direct
+            .into_iter()
+            .map(|c| PlannedCall::new(c, Capability::InventoryGet, stock_query(None)))
+            .collect();
+        let after_catalogs = async {
+            let catalogs = fanout::run(
                 &self.cache,
                 &self.health,
                 Capability::CatalogSearch,
                 catalog_calls,
                 deadline,
-                request_id
-            ),
+                request_id,
+            )
+            .await;
+            let skus = skus_of(&catalogs, &gtin);
+            let calls = by_sku
+                .into_iter()
+                .map(|c| match skus.get(c.partner()) {
+                    Some(sku) => PlannedCall::new(c, Capability::InventoryGet, stock_query(Some(sku))),
+                    None => {
+                        let answered = catalogs
+                            .iter()
+                            .any(|s| s.connector.partner() == c.partner() && s.answered());
+                        let reason = if answered {
+                            "this partner looks stock up by its own sku, and its catalog has none for this GTIN"
+                        } else {
+                            "this partner looks stock up by its own sku, and its catalog did not answer"
+                        };
+                        PlannedCall {
+                            connector: c,
+                            query: Err(reason.into()),
+                        }
+                    }
+                })
+                .collect();
+            let stock = fanout::run(
+                &self.cache,
+                &self.health,
+                Capability::InventoryGet,
+                calls,
+                deadline,
+                request_id,
+            )
+            .await;
+            (catalogs, stock)
+        };
+        let ((catalogs, by_sku_sources), locations, mut sources) = futures_util::join!(
+            after_catalogs,
             fanout::run(
                 &self.cache,
                 &self.health,
@@ -136,28 +194,19 @@ impl Api {
                 deadline,
                 request_id
             ),
+            fanout::run(
+                &self.cache,
+                &self.health,
+                Capability::InventoryGet,
+                direct_calls,
+                deadline,
+                request_id
+            ),
         );
-        let mut skus: HashMap<String, String> = HashMap::new();
-        for source in &catalogs {
-            let Some(records) = &source.records else {
-                continue;
-            };
-            for r in &records.records {
-                let Ok(p) = serde_json::from_value::<Product>(r.clone()) else {
-                    continue;
-                };
-                for v in p
-                    .variants
-                    .iter()
-                    .filter(|v| v.gtin.as_deref() == Some(gtin.as_str()))
-                {
-                    if let Some(sku) = &v.sku {
-                        skus.entry(source.connector.partner().to_owned())
-                            .or_insert_with(|| sku.clone());
-                    }
-                }
-            }
-        }
+        sources.extend(by_sku_sources);
+        sources.sort_by(|a, b| {
+            crate::registry::rank(&a.connector).cmp(&crate::registry::rank(&b.connector))
+        });
         let places: HashMap<String, Location> = locations
             .iter()
             .filter_map(|s| s.records.as_ref())
@@ -165,40 +214,6 @@ impl Api {
             .filter_map(|r| serde_json::from_value::<Location>(r.clone()).ok())
             .map(|l| (l.location_id.clone(), l))
             .collect();
-
-        // 3. Stock.
-        let calls = snapshot
-            .serving(Capability::InventoryGet)
-            .into_iter()
-            .map(|c| {
-                let mut q = Map::new();
-                q.insert("gtin".into(), json!(gtin));
-                if let Some(sku) = skus.get(c.partner()) {
-                    q.insert("sku".into(), json!(sku));
-                }
-                if let Some((lat, lon)) = point {
-                    q.insert("lat".into(), json!(lat));
-                    q.insert("lon".into(), json!(lon));
-                    q.insert("radius_km".into(), json!(radius));
-                }
-                let q = Value::Object(q);
-                let needs_sku = needs_sku(&c);
-                let mut call = PlannedCall::new(c, Capability::InventoryGet, q);
-                if needs_sku && !skus.contains_key(call.connector.partner()) {
-                    call.query = Err("this partner looks stock up by its own sku, and its catalog has none for this GTIN".into());
-                }
-                call
-            })
-            .collect();
-        let sources = fanout::run(
-            &self.cache,
-            &self.health,
-            Capability::InventoryGet,
-            calls,
-            deadline,
-            request_id,
-        )
-        .await;
         if let Some(e) = all_failed("inventory.get", &sources) {
             return Err(e);
         }
@@ -306,4 +321,30 @@ fn stale(level: &InventoryLevel, freshness_s: Option<u32>, now: jiff::Timestamp)
         Some(t) => now.as_second() - t.as_second() > i64::from(budget),
         None => true,
     }
+}
+
+/// Each partner's sku of the variant with this GTIN, from its catalog answer.
+fn skus_of(catalogs: &[SourceResult], gtin: &str) -> HashMap<String, String> {
+    let mut skus = HashMap::new();
+    for source in catalogs {
+        let Some(records) = &source.records else {
+            continue;
+        };
+        for r in &records.records {
+            let Ok(p) = serde_json::from_value::<Product>(r.clone()) else {
+                continue;
+            };
+            for v in p
+                .variants
+                .iter()
+                .filter(|v| v.gtin.as_deref() == Some(gtin))
+            {
+                if let Some(sku) = &v.sku {
+                    skus.entry(source.connector.partner().to_owned())
+                        .or_insert_with(|| sku.clone());
+                }
+            }
+        }
+    }
+    skus
 }
