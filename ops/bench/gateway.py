@@ -1,0 +1,248 @@
+#!/usr/bin/env python3
+"""Mallgate vs nginx on this machine, in one run. Core 0: wrk and the upstreams
+(simulators, static files); core 1: the system under test (the gateway with one worker
+thread, or nginx with one worker). CPU is read from /proc/<pid>/stat; every figure is the
+median of ROUNDS rounds, and each gateway round is followed by the matching nginx round.
+
+(a) cached search: GET /v1/products?q=headphones (a warm window) vs an nginx proxy_cache
+    hit of a body of the same size: requests/s ratio.
+(b) uncached fan-out: one connector with a pass-through mapping (`.`), every request a new
+    query (a cache miss, one partner call), vs nginx proxy_pass to the same static
+    upstream: CPU microseconds per partner call, ratio.
+(c) mapping cost per record: the mapping bench (jq vs hand-written), same run.
+(d) p50/p99 latency of the gateway in (a) and (b), from wrk --latency.
+"""
+import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROUNDS = int(os.environ.get("ROUNDS", "5"))
+SECONDS = int(os.environ.get("SECONDS_PER_ROUND", "5"))
+CONNS = int(os.environ.get("CONNECTIONS", "32"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.path.join(ROOT, "target", "release")
+TICK = os.sysconf("SC_CLK_TCK")
+procs = []
+
+
+def start(args, cpu, **kw):
+    p = subprocess.Popen(["taskset", "-c", str(cpu)] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def wait_ok(url, timeout=60):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return r.read()
+        except Exception:
+            time.sleep(0.2)
+    sys.exit(f"{url} did not answer 200")
+
+
+def wrk(url, script=None):
+    args = ["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNS}", f"-d{SECONDS}s", "--latency", url]
+    if script:
+        args[5:5] = ["-s", script]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+    return {"rps": rps, "requests": total, "p50": pct(50), "p99": pct(99),
+            "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measure(url, pids, script=None):
+    before = cpu_seconds(pids)
+    r = wrk(url, script)
+    r["cpu_us_per_req"] = (cpu_seconds(pids) - before) * 1e6 / max(r["requests"], 1)
+    return r
+
+
+def nginx(conf_text, cpu, tmp, name):
+    conf = os.path.join(tmp, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    p = start(["nginx", "-c", conf, "-p", tmp, "-g", "daemon off;"], cpu)
+    time.sleep(0.5)
+    return p
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="mallgate-bench-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user and read files here
+    os.makedirs(os.path.join(tmp, "logs"), exist_ok=True)
+    try:
+        run(tmp)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(tmp):
+    common = f"""worker_processes 1; error_log {tmp}/logs/error.log; pid {tmp}/{{name}}.pid;
+events {{ worker_connections 4096; }}
+http {{ access_log off; client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/pt;
+fastcgi_temp_path {tmp}/ft; uwsgi_temp_path {tmp}/ut; scgi_temp_path {tmp}/st;
+keepalive_requests 1000000;
+"""
+    # --- (a) cached search -------------------------------------------------------
+    sim = start([os.path.join(BIN, "partner-sim"), "--seed", "7", "--base-port", "18000"], 0)
+    creds = json.loads(sim.stdout.readline())["credentials"]
+    env = dict(os.environ)
+    env.update({
+        "VOLTMART_API_KEY": creds["voltmart"]["apiKey"],
+        "THREADLINE_TOKEN": creds["threadline"]["access_token"],
+        "ACME_ID": creds["acme"]["client_id"], "ACME_SECRET": creds["acme"]["client_secret"],
+        "NORTHWIND_PASSWORD": creds["northwind"]["password"],
+        "PARCELPOST_USERID": creds["parcelpost"]["USERID"],
+        "SWIFT_ID": creds["swiftship"]["client_id"], "SWIFT_SECRET": creds["swiftship"]["client_secret"],
+    })
+    gw_conf = os.path.join(tmp, "gateway.yaml")
+    with open(gw_conf, "w") as f:
+        f.write(f"""listen: 127.0.0.1:18080
+threads: 1
+mapping_threads: 1
+connectors_dir: {ROOT}/connectors/partners
+allow_loopback_partners: true
+deadline: {{default_ms: 5000}}
+partner_secrets:
+  voltmart: {{voltmart-api-key: env:VOLTMART_API_KEY}}
+  threadline: {{threadline-access-token: env:THREADLINE_TOKEN}}
+  acme: {{acme-client-id: env:ACME_ID, acme-client-secret: env:ACME_SECRET}}
+  northwind: {{northwind-password: env:NORTHWIND_PASSWORD}}
+  parcelpost: {{parcelpost-user-id: env:PARCELPOST_USERID}}
+  swiftship: {{swiftship-client-id: env:SWIFT_ID, swiftship-client-secret: env:SWIFT_SECRET}}
+""")
+    gw = start([os.path.join(BIN, "mallgate"), "serve", "--config", gw_conf], 1, env=env)
+    wait_ok("http://127.0.0.1:18080/readyz")
+    search = "http://127.0.0.1:18080/v1/products?q=headphones&limit=20"
+    body = wait_ok(search)
+    size = len(body)
+    with open(os.path.join(tmp, "page.json"), "wb") as f:
+        f.write(body)
+    nginx(common.replace("{name}", "cache") + f"""
+proxy_cache_path {tmp}/cache levels=1:2 keys_zone=c:10m max_size=100m inactive=60m;
+server {{ listen 127.0.0.1:18091; location / {{ root {tmp}; default_type application/json; }} }}
+server {{ listen 127.0.0.1:18090; location / {{ proxy_pass http://127.0.0.1:18091; proxy_cache c;
+  proxy_cache_valid 200 60m; proxy_cache_key $request_uri; }} }} }}
+""", 1, tmp, "cache")
+    wait_ok("http://127.0.0.1:18090/page.json")
+    wait_ok("http://127.0.0.1:18090/page.json")
+    nginx_cache_pids = [int(open(f"{tmp}/cache.pid").read())]
+    nginx_cache_pids += children(nginx_cache_pids[0])
+
+    a_gw, a_ng = [], []
+    for _ in range(ROUNDS):
+        wait_ok(search)  # keep the window fresh (TTL 60 s)
+        a_gw.append(measure(search, [gw.pid]))
+        a_ng.append(measure("http://127.0.0.1:18090/page.json", nginx_cache_pids))
+
+    # --- (b) uncached fan-out, pass-through mapping --------------------------------
+    product = json.loads(body)["data"][0]
+    with open(os.path.join(tmp, "passthrough.json"), "w") as f:
+        json.dump({"products": [product]}, f)
+    os.makedirs(os.path.join(tmp, "pt-connectors"), exist_ok=True)
+    with open(os.path.join(tmp, "pt-connectors", "passthrough.yaml"), "w") as f:
+        f.write("""id: passthrough
+partner: voltmart
+kind: retailer
+endpoints:
+  - url: http://127.0.0.1:18092
+capabilities:
+  catalog.search:
+    request:
+      path: /passthrough.json
+      query:
+        q: "{q}"
+    records: .products[]
+    supports: [q]
+    map: .
+""")
+    nginx(common.replace("{name}", "static") + f"""
+server {{ listen 127.0.0.1:18092; location / {{ root {tmp}; default_type application/json; }} }} }}
+""", 0, tmp, "static")
+    nginx(common.replace("{name}", "proxy") + """
+upstream u { server 127.0.0.1:18092; keepalive 64; }
+server { listen 127.0.0.1:18093; location / { proxy_pass http://u; proxy_http_version 1.1;
+  proxy_set_header Connection ""; } } }
+""", 1, tmp, "proxy")
+    nginx_proxy_pids = [int(open(f"{tmp}/proxy.pid").read())]
+    nginx_proxy_pids += children(nginx_proxy_pids[0])
+    pt_conf = os.path.join(tmp, "passthrough.yaml")
+    with open(pt_conf, "w") as f:
+        f.write(f"""listen: 127.0.0.1:18081
+threads: 1
+mapping_threads: 1
+connectors_dir: {tmp}/pt-connectors
+allow_loopback_partners: true
+deadline: {{default_ms: 5000}}
+""")
+    pt = start([os.path.join(BIN, "mallgate"), "serve", "--config", pt_conf], 1)
+    wait_ok("http://127.0.0.1:18081/readyz")
+    script = os.path.join(tmp, "unique.lua")
+    with open(script, "w") as f:
+        f.write('counter = 0\nrequest = function()\n  counter = counter + 1\n'
+                '  return wrk.format("GET", "/v1/products?q=u" .. counter .. "x" .. math.random(1, 1000000000))\nend\n')
+    b_gw, b_ng = [], []
+    for _ in range(ROUNDS):
+        b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
+        b_ng.append(measure("http://127.0.0.1:18093/passthrough.json", nginx_proxy_pids))
+
+    # --- (c) mapping cost per record (the connectors crate's bench) ------------------
+    mapping = subprocess.run(["taskset", "-c", "1", "cargo", "bench", "-q", "-p", "mallgate-connectors",
+                              "--bench", "mapping"], cwd=ROOT, capture_output=True, text=True).stdout
+
+    med = lambda rs, k: statistics.median(r[k] for r in rs)
+    rows = [
+        ("(a) cached search, req/s", med(a_gw, "rps"), med(a_ng, "rps"),
+         f"{med(a_gw, 'rps') / med(a_ng, 'rps'):.2f}x nginx (target >= 1.0x)"),
+        ("(a) CPU us/request", med(a_gw, "cpu_us_per_req"), med(a_ng, "cpu_us_per_req"), ""),
+        ("(b) uncached fan-out, CPU us per partner call", med(b_gw, "cpu_us_per_req"), med(b_ng, "cpu_us_per_req"),
+         f"{med(b_gw, 'cpu_us_per_req') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx (target <= 2.0x)"),
+        ("(b) req/s", med(b_gw, "rps"), med(b_ng, "rps"), ""),
+        ("(d) p50 ms, cached / uncached", f"{med(a_gw, 'p50'):.2f} / {med(b_gw, 'p50'):.2f}",
+         f"{med(a_ng, 'p50'):.2f} / {med(b_ng, 'p50'):.2f}", ""),
+        ("(d) p99 ms, cached / uncached", f"{med(a_gw, 'p99'):.2f} / {med(b_gw, 'p99'):.2f}",
+         f"{med(a_ng, 'p99'):.2f} / {med(b_ng, 'p99'):.2f}", ""),
+    ]
+    errors = sum(r["errors"] for r in a_gw + b_gw)
+    print(f"\nbody of (a): {size} bytes; {ROUNDS} rounds of {SECONDS} s, {CONNS} connections, "
+          f"wrk on core 0, system under test on core 1; non-2xx answers from the gateway: {errors}\n")
+    print("| measure | mallgate | nginx | ratio |")
+    print("|---|---|---|---|")
+    for name, g, n, ratio in rows:
+        fmt = lambda v: f"{v:,.1f}" if isinstance(v, float) else str(v)
+        print(f"| {name} | {fmt(g)} | {fmt(n)} | {ratio} |")
+    print("\n(c) mapping cost per record:\n" + mapping)
+
+
+if __name__ == "__main__":
+    main()
