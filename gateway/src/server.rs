@@ -241,7 +241,7 @@ struct PublicApp {
 /// Bytes of the request line and header fields, as sent (give or take separators).
 fn head_size(session: &ServerSession) -> usize {
     let head = session.req_header();
-    let uri = head.uri.to_string().len();
+    let uri = head.uri.path().len() + head.uri.query().map_or(0, |q| q.len() + 1);
     let fields: usize = head
         .headers
         .iter()

@@ -369,7 +369,14 @@ fn request_id(headers: &HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("mg-{:016x}", random_u64()))
+        .unwrap_or_else(|| {
+            // A random per-process prefix and a counter: unique, and cheap per request.
+            static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let prefix = *PREFIX.get_or_init(|| random_u64() as u32);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("mg-{prefix:08x}-{n:x}")
+        })
 }
 
 fn percent_decode(text: &str) -> String {
