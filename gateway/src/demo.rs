@@ -18,6 +18,7 @@ use crate::{GatewayConfig, GatewayError};
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub listen: SocketAddr,
+    /// The simulator's base port; the example connectors expect 18000.
     pub sim_base_port: u16,
     pub seed: u64,
     pub connectors_dir: PathBuf,

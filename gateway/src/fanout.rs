@@ -202,8 +202,36 @@ pub fn classify(error: &ConnectorError) -> SourceError {
     };
     SourceError {
         code: code.to_owned(),
-        message: error.to_string(),
+        message: public_message(error),
         retry_after_s: error.retry_after().map(|d| d.as_secs().max(1)),
+    }
+}
+
+/// What a frontend may read about a partner failure: the kind and status, never the
+/// partner's internal addresses (operators see those in logs and the admin status).
+fn public_message(error: &ConnectorError) -> String {
+    match error {
+        ConnectorError::Transport { connect: true, .. } => {
+            "could not connect to the partner".into()
+        }
+        ConnectorError::Transport { .. } => "the connection to the partner failed".into(),
+        ConnectorError::Timeout { timeout_ms, .. } => {
+            format!("the partner did not answer within {timeout_ms} ms")
+        }
+        ConnectorError::RateLimited { .. } => "the partner is rate limiting".into(),
+        ConnectorError::PartnerStatus { status, .. } => {
+            format!("the partner answered HTTP {status}")
+        }
+        ConnectorError::Unauthorized { status, .. } => {
+            format!("the partner refused the credentials (HTTP {status})")
+        }
+        ConnectorError::Token { .. } => "the partner's token endpoint failed".into(),
+        ConnectorError::Secret { .. } => "a secret the connector needs is missing".into(),
+        ConnectorError::TooLarge { limit, .. } => {
+            format!("the partner's reply is larger than {limit} bytes")
+        }
+        ConnectorError::AddressDenied { .. } => "the partner's address is not allowed".into(),
+        other => other.to_string(),
     }
 }
 

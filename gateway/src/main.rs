@@ -1,4 +1,4 @@
-//! `mallgate serve --config FILE` | `mallgate demo [--listen ADDR] [--sim-base-port N]`
+//! `mallgate serve --config FILE` | `mallgate demo [--listen ADDR] [--seed N] [--connectors DIR]`
 //!
 //! A thin CLI: everything lives in the library.
 
@@ -48,10 +48,6 @@ fn main() -> anyhow::Result<()> {
                             bail!("the demo listens on loopback only, not {addr}");
                         }
                         options.listen = addr;
-                    }
-                    "--sim-base-port" => {
-                        options.sim_base_port =
-                            value()?.parse().context("--sim-base-port must be a port")?
                     }
                     "--seed" => {
                         options.seed = value()?.parse().context("--seed must be an integer")?

@@ -473,6 +473,12 @@ async fn partial_answers_and_total_failure() {
         .iter()
         .filter_map(|s| s["error"]["code"].as_str())
         .collect();
+    // Frontends learn the kind of failure, never a partner's internal address.
+    assert!(
+        !a.body["sources"].to_string().contains("127.0.0.1"),
+        "{}",
+        a.body["sources"]
+    );
     assert!(
         codes.contains(&"partner_error") && codes.contains(&"timeout"),
         "{codes:?}"
