@@ -7,9 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mallgate_connectors::runtime::secrets::MemorySecretStore;
-use mallgate_partner_sim::partners::{
-    acme, northwind, parcelpost, swiftship, threadline, voltmart,
-};
 use mallgate_partner_sim::{Fleet, FleetConfig};
 
 use crate::{GatewayConfig, GatewayError};
@@ -51,22 +48,9 @@ pub fn default_connectors_dir() -> PathBuf {
 /// The demo secrets of every simulated partner, under the names the example connectors use.
 pub fn demo_secrets() -> Arc<MemorySecretStore> {
     let secrets = Arc::new(MemorySecretStore::new());
-    secrets.set("voltmart", "voltmart-api-key", voltmart::API_KEY);
-    secrets.set(
-        "threadline",
-        "threadline-access-token",
-        threadline::ACCESS_TOKEN,
-    );
-    secrets.set("acme", "acme-client-id", acme::CLIENT_ID);
-    secrets.set("acme", "acme-client-secret", acme::CLIENT_SECRET);
-    secrets.set("northwind", "northwind-password", northwind::PASSWORD);
-    secrets.set("parcelpost", "parcelpost-user-id", parcelpost::USER_ID);
-    secrets.set("swiftship", "swiftship-client-id", swiftship::CLIENT_ID);
-    secrets.set(
-        "swiftship",
-        "swiftship-client-secret",
-        swiftship::CLIENT_SECRET,
-    );
+    for (partner, name, value) in mallgate_partner_sim::partners::demo_secrets() {
+        secrets.set(partner, name, value);
+    }
     secrets
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
+use mallgate_connectors::runtime::query_field;
 use mallgate_connectors::template::Template;
 use mallgate_connectors::{Capability, ConnectorError};
 use serde::Serialize;
@@ -108,7 +109,7 @@ impl PlannedCall {
             .and_then(|c| Template::parse(&c.request.path).ok())
             .and_then(|t| {
                 t.fields()
-                    .find(|f| *f != "request_id" && field(&query, f).is_none())
+                    .find(|f| *f != "request_id" && query_field(&query, f).is_none())
                     .map(str::to_owned)
             });
         let query = match missing {
@@ -119,18 +120,6 @@ impl PlannedCall {
         };
         Self { connector, query }
     }
-}
-
-fn field<'a>(query: &'a Value, path: &str) -> Option<&'a Value> {
-    let mut at = query;
-    for part in path.split('.') {
-        at = match at {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    (!at.is_null()).then_some(at)
 }
 
 /// A partner's recent record, for `/v1/partners`.

@@ -11,13 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use mallgate_schemas::{Product, RateTag, ShippingRate, Variant};
-use serde_json::Value;
 
-/// A source's records and its merge rank (lower first).
+/// A source's products and its merge rank (lower first).
 #[derive(Debug, Clone, Copy)]
-pub struct RankedRecords<'a> {
+pub struct RankedProducts<'a> {
     pub rank: (u32, &'a str, &'a str),
-    pub records: &'a [Value],
+    pub products: &'a [Product],
 }
 
 struct UnionFind(Vec<usize>);
@@ -41,16 +40,11 @@ impl UnionFind {
     }
 }
 
-/// Merges product records of several sources. Records that are not products (they were
-/// validated against the schema, so this is a defect elsewhere) are skipped.
-pub fn merge_products(sources: &[RankedRecords<'_>]) -> Vec<Product> {
-    let mut ordered: Vec<&RankedRecords<'_>> = sources.iter().collect();
+/// Merges the products of several sources.
+pub fn merge_products(sources: &[RankedProducts<'_>]) -> Vec<Product> {
+    let mut ordered: Vec<&RankedProducts<'_>> = sources.iter().collect();
     ordered.sort_by(|a, b| a.rank.cmp(&b.rank));
-    let products: Vec<Product> = ordered
-        .iter()
-        .flat_map(|s| s.records.iter())
-        .filter_map(|r| serde_json::from_value(r.clone()).ok())
-        .collect();
+    let products: Vec<&Product> = ordered.iter().flat_map(|s| s.products.iter()).collect();
     let mut uf = UnionFind((0..products.len()).collect());
     let mut owner_of: HashMap<&str, usize> = HashMap::new();
     for (i, p) in products.iter().enumerate() {
@@ -74,7 +68,7 @@ pub fn merge_products(sources: &[RankedRecords<'_>]) -> Vec<Product> {
     }
     groups
         .into_values()
-        .map(|members| merge_group(members.iter().map(|&i| &products[i])))
+        .map(|members| merge_group(members.iter().map(|&i| products[i])))
         .collect()
 }
 
@@ -195,12 +189,12 @@ pub fn rank_rates(rates: &mut [ShippingRate]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    fn product(partner: &str, id: &str, variants: &[(&str, &str)]) -> Value {
+    fn product(partner: &str, id: &str, variants: &[(&str, &str)]) -> Product {
         let prov = json!({"partner_id": partner, "connector_id": partner, "connector_version": 1,
             "source_ref": id, "fetched_at": "2026-11-27T14:00:00Z"});
-        json!({
+        let v: Value = json!({
             "product_id": id,
             "title": format!("{partner} title"),
             "variants": variants.iter().map(|(vid, offer)| json!({
@@ -210,7 +204,8 @@ mod tests {
                     "provenance": prov}],
             })).collect::<Vec<_>>(),
             "provenance": prov,
-        })
+        });
+        serde_json::from_value(v).expect("a product")
     }
 
     #[test]
@@ -223,17 +218,17 @@ mod tests {
         let b = vec![product("voltmart", "gtin:B", &[("gtin:B", "voltmart:b")])];
         let c = vec![product("acme", "acme:x", &[("acme:x", "acme:x")])];
         let sources = [
-            RankedRecords {
+            RankedProducts {
                 rank: (20, "threadline", "threadline"),
-                records: &a,
+                products: &a,
             },
-            RankedRecords {
+            RankedProducts {
                 rank: (20, "voltmart", "voltmart"),
-                records: &b,
+                products: &b,
             },
-            RankedRecords {
+            RankedProducts {
                 rank: (10, "acme", "acme"),
-                records: &c,
+                products: &c,
             },
         ];
         let merged = merge_products(&sources);

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use mallgate_connectors::mapping::MappingPool;
-use mallgate_connectors::runtime::guard::{AddressGuard, LoopbackOnly};
+use mallgate_connectors::runtime::guard::{AddressGuard, LoopbackOnly, PublicOnly};
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
@@ -83,7 +83,7 @@ impl Gateway {
         let guard: Arc<dyn AddressGuard> = if config.allow_loopback_partners {
             Arc::new(LoopbackOnly)
         } else {
-            Arc::new(crate::registry::PublicOnly)
+            Arc::new(PublicOnly)
         };
         let pool = Arc::new(
             MappingPool::new(config.mapping_threads, 1024)

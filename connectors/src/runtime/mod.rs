@@ -246,11 +246,9 @@ fn encode_path(value: &str) -> String {
     out
 }
 
-/// A query field by dotted path (`to.postal_code`, `parcels.0.weight_g`) as text.
-fn lookup(query: &Value, request_id: &str, path: &str) -> Option<String> {
-    if path == "request_id" {
-        return Some(request_id.to_owned());
-    }
+/// A query field by dotted path (`to.postal_code`, `parcels.0.weight_g`); `None` when it is
+/// absent or null (a template placeholder for it is then left out).
+pub fn query_field<'a>(query: &'a Value, path: &str) -> Option<&'a Value> {
     let mut at = query;
     for part in path.split('.') {
         at = match at {
@@ -259,7 +257,15 @@ fn lookup(query: &Value, request_id: &str, path: &str) -> Option<String> {
             _ => return None,
         };
     }
-    match at {
+    (!at.is_null()).then_some(at)
+}
+
+/// A query field by dotted path as text.
+fn lookup(query: &Value, request_id: &str, path: &str) -> Option<String> {
+    if path == "request_id" {
+        return Some(request_id.to_owned());
+    }
+    match query_field(query, path)? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),

@@ -11,9 +11,6 @@ use mallgate_connectors::runtime::secrets::MemorySecretStore;
 use mallgate_connectors::runtime::{
     Connector, PartnerResources, RuntimeConfig, connector_from_spec,
 };
-use mallgate_partner_sim::partners::{
-    acme, northwind, parcelpost, swiftship, threadline, voltmart,
-};
 use mallgate_partner_sim::{Fleet, FleetConfig, Partner};
 
 /// 2026-11-27T14:00:00Z, Black Friday.
@@ -49,22 +46,9 @@ impl Harness {
         .expect("fleet starts");
         fleet.clock().freeze(BLACK_FRIDAY);
         let secrets = Arc::new(MemorySecretStore::new());
-        secrets.set("voltmart", "voltmart-api-key", voltmart::API_KEY);
-        secrets.set(
-            "threadline",
-            "threadline-access-token",
-            threadline::ACCESS_TOKEN,
-        );
-        secrets.set("acme", "acme-client-id", acme::CLIENT_ID);
-        secrets.set("acme", "acme-client-secret", acme::CLIENT_SECRET);
-        secrets.set("northwind", "northwind-password", northwind::PASSWORD);
-        secrets.set("parcelpost", "parcelpost-user-id", parcelpost::USER_ID);
-        secrets.set("swiftship", "swiftship-client-id", swiftship::CLIENT_ID);
-        secrets.set(
-            "swiftship",
-            "swiftship-client-secret",
-            swiftship::CLIENT_SECRET,
-        );
+        for (partner, name, value) in mallgate_partner_sim::partners::demo_secrets() {
+            secrets.set(partner, name, value);
+        }
         Self {
             fleet,
             secrets,

@@ -14,9 +14,7 @@ use mallgate_schemas::{InventoryLevel, Location, Product, StockAvailable, StockF
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    Api, Envelope, Params, Request, Response, all_failed, complete, snapshot_of, statuses,
-};
+use super::{Api, Caching, Params, Request, Response, all_failed, envelope, snapshot_of};
 use crate::fanout::{self, PlannedCall, SourceResult};
 use crate::problem::ApiError;
 
@@ -281,23 +279,13 @@ impl Api {
         });
         let mut all: Vec<SourceResult> = sources;
         all.extend(catalogs.into_iter().filter(|s| !s.answered()));
-        let statuses = statuses(&all);
-        let body = serde_json::to_vec(&Envelope {
-            data: &stock,
-            sources: &statuses,
-            complete: complete(&all),
-            generation: snapshot.generation,
-            next_cursor: None,
-        })
-        .unwrap_or_default();
-        Ok(Response {
-            status: 200,
-            headers: vec![
-                ("content-type", "application/json".to_owned()),
-                ("cache-control", "no-store".to_owned()),
-            ],
-            body: body.into(),
-        })
+        Ok(envelope(
+            req,
+            &stock,
+            &all,
+            snapshot.generation,
+            Caching::NoStore,
+        ))
     }
 }
 

@@ -1,14 +1,10 @@
 //! `POST /v1/shipping/rates` and `GET /v1/tracking/{carrier}/{tracking_number}`.
 
-use bytes::Bytes;
 use mallgate_connectors::Capability;
 use mallgate_schemas::{ShippingRate, ShippingRateRequest, Tracking};
 use serde_json::json;
 
-use super::{
-    Api, Envelope, Params, Request, Response, all_failed, cacheable, complete, etag_of,
-    snapshot_of, statuses,
-};
+use super::{Api, Caching, Params, Request, Response, all_failed, envelope, snapshot_of};
 use crate::fanout::{self, PlannedCall};
 use crate::merge::rank_rates;
 use crate::problem::ApiError;
@@ -140,23 +136,13 @@ impl Api {
             .filter_map(|r| serde_json::from_value(r.clone()).ok())
             .collect();
         rank_rates(&mut rates);
-        let statuses = statuses(&sources);
-        let body = serde_json::to_vec(&Envelope {
-            data: &rates,
-            sources: &statuses,
-            complete: complete(&sources),
-            generation: snapshot.generation,
-            next_cursor: None,
-        })
-        .unwrap_or_default();
-        Ok(Response {
-            status: 200,
-            headers: vec![
-                ("content-type", "application/json".to_owned()),
-                ("cache-control", "no-store".to_owned()),
-            ],
-            body: Bytes::from(body),
-        })
+        Ok(envelope(
+            req,
+            &rates,
+            &sources,
+            snapshot.generation,
+            Caching::NoStore,
+        ))
     }
 
     pub(super) async fn tracking(
@@ -212,17 +198,12 @@ impl Api {
                 detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
             });
         };
-        let statuses = statuses(&sources);
-        let body = serde_json::to_vec(&Envelope {
-            data: &tracking,
-            sources: &statuses,
-            complete: complete(&sources),
-            generation: snapshot.generation,
-            next_cursor: None,
-        })
-        .unwrap_or_default();
-        let fresh = sources.iter().filter_map(|s| s.fresh_until).min();
-        let etag = etag_of(&body);
-        Ok(cacheable(req, Bytes::from(body), &etag, fresh))
+        Ok(envelope(
+            req,
+            &tracking,
+            &sources,
+            snapshot.generation,
+            Caching::Validated,
+        ))
     }
 }

@@ -316,6 +316,55 @@ struct Envelope<'a, T: Serialize> {
     next_cursor: Option<String>,
 }
 
+/// Whether an answer may be cached by clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caching {
+    /// ETag, `If-None-Match` -> 304, `max-age` from the sources' freshness (0 unless
+    /// every source answered fresh).
+    Validated,
+    /// `Cache-Control: no-store` (answers to POSTs, stock levels).
+    NoStore,
+}
+
+/// The 200 envelope answer of a non-paged endpoint.
+fn envelope<T: Serialize>(
+    req: &Request,
+    data: &T,
+    sources: &[SourceResult],
+    generation: u64,
+    caching: Caching,
+) -> Response {
+    let statuses = statuses(sources);
+    let complete = complete(sources);
+    let body = serde_json::to_vec(&Envelope {
+        data,
+        sources: &statuses,
+        complete,
+        generation,
+        next_cursor: None,
+    })
+    .unwrap_or_default();
+    match caching {
+        Caching::Validated => {
+            let fresh = if complete {
+                sources.iter().filter_map(|s| s.fresh_until).min()
+            } else {
+                None
+            };
+            let etag = etag_of(&body);
+            cacheable(req, Bytes::from(body), &etag, fresh)
+        }
+        Caching::NoStore => Response {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".to_owned()),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: Bytes::from(body),
+        },
+    }
+}
+
 /// A 200 answer with ETag, conditional 304 and Cache-Control from the shortest freshness
 /// involved.
 fn cacheable(req: &Request, body: Bytes, etag: &str, fresh_until: Option<Instant>) -> Response {

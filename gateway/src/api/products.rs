@@ -19,27 +19,20 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::{
-    Api, Envelope, Params, Request, Response, all_failed, cacheable, complete, etag_of,
+    Api, Caching, Params, Request, Response, all_failed, cacheable, complete, envelope, etag_of,
     snapshot_of, statuses,
 };
 use crate::cursor::{Cursor, random_u64};
 use crate::fanout::{self, PlannedCall, SourceResult, SourceStatus};
-use crate::merge::{RankedRecords, merge_products};
+use crate::merge::{RankedProducts, merge_products};
 use crate::problem::ApiError;
 
-const SEARCH_PARAMS: &[&str] = &[
-    "q",
-    "gtin",
-    "brand",
-    "category",
-    "min_price",
-    "max_price",
-    "currency",
-    "availability",
-    "sort",
-    "limit",
-    "cursor",
-];
+/// The search's parameters: the documented `catalog.search` query fields, and `cursor`.
+static SEARCH_PARAMS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut known = Capability::CatalogSearch.query_fields().to_vec();
+    known.push("cursor");
+    known
+});
 
 const AVAILABILITY: &[&str] = &[
     "in_stock",
@@ -60,7 +53,7 @@ struct Search {
     min_price: Option<i64>,
     max_price: Option<i64>,
     currency: Option<String>,
-    availability: Option<String>,
+    availability: Option<Availability>,
     sort: String,
 }
 
@@ -86,7 +79,9 @@ impl Search {
             min_price: params.integer("min_price", 0, i64::from(u32::MAX) * 1000)?,
             max_price: params.integer("max_price", 0, i64::from(u32::MAX) * 1000)?,
             currency,
-            availability: params.choice("availability", AVAILABILITY)?,
+            availability: params
+                .choice("availability", AVAILABILITY)?
+                .and_then(|a| serde_json::from_value(Value::from(a)).ok()),
             sort: params
                 .choice("sort", &["relevance", "price_asc", "price_desc", "title"])?
                 .unwrap_or_else(|| "relevance".to_owned()),
@@ -141,7 +136,7 @@ impl Search {
             "min_price" => self.min_price.map(Value::from),
             "max_price" => self.max_price.map(Value::from),
             "currency" => self.currency.clone().map(Value::from),
-            "availability" => self.availability.clone().map(Value::from),
+            "availability" => self.availability.and_then(|a| serde_json::to_value(a).ok()),
             "sort" => Some(Value::from(self.sort.clone())),
             _ => None,
         }
@@ -191,11 +186,10 @@ impl Search {
         {
             return false;
         }
-        if let (Some(a), false) = (&self.availability, applied("availability")) {
-            let want: Option<Availability> = serde_json::from_value(json!(a)).ok();
-            if !offers(p).any(|o| Some(o.availability) == want) {
-                return false;
-            }
+        if let (Some(want), false) = (self.availability, applied("availability"))
+            && !offers(p).any(|o| o.availability == want)
+        {
+            return false;
         }
         if let Some(cur) = &self.currency {
             let prices_applied =
@@ -337,7 +331,7 @@ impl Api {
         req: &Request,
         request_id: &str,
     ) -> Result<Response, ApiError> {
-        let params = Params::parse(&req.query, SEARCH_PARAMS)?;
+        let params = Params::parse(&req.query, &SEARCH_PARAMS)?;
         let search = Search::parse(&params)?;
         let limit = params.integer("limit", 1, 100)?.unwrap_or(20) as usize;
         let deadline = self.deadline(&params)?;
@@ -396,7 +390,7 @@ impl Api {
             .into_iter()
             .map(|c| {
                 let supports = supports(&c, Capability::CatalogSearch);
-                let query = search.connector_query(&supports);
+                let query = search.connector_query(supports);
                 PlannedCall::new(c, Capability::CatalogSearch, query)
             })
             .collect();
@@ -413,7 +407,7 @@ impl Api {
             return Err(e);
         }
         let mut products = merged(&sources, |c, p| {
-            search.keeps(p, &supports(c, Capability::CatalogSearch))
+            search.keeps(p, supports(c, Capability::CatalogSearch))
         });
         search.sort(&mut products);
         products.truncate(self.config.cache.window_items);
@@ -541,7 +535,7 @@ impl Api {
                 .serving(Capability::CatalogSearch)
                 .into_iter()
                 .map(|c| {
-                    let q = search.connector_query(&supports(&c, Capability::CatalogSearch));
+                    let q = search.connector_query(supports(&c, Capability::CatalogSearch));
                     PlannedCall::new(c, Capability::CatalogSearch, q)
                 })
                 .collect();
@@ -596,61 +590,49 @@ impl Api {
         let Some(product) = found else {
             return Err(not_found());
         };
-        let statuses = statuses(&sources);
-        let body = serde_json::to_vec(&Envelope {
-            data: &product,
-            sources: &statuses,
-            complete: complete(&sources),
-            generation: snapshot.generation,
-            next_cursor: None,
-        })
-        .map_err(|e| ApiError::param("product_id", format!("cannot serialize: {e}")))?;
-        let fresh = if complete(&sources) {
-            sources.iter().filter_map(|s| s.fresh_until).min()
-        } else {
-            None
-        };
-        let etag = etag_of(&body);
-        Ok(cacheable(req, Bytes::from(body), &etag, fresh))
+        Ok(envelope(
+            req,
+            &product,
+            &sources,
+            snapshot.generation,
+            Caching::Validated,
+        ))
     }
 }
 
 /// The filters a connector applies itself for a capability.
-fn supports(c: &crate::registry::LiveConnector, capability: Capability) -> Vec<String> {
+fn supports(c: &crate::registry::LiveConnector, capability: Capability) -> &[String] {
     c.spec()
         .capabilities
         .get(&capability)
-        .map(|cap| cap.supports.clone())
-        .unwrap_or_default()
+        .map_or(&[], |cap| cap.supports.as_slice())
 }
 
-/// The product records of every answering source, each source's kept by `keep`, merged.
+/// The products of every answering source, each source's kept by `keep`, merged. Each
+/// record is deserialized once.
 fn merged(
     sources: &[SourceResult],
     keep: impl Fn(&crate::registry::LiveConnector, &Product) -> bool,
 ) -> Vec<Product> {
-    let kept: Vec<(usize, Vec<Value>)> = sources
+    let kept: Vec<(usize, Vec<Product>)> = sources
         .iter()
         .enumerate()
         .filter_map(|(i, s)| {
             let records = s.records.as_ref()?;
-            let values = records
+            let products = records
                 .records
                 .iter()
-                .filter(|r| {
-                    serde_json::from_value::<Product>((*r).clone())
-                        .is_ok_and(|p| keep(&s.connector, &p))
-                })
-                .cloned()
+                .filter_map(|r| serde_json::from_value::<Product>(r.clone()).ok())
+                .filter(|p| keep(&s.connector, p))
                 .collect();
-            Some((i, values))
+            Some((i, products))
         })
         .collect();
-    let ranked: Vec<RankedRecords<'_>> = kept
+    let ranked: Vec<RankedProducts<'_>> = kept
         .iter()
-        .map(|(i, values)| RankedRecords {
+        .map(|(i, products)| RankedProducts {
             rank: crate::registry::rank(&sources[*i].connector),
-            records: values,
+            products,
         })
         .collect();
     merge_products(&ranked)

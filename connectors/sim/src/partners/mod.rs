@@ -45,6 +45,29 @@ pub fn credentials() -> Value {
     })
 }
 
+/// The demo credentials as `(partner, secret name, value)`, under the secret names the
+/// example connectors (`connectors/partners/*.yaml`) reference with `secret:NAME`.
+pub fn demo_secrets() -> [(&'static str, &'static str, &'static str); 8] {
+    [
+        ("voltmart", "voltmart-api-key", voltmart::API_KEY),
+        (
+            "threadline",
+            "threadline-access-token",
+            threadline::ACCESS_TOKEN,
+        ),
+        ("acme", "acme-client-id", acme::CLIENT_ID),
+        ("acme", "acme-client-secret", acme::CLIENT_SECRET),
+        ("northwind", "northwind-password", northwind::PASSWORD),
+        ("parcelpost", "parcelpost-user-id", parcelpost::USER_ID),
+        ("swiftship", "swiftship-client-id", swiftship::CLIENT_ID),
+        (
+            "swiftship",
+            "swiftship-client-secret",
+            swiftship::CLIENT_SECRET,
+        ),
+    ]
+}
+
 /// `Authorization: Basic ...` as (user, password).
 pub fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get("authorization")?.to_str().ok()?;
