@@ -129,6 +129,12 @@ pub enum ConnectorError {
     #[error("the connector does not serve {capability}")]
     Unsupported { capability: String },
     /// The call's deadline passed before it finished.
+    #[error("shed: every one of the partner's {limit} concurrency slots is taken")]
+    Shed { limit: u32 },
+
+    #[error("no endpoint of the partner is available (ejected or breaker open)")]
+    NoEndpoint,
+
     #[error("the call's deadline passed after {pages} page(s)")]
     DeadlineExceeded { pages: u32 },
 }
@@ -168,6 +174,8 @@ impl ConnectorError {
             | Self::Request { .. }
             | Self::Unsupported { .. }
             | Self::DeadlineExceeded { .. } => false,
+            // The gateway's own guardrails refused: retrying now would defeat them.
+            Self::Shed { .. } | Self::NoEndpoint => false,
         }
     }
 

@@ -402,6 +402,10 @@ pub struct Policies {
     /// `None`: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_rps: Option<f64>,
+    /// Calls that may go at once before `rate_limit_rps` paces them (default: one
+    /// second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<u32>,
     #[serde(default = "Policies::default_max_concurrency")]
     pub max_concurrency: u32,
     #[serde(default)]
@@ -424,6 +428,7 @@ impl Default for Policies {
             retry: RetryPolicy::default(),
             hedge_after_ms: None,
             rate_limit_rps: None,
+            rate_limit_burst: None,
             max_concurrency: Self::default_max_concurrency(),
             cache: CachePolicy::default(),
         }

@@ -60,11 +60,9 @@ pub struct Entry {
 impl Entry {
     pub fn new(records: Records, policy: &CachePolicy) -> Self {
         let now = Instant::now();
-        let bytes = records
-            .records
-            .iter()
-            .map(|r| serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0))
-            .sum::<usize>()
+        let bytes = records.records.iter().map(heap_bytes).sum::<usize>()
+            + records.records.capacity() * std::mem::size_of::<Value>()
+            + std::mem::size_of::<Self>()
             + 256;
         let ttl = Duration::from_secs(u64::from(policy.ttl_s));
         let fresh_until = now + ttl;
@@ -90,6 +88,23 @@ impl Entry {
     /// Claims the one background refresh of this entry; false if one is running or ran.
     pub fn claim_refresh(&self) -> bool {
         !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// What a JSON value holds in memory, roughly: the budget is for what the process keeps,
+/// not for the size of the JSON text (a parsed record takes several times its text).
+pub fn heap_bytes(value: &Value) -> usize {
+    /// A `BTreeMap` entry: key, value and its share of a node, at typical fill.
+    const MAP_ENTRY: usize = 80;
+    const VALUE: usize = std::mem::size_of::<Value>();
+    match value {
+        Value::String(s) => s.capacity(),
+        Value::Array(a) => a.capacity() * VALUE + a.iter().map(heap_bytes).sum::<usize>(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| MAP_ENTRY + k.capacity() + heap_bytes(v))
+            .sum::<usize>(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
 }
 

@@ -40,7 +40,9 @@ pub enum Outcome {
 pub struct SourceError {
     /// A stable code: `timeout`, `connect_failed`, `transport`, `rate_limited`,
     /// `partner_error`, `auth`, `malformed_reply`, `mapping`, `partner_reported`,
-    /// `too_large`, `address_denied`, `not_applicable`, `internal`.
+    /// `too_large`, `address_denied`, `shed` (the partner's concurrency limit),
+    /// `unavailable` (every endpoint ejected or its breaker open), `not_applicable`,
+    /// `internal`.
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +189,8 @@ pub fn classify(error: &ConnectorError) -> SourceError {
         ConnectorError::PartnerReported { .. } => "partner_reported",
         ConnectorError::TooLarge { .. } => "too_large",
         ConnectorError::AddressDenied { .. } => "address_denied",
+        ConnectorError::Shed { .. } => "shed",
+        ConnectorError::NoEndpoint => "unavailable",
         _ => "internal",
     };
     SourceError {

@@ -6,13 +6,15 @@
 //! [`Connector::call`] fills the capability's request template from the query, applies the
 //! auth, walks the pages, and maps each reply on the mapping pool, under one deadline.
 //!
-//! Resilience (endpoint failover, retries, hedging, breakers) wraps `call` in the gateway;
-//! here an attempt goes to the first endpoint by priority and errors say whether they are
-//! worth retrying, and after how long.
+//! Every HTTP exchange (one page) goes through the partner's resilience stack
+//! ([`resilience`]): admission (429 block, rate, concurrency with load shedding), endpoint
+//! selection (priority failover, weights, breakers, ejection), attempt timeouts, retries
+//! under a budget and hedged reads. The deadline wraps the whole call.
 
 pub mod auth;
 pub mod guard;
 pub mod http;
+pub mod resilience;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -29,6 +31,10 @@ use url::Url;
 use self::auth::{Applied, Credentials, TokenSlot, oauth_header, static_auth};
 use self::guard::{AddressGuard, redact};
 use self::http::{Reply, exchange, link, retry_after};
+use self::resilience::{
+    Admission, ExchangeOutcome, PartnerGuardrails, Refusal, ResilienceConfig, Route, retry_delay,
+    select, should_hedge,
+};
 use self::secrets::SecretStore;
 use crate::decode::Limits;
 use crate::error::ConnectorError;
@@ -48,6 +54,7 @@ pub struct RuntimeConfig {
     /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
     pub user_agent: String,
+    pub resilience: ResilienceConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -57,6 +64,7 @@ impl Default for RuntimeConfig {
             connect_timeout: Duration::from_secs(2),
             max_idle_per_host: 64,
             user_agent: concat!("mallgate/", env!("CARGO_PKG_VERSION")).to_owned(),
+            resilience: ResilienceConfig::default(),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct PartnerResources {
     guard: Arc<dyn AddressGuard>,
     tokens: Mutex<HashMap<String, Arc<TokenSlot>>>,
     config: RuntimeConfig,
+    /// Breakers, ejections, budget, buckets: they outlive connector versions.
+    pub guardrails: PartnerGuardrails,
 }
 
 impl fmt::Debug for PartnerResources {
@@ -115,6 +125,7 @@ impl PartnerResources {
             client,
             guard,
             tokens: Mutex::new(HashMap::new()),
+            guardrails: PartnerGuardrails::new(config.resilience),
             config,
         }))
     }
@@ -181,6 +192,8 @@ pub struct Connector {
     limits: Limits,
     /// Every capability's request templates, parsed once when the version is bound.
     templates: HashMap<Capability, RequestTemplates>,
+    /// The endpoints, by priority, each bound to its partner-wide state.
+    routes: Vec<Route>,
 }
 
 /// A capability's request templates, parsed. A jq query value has no template (`None`).
@@ -312,7 +325,27 @@ impl Connector {
             .iter()
             .map(|(c, cap)| Ok((*c, RequestTemplates::parse(&cap.request)?)))
             .collect::<Result<_, ConnectorError>>()?;
+        let mut routes = spec
+            .endpoints
+            .iter()
+            .map(|e| {
+                let base = Url::parse(&e.url).map_err(|err| ConnectorError::Request {
+                    reason: format!("endpoint is not a URL: {err}"),
+                })?;
+                let state = resources.guardrails.endpoint(base.as_str());
+                state.set_probed(spec.health_check.is_some());
+                Ok(Route {
+                    state,
+                    base,
+                    priority: e.priority,
+                    weight: e.weight,
+                })
+            })
+            .collect::<Result<Vec<_>, ConnectorError>>()?;
+        routes.sort_by_key(|r| r.priority);
+        resources.guardrails.configure(&spec.policies);
         Ok(Self {
+            routes,
             spec,
             programs,
             version,
@@ -346,21 +379,19 @@ impl Connector {
         }
     }
 
-    /// The first endpoint by priority, checked by the guard.
+    /// The first endpoint by priority, checked by the guard (requests are built against it
+    /// and re-based onto the endpoint each attempt selects).
     fn endpoint(&self) -> Result<Url, ConnectorError> {
-        let endpoint = self
-            .spec
-            .endpoints
-            .iter()
-            .min_by_key(|e| e.priority)
-            .ok_or_else(|| ConnectorError::Request {
-                reason: "the connector has no endpoint".into(),
-            })?;
-        let url = Url::parse(&endpoint.url).map_err(|e| ConnectorError::Request {
-            reason: format!("endpoint is not a URL: {e}"),
+        let route = self.routes.first().ok_or_else(|| ConnectorError::Request {
+            reason: "the connector has no endpoint".into(),
         })?;
-        self.check(&url)?;
-        Ok(url)
+        self.check(&route.base)?;
+        Ok(route.base.clone())
+    }
+
+    /// The endpoints of this version with their partner-wide state (for health pages).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     fn check(&self, url: &Url) -> Result<(), ConnectorError> {
@@ -557,7 +588,7 @@ impl Connector {
         };
 
         let static_auth = static_auth(&self.credentials())?;
-        let timeout_ms = u64::from(self.spec.policies.timeout_ms);
+        let idempotent = cap.is_idempotent();
         let max_pages = cap.pagination.as_ref().map_or(1, Pagination::max_pages);
         let mut output = CallOutput {
             stats: CallStats {
@@ -598,14 +629,17 @@ impl Connector {
                     pages: output.stats.pages,
                 });
             }
-            let attempt = Duration::from_millis(timeout_ms).min(deadline - now);
-            // Build this page's request.
+            // Build this page's request (against the primary endpoint; each attempt re-bases
+            // it onto the endpoint it selects).
             let (url, is_templated) = match &next {
                 Next::Url(u) => (u.clone(), false),
                 _ => (first_url.clone(), true),
             };
-            let build = |applied: &Option<Applied>| {
-                let mut request = self.resources.client.request(method.clone(), url.clone());
+            let build = |applied: &Option<Applied>, target: &Url| {
+                let mut request = self
+                    .resources
+                    .client
+                    .request(method.clone(), target.clone());
                 if is_templated {
                     request = request.query(&params);
                     if let Some(sp) = &size_param {
@@ -626,14 +660,21 @@ impl Connector {
                     request = request.header(name.as_str(), value.as_str());
                 }
                 if let Some(applied) = applied
-                    && !applied.present_in(&url)
+                    && !applied.present_in(target)
                 {
                     request = applied.apply(request);
                 }
                 request
             };
             let reply = self
-                .send(&build, &static_auth, &url, attempt, &mut output.stats)
+                .send(
+                    &build,
+                    &static_auth,
+                    &url,
+                    deadline,
+                    idempotent,
+                    &mut output.stats,
+                )
                 .await?;
             output.stats.bytes += reply.body.len() as u64;
 
@@ -776,14 +817,15 @@ impl Connector {
         Ok(output)
     }
 
-    /// Sends one page's request; for OAuth2, a 401 drops the token and the request goes
-    /// once more with a fresh one.
+    /// Sends one page's request through the resilience stack; for OAuth2, a 401 drops the
+    /// token and the request goes once more with a fresh one.
     async fn send(
         &self,
-        build: &(dyn Fn(&Option<Applied>) -> reqwest::RequestBuilder + Sync),
+        build: &(dyn Fn(&Option<Applied>, &Url) -> reqwest::RequestBuilder + Sync),
         static_auth: &Option<Applied>,
         url: &Url,
-        attempt: Duration,
+        deadline: Instant,
+        idempotent: bool,
         stats: &mut CallStats,
     ) -> Result<Reply, ConnectorError> {
         let max = self.resources.config.max_response_bytes;
@@ -793,14 +835,16 @@ impl Connector {
             ..
         } = &self.spec.auth
         else {
-            stats.requests += 1;
-            return exchange(build(static_auth), url, attempt, max).await;
+            return self
+                .resilient(&|u| build(static_auth, u), url, deadline, idempotent, stats)
+                .await;
         };
         let slot = self
             .resources
             .token_slot(&format!("{token_url} {client_id}"));
         let creds = self.credentials();
         for refreshed in [false, true] {
+            let attempt = self.attempt_timeout(deadline)?;
             let (applied, token) = oauth_header(
                 &slot,
                 &creds,
@@ -810,8 +854,10 @@ impl Connector {
                 max,
             )
             .await?;
-            stats.requests += 1;
-            let reply = exchange(build(&Some(applied)), url, attempt, max).await?;
+            let applied = Some(applied);
+            let reply = self
+                .resilient(&|u| build(&applied, u), url, deadline, idempotent, stats)
+                .await?;
             if reply.status != StatusCode::UNAUTHORIZED || refreshed {
                 return Ok(reply);
             }
@@ -822,6 +868,294 @@ impl Connector {
             url: redact(url),
             status: 401,
         })
+    }
+
+    /// One attempt's timeout: the policy's, cut to what is left of the deadline.
+    fn attempt_timeout(&self, deadline: Instant) -> Result<Duration, ConnectorError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnectorError::DeadlineExceeded { pages: 0 });
+        }
+        Ok(Duration::from_millis(u64::from(self.spec.policies.timeout_ms)).min(left))
+    }
+
+    /// `url` moved onto `route`'s endpoint, if it belongs to one of this version's
+    /// endpoints; `None` for a URL elsewhere (a partner's absolute next-page link to
+    /// another host), which is called as it is.
+    fn rest_of<'u>(&self, url: &'u Url) -> Option<&'u str> {
+        self.routes.iter().find_map(|r| {
+            let base = r.base.as_str().trim_end_matches('/');
+            url.as_str()
+                .strip_prefix(base)
+                .filter(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+        })
+    }
+
+    /// One exchange through the partner's stack: admission (429 block, rate limit, a free
+    /// concurrency slot or shed), endpoint selection with failover, the attempt timeout,
+    /// a hedge for slow reads, and retries for idempotent requests under the budget. A
+    /// refused connection moves to the next endpoint without spending the budget.
+    async fn resilient(
+        &self,
+        build: &(dyn Fn(&Url) -> reqwest::RequestBuilder + Sync),
+        url: &Url,
+        deadline: Instant,
+        idempotent: bool,
+        stats: &mut CallStats,
+    ) -> Result<Reply, ConnectorError> {
+        let guardrails = &self.resources.guardrails;
+        let policies = &self.spec.policies;
+        let max = self.resources.config.max_response_bytes;
+        let rest = self.rest_of(url).map(str::to_owned);
+        let target_of = |route: Option<&Route>| -> Result<Url, ConnectorError> {
+            match (route, &rest) {
+                (Some(r), Some(rest)) => {
+                    let text = format!("{}{}", r.base.as_str().trim_end_matches('/'), rest);
+                    let target = Url::parse(&text).map_err(|e| ConnectorError::Request {
+                        reason: format!("`{}` is not a URL: {e}", redact_text(&text)),
+                    })?;
+                    self.check(&target)?;
+                    Ok(target)
+                }
+                _ => Ok(url.clone()),
+            }
+        };
+        // Endpoints that failed this exchange; a refused connection's failovers are free.
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retries: u32 = 0;
+        let mut deposited = false;
+        loop {
+            let attempt = self.attempt_timeout(deadline)?;
+            let chosen = match &rest {
+                None => None,
+                Some(_) => {
+                    let turn = guardrails.next_turn();
+                    let pick = select(&self.routes, &tried, turn)
+                        .or_else(|| select(&self.routes, &[], turn));
+                    match pick {
+                        Some((i, _)) => Some(i),
+                        None => return Err(ConnectorError::NoEndpoint),
+                    }
+                }
+            };
+            let route = chosen.map(|i| &self.routes[i]);
+            let probe = match route.map(|r| r.state.breaker.admit()) {
+                Some(Admission::Refused) => {
+                    // Lost a race for the half-open probe: count it as tried.
+                    tried.extend(chosen);
+                    if tried.len() >= self.routes.len() {
+                        return Err(ConnectorError::NoEndpoint);
+                    }
+                    continue;
+                }
+                Some(Admission::Probe) => true,
+                _ => false,
+            };
+            // Waiting for a rate token is fine while half the time left remains.
+            let patience = deadline.saturating_duration_since(Instant::now()) / 2;
+            let permit = match guardrails.admit_within(patience).await {
+                Ok(p) => p,
+                Err(refusal) => {
+                    if let Some(r) = route {
+                        r.state.breaker.on_abandoned(probe);
+                    }
+                    return Err(match refusal {
+                        Refusal::Shed => ConnectorError::Shed {
+                            limit: policies.max_concurrency,
+                        },
+                        Refusal::RateLimited(wait) => ConnectorError::RateLimited {
+                            url: redact(url),
+                            retry_after: Some(wait),
+                        },
+                    });
+                }
+            };
+            if !deposited {
+                guardrails.deposit();
+                deposited = true;
+            }
+            let target = target_of(route)?;
+            stats.requests += 1;
+            stats.endpoint = redact(&target);
+            let primary = exchange(build(&target), &target, attempt, max);
+            let hedge_after = policies
+                .hedge_after_ms
+                .map(|ms| Duration::from_millis(u64::from(ms)));
+            // The primary alone, or raced against a hedge once the hedge delay passes.
+            let (result, used) = match hedge_after {
+                Some(after)
+                    if should_hedge(
+                        idempotent,
+                        Some(after),
+                        after,
+                        false,
+                        deadline.saturating_duration_since(Instant::now()),
+                    ) && route.is_some() =>
+                {
+                    self.hedged(
+                        primary, build, chosen, probe, after, &target_of, attempt, stats,
+                    )
+                    .await
+                }
+                _ => (primary.await, chosen),
+            };
+            drop(permit);
+            let used_route = used.map(|i| &self.routes[i]);
+            let outcome = match &result {
+                Ok(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => {
+                    let wait = retry_after(&reply.headers).unwrap_or(Duration::from_secs(1));
+                    guardrails.block_for(wait);
+                    ExchangeOutcome::Success
+                }
+                Ok(reply)
+                    if reply.status.is_server_error()
+                        || reply.status == StatusCode::REQUEST_TIMEOUT =>
+                {
+                    ExchangeOutcome::Failed
+                }
+                Ok(_) => ExchangeOutcome::Success,
+                Err(e) if e.is_connect_failure() => ExchangeOutcome::ConnectFailed,
+                Err(_) => ExchangeOutcome::Failed,
+            };
+            if let Some(r) = used_route {
+                r.state.record(outcome);
+            }
+            // A 429 is honoured, never retried inside the call: the partner is blocked for
+            // its `Retry-After` and the source is served stale or failed meanwhile.
+            if outcome == ExchangeOutcome::Success {
+                return result;
+            }
+            // A refused connection never reached the partner: the next endpoint, free.
+            if outcome == ExchangeOutcome::ConnectFailed
+                && let Some(i) = used
+                && tried.len() + 1 < self.routes.len()
+            {
+                tried.push(i);
+                guardrails
+                    .counters
+                    .failovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            let retryable = match &result {
+                Ok(_) => true,
+                Err(e) => e.is_retryable(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Some(wait) = retry_delay(
+                idempotent,
+                retryable,
+                retries + 1,
+                policies.retry.max_attempts,
+                Duration::from_millis(u64::from(policies.retry.backoff_ms)),
+                remaining,
+            ) else {
+                return result;
+            };
+            if !guardrails.withdraw() {
+                return result;
+            }
+            retries += 1;
+            guardrails
+                .counters
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Prefer another endpoint for the retry (selection falls back to this one).
+            tried.extend(used);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Races `primary` against a hedge sent to another endpoint (or the same one) after
+    /// `after`, if the budget allows one. Returns the first good answer (or the last
+    /// failure) and the index of the endpoint that gave it. The loser is dropped; its
+    /// endpoint's half-open probe, if it held one, is released.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged(
+        &self,
+        primary: impl std::future::Future<Output = Result<Reply, ConnectorError>>,
+        build: &(dyn Fn(&Url) -> reqwest::RequestBuilder + Sync),
+        chosen: Option<usize>,
+        probe: bool,
+        after: Duration,
+        target_of: &(dyn Fn(Option<&Route>) -> Result<Url, ConnectorError> + Sync),
+        attempt: Duration,
+        stats: &mut CallStats,
+    ) -> (Result<Reply, ConnectorError>, Option<usize>) {
+        let guardrails = &self.resources.guardrails;
+        let max = self.resources.config.max_response_bytes;
+        let mut primary = std::pin::pin!(primary);
+        let delay = std::pin::pin!(tokio::time::sleep(after));
+        if let futures_util::future::Either::Left((r, _)) =
+            futures_util::future::select(primary.as_mut(), delay).await
+        {
+            return (r, chosen);
+        }
+        let exclude: Vec<usize> = chosen.into_iter().collect();
+        let other = select(&self.routes, &exclude, guardrails.next_turn())
+            .map(|(i, _)| i)
+            .or(chosen);
+        let other_probe = match other.map(|i| self.routes[i].state.breaker.admit()) {
+            Some(Admission::Refused) | None => return (primary.await, chosen),
+            Some(Admission::Probe) => true,
+            Some(Admission::Pass) => false,
+        };
+        let release = |i: Option<usize>, was_probe: bool| {
+            if let Some(i) = i {
+                self.routes[i].state.breaker.on_abandoned(was_probe);
+            }
+        };
+        let Ok(permit) = guardrails.admit() else {
+            release(other, other_probe);
+            return (primary.await, chosen);
+        };
+        if !guardrails.withdraw() {
+            release(other, other_probe);
+            return (primary.await, chosen);
+        }
+        let target = match target_of(other.map(|i| &self.routes[i])) {
+            Ok(t) => t,
+            Err(e) => {
+                release(other, other_probe);
+                return (Err(e), other);
+            }
+        };
+        guardrails
+            .counters
+            .hedges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.requests += 1;
+        let hedge = std::pin::pin!(exchange(build(&target), &target, attempt, max));
+        let good = |r: &Result<Reply, ConnectorError>| {
+            r.as_ref()
+                .is_ok_and(|reply| !reply.status.is_server_error())
+        };
+        let result = match futures_util::future::select(primary, hedge).await {
+            futures_util::future::Either::Left((r, hedge)) => {
+                if good(&r) {
+                    release(other, other_probe);
+                    (r, chosen)
+                } else {
+                    if let Some(i) = chosen {
+                        self.routes[i].state.record(ExchangeOutcome::Failed);
+                    }
+                    (hedge.await, other)
+                }
+            }
+            futures_util::future::Either::Right((r, primary)) => {
+                if good(&r) {
+                    release(chosen, probe);
+                    (r, other)
+                } else {
+                    if let Some(i) = other {
+                        self.routes[i].state.record(ExchangeOutcome::Failed);
+                    }
+                    (primary.await, chosen)
+                }
+            }
+        };
+        drop(permit);
+        result
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mallgate_connectors::Capability;
 use mallgate_schemas::{Availability, Product};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -239,7 +240,7 @@ impl Search {
             .min()
     }
 
-    fn sort(&self, products: &mut [Product]) {
+    fn sort(&self, products: &mut Vec<Product>) {
         match self.sort.as_str() {
             "price_asc" => products.sort_by(|a, b| {
                 let (pa, pb) = (self.min_price(a), self.min_price(b));
@@ -254,14 +255,13 @@ impl Search {
                     .cmp(&(b.title.to_lowercase(), &b.product_id))
             }),
             _ => {
-                let mut scored: Vec<(i64, Product)> = products
-                    .iter()
-                    .map(|p| (self.relevance(p), p.clone()))
+                // Each product scored once, moved, never cloned.
+                let mut scored: Vec<(i64, Product)> = std::mem::take(products)
+                    .into_iter()
+                    .map(|p| (self.relevance(&p), p))
                     .collect();
                 scored.sort_by(|(sa, a), (sb, b)| (sb, &a.product_id).cmp(&(sa, &b.product_id)));
-                for (slot, (_, p)) in products.iter_mut().zip(scored) {
-                    *slot = p;
-                }
+                products.extend(scored.into_iter().map(|(_, p)| p));
             }
         }
     }
@@ -310,8 +310,12 @@ impl Windows {
         Self {
             by_id: moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
+                // The items, the sources, and as much again for the pages cut from them.
                 .weigher(|_: &u64, w: &Arc<Window>| {
-                    let bytes: usize = w.items.iter().map(String::len).sum::<usize>() + 1024;
+                    let bytes: usize = 2 * w.items.iter().map(String::capacity).sum::<usize>()
+                        + 2 * w.sources_json.capacity()
+                        + w.sources.len() * 256
+                        + 2048;
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
@@ -622,7 +626,7 @@ fn merged(
             let products = records
                 .records
                 .iter()
-                .filter_map(|r| serde_json::from_value::<Product>(r.clone()).ok())
+                .filter_map(|r| Product::deserialize(r).ok())
                 .filter(|p| keep(&s.connector, p))
                 .collect();
             Some((i, products))
