@@ -9,6 +9,7 @@
 //! deadline: {default_ms: 800}
 //! cache: {max_bytes: 268435456, window_items: 500, cursor_ttl_s: 900}
 //! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000}
+//! admission: {max_in_flight: 2048, client_rps: 50, client_burst: 100}
 //! cursor_secret: env:MALLGATE_CURSOR_SECRET
 //! partner_secrets:
 //!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
@@ -48,6 +49,8 @@ pub struct GatewayConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admission: AdmissionConfig,
     /// The key that signs paging cursors, as a reference (`env:VAR` or `file:PATH`). Absent:
     /// a random key per process (cursors then do not survive a restart).
     #[serde(default)]
@@ -97,6 +100,24 @@ pub struct LimitsConfig {
     pub request_timeout_ms: u64,
 }
 
+/// Admission control of the public listener.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Requests being answered at once; beyond it a request gets 503 with `Retry-After`
+    /// at once (`/healthz` is never refused).
+    #[serde(default = "defaults::max_in_flight")]
+    pub max_in_flight: usize,
+    /// Requests per second per client (its `x-api-key` header, else its IP address);
+    /// beyond it: 429 with `Retry-After`. Absent: no per-client limit.
+    #[serde(default)]
+    pub client_rps: Option<f64>,
+    /// Requests a client may send at once before `client_rps` paces it (default: two
+    /// seconds' worth).
+    #[serde(default)]
+    pub client_burst: Option<u32>,
+}
+
 mod defaults {
     use std::net::SocketAddr;
 
@@ -129,6 +150,19 @@ mod defaults {
     }
     pub(super) fn request_timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn max_in_flight() -> usize {
+        2048
+    }
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight: defaults::max_in_flight(),
+            client_rps: None,
+            client_burst: None,
+        }
     }
 }
 
@@ -171,6 +205,7 @@ impl Default for GatewayConfig {
             deadline: DeadlineConfig::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
+            admission: AdmissionConfig::default(),
             cursor_secret: None,
             partner_secrets: BTreeMap::new(),
             mapping_threads: defaults::mapping_threads(),

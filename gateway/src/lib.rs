@@ -7,6 +7,7 @@
 //! - [`cache`]: per-(connector, version, capability, query) records in moka, with TTLs,
 //!   stale-while-revalidate, stale-if-error and miss coalescing.
 //! - [`fanout`]: one capability across every connector that serves it, under a deadline.
+//! - [`health`]: active health checks feeding the endpoints' breakers and ejections.
 //! - [`merge`]: identity, offers merged by GTIN, sort, and the paging window.
 //! - [`api`]: the handlers of the unified API, transport-agnostic.
 //! - [`server`]: the pingora listener that feeds them.
@@ -19,6 +20,7 @@ pub mod cursor;
 pub mod demo;
 mod error;
 pub mod fanout;
+pub mod health;
 pub mod merge;
 pub mod openapi;
 pub mod problem;

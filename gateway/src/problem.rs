@@ -26,6 +26,10 @@ pub enum ApiError {
     UnsupportedMediaType { detail: String },
     /// Request line and headers over the limit (431).
     HeadersTooLarge { limit: usize },
+    /// Too many requests in flight: shed at once (503).
+    Overloaded { retry_after_s: u64 },
+    /// This client is over its rate (429).
+    TooManyRequests { retry_after_s: u64 },
     /// No partner answered and nothing was cached (503), with each source's outcome.
     Unavailable {
         detail: String,
@@ -50,7 +54,8 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType { .. } => 415,
             Self::HeadersTooLarge { .. } => 431,
-            Self::Unavailable { .. } => 503,
+            Self::Unavailable { .. } | Self::Overloaded { .. } => 503,
+            Self::TooManyRequests { .. } => 429,
         }
     }
 
@@ -73,6 +78,8 @@ impl ApiError {
                 ("headers-too-large", "Request header fields too large")
             }
             Self::Unavailable { .. } => ("partners-unavailable", "No partner could answer"),
+            Self::Overloaded { .. } => ("overloaded", "The gateway is at capacity"),
+            Self::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
         }
     }
 
@@ -80,7 +87,9 @@ impl ApiError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
-            Self::Unavailable { retry_after_s, .. } => {
+            Self::Unavailable { retry_after_s, .. }
+            | Self::Overloaded { retry_after_s }
+            | Self::TooManyRequests { retry_after_s } => {
                 vec![("retry-after", retry_after_s.to_string())]
             }
             _ => Vec::new(),
@@ -104,6 +113,12 @@ impl ApiError {
                 "the request line and header fields are larger than the limit of {limit} bytes"
             ),
             Self::Unavailable { detail, .. } => detail.clone(),
+            Self::Overloaded { retry_after_s } => format!(
+                "too many requests are being answered at once; try again in {retry_after_s} s"
+            ),
+            Self::TooManyRequests { retry_after_s } => format!(
+                "this client (its x-api-key, else its address) is over its request rate; try again in {retry_after_s} s"
+            ),
         };
         let mut doc = json!({
             "type": format!("{PROBLEM_BASE}{slug}"),
@@ -122,6 +137,9 @@ impl ApiError {
                 ..
             } => {
                 doc["sources"] = json!(sources);
+                doc["retry_after_s"] = json!(retry_after_s);
+            }
+            Self::Overloaded { retry_after_s } | Self::TooManyRequests { retry_after_s } => {
                 doc["retry_after_s"] = json!(retry_after_s);
             }
             _ => {}

@@ -10,6 +10,7 @@
 //! for a binary upgrade).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use http::Method;
 use mallgate_connectors::mapping::MappingPool;
 use mallgate_connectors::runtime::guard::{AddressGuard, LoopbackOnly, PublicOnly};
+use mallgate_connectors::runtime::resilience::TokenBucket;
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
@@ -31,8 +33,9 @@ use tokio::sync::oneshot;
 
 use crate::GatewayError;
 use crate::api::{Api, Request, Response};
-use crate::config::{GatewayConfig, LimitsConfig};
+use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::cursor::CursorKey;
+use crate::health::HealthChecker;
 use crate::problem::ApiError;
 use crate::registry::{Registry, documents_in};
 
@@ -44,6 +47,7 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 pub struct Gateway {
     pub api: Arc<Api>,
     config: GatewayConfig,
+    guard: Arc<dyn AddressGuard>,
 }
 
 /// A gateway listening on its own thread.
@@ -53,6 +57,7 @@ pub struct RunningGateway {
     pub api: Arc<Api>,
     stop: Option<oneshot::Sender<ShutdownSignal>>,
     thread: Option<JoinHandle<()>>,
+    health: Option<HealthChecker>,
 }
 
 impl Gateway {
@@ -94,12 +99,16 @@ impl Gateway {
                 .map_err(|e| GatewayError::Startup(format!("mapping pool: {e}")))?,
         );
         let secrets: Arc<dyn SecretStore> = secrets;
-        let registry = Arc::new(Registry::new(guard, secrets, pool));
+        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, pool));
         if let Some(dir) = &config.connectors_dir {
             registry.reload(&documents_in(dir)?)?;
         }
         let api = Arc::new(Api::new(registry, config.clone(), cursor_key));
-        Ok(Self { api, config })
+        Ok(Self { api, config, guard })
+    }
+
+    fn health_checks(&self) -> Result<HealthChecker, GatewayError> {
+        HealthChecker::start(Arc::clone(&self.api.registry), Arc::clone(&self.guard))
     }
 
     fn server(&self, addr: SocketAddr, grace_s: u64) -> Server {
@@ -114,6 +123,7 @@ impl Gateway {
         let app = PublicApp {
             api: Arc::clone(&self.api),
             limits: self.config.limits,
+            admission: Admission::new(self.config.admission),
         };
         let mut service = Service::new("mallgate public".to_owned(), app);
         // A write buffer as large as pingora's read buffer: a typical page (header and a
@@ -132,6 +142,7 @@ impl Gateway {
     /// the listener accepts connections.
     pub fn start(self) -> Result<RunningGateway, GatewayError> {
         let addr = usable_addr(self.config.listen)?;
+        let health = self.health_checks()?;
         let server = self.server(addr, 0);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -147,6 +158,7 @@ impl Gateway {
             api: Arc::clone(&self.api),
             stop: Some(tx),
             thread: Some(thread),
+            health: Some(health),
         };
         let connect_to = if addr.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -169,6 +181,7 @@ impl Gateway {
     /// connections are closed), SIGINT stops at once.
     pub fn run(self) -> Result<(), GatewayError> {
         let addr = usable_addr(self.config.listen)?;
+        let _health = self.health_checks()?;
         let server = self.server(addr, 5);
         server.run(RunArgs::default());
         Ok(())
@@ -188,6 +201,7 @@ impl RunningGateway {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.health.take();
     }
 
     /// `http://addr`.
@@ -246,6 +260,79 @@ impl ShutdownSignalWatch for ChannelSignal {
 struct PublicApp {
     api: Arc<Api>,
     limits: LimitsConfig,
+    admission: Admission,
+}
+
+/// Admission control: a bound on requests in flight (503 at once beyond it) and an
+/// optional token bucket per client (429).
+struct Admission {
+    config: AdmissionConfig,
+    in_flight: AtomicUsize,
+    clients: Option<moka::sync::Cache<String, Arc<TokenBucket>>>,
+}
+
+/// A request counted in flight until dropped.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    fn new(config: AdmissionConfig) -> Self {
+        let clients = config.client_rps.filter(|r| *r > 0.0).map(|_| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build()
+        });
+        Self {
+            config,
+            in_flight: AtomicUsize::new(0),
+            clients,
+        }
+    }
+
+    /// Admits a request from `client`, or says why not.
+    fn admit(&self, client: &str) -> Result<Admitted<'_>, ApiError> {
+        if let (Some(clients), Some(rps)) = (&self.clients, self.config.client_rps) {
+            let burst = self
+                .config
+                .client_burst
+                .map_or(rps * 2.0, |b| f64::from(b.max(1)));
+            let bucket = clients.get_with_by_ref(client, || Arc::new(TokenBucket::new(rps, burst)));
+            if let Err(wait) = bucket.take() {
+                return Err(ApiError::TooManyRequests {
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+        }
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let admitted = Admitted(&self.in_flight);
+        if before >= self.config.max_in_flight {
+            return Err(ApiError::Overloaded { retry_after_s: 1 });
+        }
+        Ok(admitted)
+    }
+}
+
+/// Who a request is from, for its rate limit: its `x-api-key`, else its IP address.
+fn client_of(session: &ServerSession) -> String {
+    if let Some(key) = session
+        .req_header()
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty())
+    {
+        return format!("key:{key}");
+    }
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip()))
 }
 
 /// Bytes of the request line and header fields, as sent (give or take separators).
@@ -343,11 +430,36 @@ impl HttpServerApp for PublicApp {
             Ok(false) | Err(_) => return None,
         }
         let mut close = *shutdown.borrow();
-        let (response, head_only) =
-            match tokio::time::timeout(timeout, self.respond(&mut http, &mut close)).await {
-                Ok(r) => r,
-                Err(_) => return None,
-            };
+        // Liveness is never refused; everything else passes admission first.
+        let admitted = if http.req_header().uri.path() == "/healthz" {
+            Ok(None)
+        } else {
+            self.admission.admit(&client_of(&http)).map(Some)
+        };
+        let (response, head_only) = match admitted {
+            Ok(_admitted) => {
+                match tokio::time::timeout(timeout, self.respond(&mut http, &mut close)).await {
+                    Ok(r) => r,
+                    Err(_) => return None,
+                }
+            }
+            Err(e) => {
+                // The body (if any) is left unread: the connection cannot be reused.
+                close |= http
+                    .req_header()
+                    .headers
+                    .contains_key(http::header::CONTENT_LENGTH)
+                    || http
+                        .req_header()
+                        .headers
+                        .contains_key(http::header::TRANSFER_ENCODING);
+                let path = http.req_header().uri.path().to_owned();
+                (
+                    Response::problem(&e, &path, "-"),
+                    http.req_header().method == Method::HEAD,
+                )
+            }
+        };
         http.set_keepalive(if close { None } else { Some(60) });
         let mut header =
             ResponseHeader::build(response.status, Some(response.headers.len() + 2)).ok()?;

@@ -333,7 +333,6 @@ impl Connector {
                     reason: format!("endpoint is not a URL: {err}"),
                 })?;
                 let state = resources.guardrails.endpoint(base.as_str());
-                state.set_probed(spec.health_check.is_some());
                 Ok(Route {
                     state,
                     base,

@@ -360,8 +360,10 @@ impl EndpointState {
         }
     }
 
-    /// An active health check's result.
+    /// An active health check's result. From the first probe on, an ejected endpoint
+    /// returns only through a passing probe.
     pub fn record_probe(&self, ok: bool, error: Option<String>) {
+        self.set_probed(true);
         if ok {
             self.ejection.on_success();
             // A probe after the ejection's time brings the endpoint back.

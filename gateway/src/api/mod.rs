@@ -237,30 +237,55 @@ impl Api {
         Params::parse(&req.query, &[])?;
         let snapshot = self.registry.load();
         let mut partners: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        let mut unavailable: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for c in &snapshot.connectors {
+            let endpoints: Vec<Value> = c
+                .connector
+                .routes()
+                .iter()
+                .map(|r| {
+                    let report = r.state.report(r.priority, r.weight, false);
+                    let counts = unavailable.entry(c.partner()).or_default();
+                    counts.0 += 1;
+                    counts.1 += usize::from(!report.available);
+                    serde_json::to_value(report).unwrap_or(Value::Null)
+                })
+                .collect();
             partners.entry(c.partner()).or_default().push(json!({
                 "connector_id": c.id(),
                 "connector_version": c.version(),
                 "kind": c.spec().kind,
                 "capabilities": c.spec().capabilities.keys().collect::<Vec<_>>(),
                 "codes": c.spec().codes,
-                "endpoints": c.spec().endpoints.len(),
+                "endpoints": endpoints,
             }));
         }
         let data: Vec<Value> = partners
             .into_iter()
             .map(|(partner, connectors)| {
                 let health = self.health.get(partner);
+                let (total, out) = unavailable.get(partner).copied().unwrap_or_default();
                 let status = match &health {
+                    _ if total > 0 && out == total => "down",
+                    Some(h) if h.consecutive_failures >= 3 => "down",
+                    Some(h) if h.consecutive_failures > 0 => "degraded",
+                    _ if out > 0 => "degraded",
                     None => "unknown",
-                    Some(h) if h.consecutive_failures == 0 => "healthy",
-                    Some(h) if h.consecutive_failures < 3 => "degraded",
-                    Some(_) => "down",
+                    Some(_) => "healthy",
                 };
+                let guardrails = snapshot
+                    .connectors
+                    .iter()
+                    .find(|c| c.partner() == partner)
+                    .and_then(|c| {
+                        serde_json::to_value(&c.connector.resources().guardrails.counters).ok()
+                    })
+                    .unwrap_or(Value::Null);
                 json!({
                     "partner": partner,
                     "connectors": connectors,
-                    "health": {"status": status, "recent": health.unwrap_or_default()},
+                    "health": {"status": status, "recent": health.unwrap_or_default(),
+                               "guardrails": guardrails},
                 })
             })
             .collect();

@@ -63,6 +63,14 @@ impl Mall {
 
     /// `patch` may change a connector's text (partner, text) before it is written.
     pub async fn start_with(patch: impl Fn(Partner, String) -> String) -> Self {
+        Self::start_configured(patch, |_| {}).await
+    }
+
+    /// As [`Mall::start_with`], and `configure` may change the gateway's config.
+    pub async fn start_configured(
+        patch: impl Fn(Partner, String) -> String,
+        configure: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let fleet = Fleet::start(FleetConfig {
             seed: 7,
             replicas: 2,
@@ -89,7 +97,7 @@ impl Mall {
             }
             std::fs::write(dir.join(file), patch(*partner, text)).expect("write connector");
         }
-        let config = GatewayConfig {
+        let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             connectors_dir: Some(dir.clone()),
             allow_loopback_partners: true,
@@ -98,6 +106,7 @@ impl Mall {
             deadline: mallgate::config::DeadlineConfig { default_ms: 10_000 },
             ..GatewayConfig::default()
         };
+        configure(&mut config);
         let gateway = Gateway::build(config, demo_secrets())
             .expect("gateway builds")
             .start()
@@ -108,6 +117,42 @@ impl Mall {
             http: reqwest::Client::new(),
             dir,
         }
+    }
+
+    /// Sets `faults` on one replica of `partner`.
+    pub fn replica_faults(&self, partner: Partner, replica: usize, faults: Faults) {
+        self.fleet
+            .replica(partner, replica)
+            .expect("replica")
+            .state
+            .faults
+            .set(faults);
+    }
+
+    /// The partner's health entry in `/v1/partners`.
+    pub async fn partner_health(&self, partner: &str) -> Value {
+        let answer = self.get("/v1/partners").await;
+        assert_eq!(answer.status, 200);
+        answer.body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .find(|p| p["partner"] == partner)
+            .cloned()
+            .expect("the partner is listed")
+    }
+
+    /// Requests one replica answered whose `METHOD route` counter contains `route`.
+    pub fn replica_requests(&self, partner: Partner, replica: usize, route: &str) -> u64 {
+        self.fleet
+            .replica(partner, replica)
+            .expect("replica")
+            .state
+            .counters()
+            .iter()
+            .filter(|(k, _)| !k.starts_with("path:") && k.contains(route))
+            .map(|(_, v)| v)
+            .sum()
     }
 
     pub fn faults(&self, partner: Partner, faults: Faults) {
@@ -182,6 +227,16 @@ impl Mall {
             .get(format!("{}{path}", self.gateway.url()))
             .header(header.0, header.1);
         self.send(req, "get", path).await
+    }
+
+    /// `get` with an owned path (for futures built in a loop).
+    pub async fn get_owned(&self, path: String) -> Answer {
+        self.get(&path).await
+    }
+
+    /// `get_with` with an owned path and header value.
+    pub async fn get_with_owned(&self, path: String, header: (&str, String)) -> Answer {
+        self.get_with(&path, (header.0, &header.1)).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Answer {
