@@ -170,6 +170,78 @@ async fn hung_partner_is_a_timeout_outcome() {
     assert_eq!(answer.outcome("threadline"), Some("live"));
 }
 
+/// Every endpoint down: what is cached is served marked `stale` (with the failure), and
+/// only a query with nothing cached is `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_down_serves_stale_then_failed() {
+    let mall = Mall::start_with(|partner, text| {
+        let text = unthrottled(partner, text);
+        if partner == Partner::Voltmart {
+            // Fresh for 1 s, then usable only if the partner fails (stale-if-error).
+            text.replace(
+                "  hedge_after_ms: 150\n",
+                "  hedge_after_ms: 150\n  cache: {ttl_s: 1, stale_while_revalidate_s: 0, stale_if_error_s: 600}\n",
+            )
+        } else {
+            text
+        }
+    })
+    .await;
+    let warm = mall.get("/v1/products?q=headphones").await;
+    assert_eq!(voltmart_source(&warm)["outcome"], "live");
+    for r in mall.fleet.replicas(Partner::Voltmart) {
+        r.stop().await;
+    }
+    // Wait out the 1 s TTL (a state to reach, not a speed to judge).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let stale = mall.get("/v1/products?q=headphones").await;
+    assert_eq!(stale.status, 200);
+    let source = voltmart_source(&stale);
+    assert_eq!(source["outcome"], "stale", "{source}");
+    assert!(source["error"]["code"].is_string(), "{source}");
+    assert_eq!(source["fetched_at"], voltmart_source(&warm)["fetched_at"]);
+    assert_eq!(stale.body["complete"], false);
+    let offers_from_voltmart = stale.body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .flat_map(|p| p["variants"].as_array().into_iter().flatten())
+        .flat_map(|v| v["offers"].as_array().into_iter().flatten())
+        .filter(|o| o["provenance"]["partner_id"] == "voltmart")
+        .count();
+    assert!(offers_from_voltmart > 0, "the stale records are served");
+    let cold = mall.get("/v1/products?q=nothing-cached-here").await;
+    assert_eq!(voltmart_source(&cold)["outcome"], "failed");
+}
+
+/// A slow primary: after `hedge_after_ms` a hedge goes to the standby and the faster
+/// answer wins; the hedge is counted (and paid for from the retry budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reads_are_hedged_to_the_standby() {
+    let mall = mall().await;
+    mall.replica_faults(
+        Partner::Voltmart,
+        0,
+        Faults {
+            latency_ms: 450,
+            ..Faults::default()
+        },
+    );
+    for i in 0..3 {
+        let answer = mall.get(&fresh_search("hedge", i)).await;
+        assert_eq!(voltmart_source(&answer)["outcome"], "live");
+    }
+    let guardrails = mall.partner_health("voltmart").await["health"]["guardrails"].clone();
+    assert!(
+        guardrails["hedges"].as_u64().unwrap_or(0) >= 1,
+        "{guardrails}"
+    );
+    assert!(
+        mall.replica_requests(Partner::Voltmart, 1, SEARCH) >= 1,
+        "the standby answered hedges"
+    );
+}
+
 /// A flapping endpoint: failing calls open its breaker (the standby answers meanwhile);
 /// once the open time has passed it reports half-open, and the next call (the probe)
 /// closes it.
