@@ -10,6 +10,11 @@
 //! cache: {max_bytes: 268435456, window_items: 500, cursor_ttl_s: 900}
 //! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000}
 //! admission: {max_in_flight: 2048, client_rps: 50, client_burst: 100}
+//! admin:
+//!   listen: 127.0.0.1:9090
+//!   tokens:
+//!     - {role: operator, token: env:MALLGATE_ADMIN_TOKEN}
+//!     - {role: "partner:voltmart", sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}
 //! cursor_secret: env:MALLGATE_CURSOR_SECRET
 //! partner_secrets:
 //!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
@@ -51,6 +56,9 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// The admin listener; absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The key that signs paging cursors, as a reference (`env:VAR` or `file:PATH`). Absent:
     /// a random key per process (cursors then do not survive a restart).
     #[serde(default)]
@@ -98,6 +106,30 @@ pub struct LimitsConfig {
     /// Reading the request and answering it; beyond it the connection is closed.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+}
+
+/// The admin listener (DESIGN §9), separate from the public one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer tokens, as references or hashes; never as text in the file.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One admin token: its role, and the token as a reference (`env:VAR`, `file:PATH`) or
+/// as the hex SHA-256 of its text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// `operator`, or `partner:<id>`.
+    pub role: String,
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// Admission control of the public listener.
@@ -150,6 +182,9 @@ mod defaults {
     }
     pub(super) fn request_timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9090))
     }
     pub(super) fn max_in_flight() -> usize {
         2048
@@ -206,6 +241,7 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             admission: AdmissionConfig::default(),
+            admin: None,
             cursor_secret: None,
             partner_secrets: BTreeMap::new(),
             mapping_threads: defaults::mapping_threads(),
@@ -237,12 +273,19 @@ impl GatewayConfig {
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// The rules no single field says (run on every config, parsed or built).
+    pub fn check(&self) -> Result<(), String> {
         if self.threads == 0 || self.mapping_threads == 0 {
             return Err("threads and mapping_threads must be at least 1".into());
         }
         if !(1..=60_000).contains(&self.deadline.default_ms) {
             return Err("deadline.default_ms must be between 1 and 60000".into());
+        }
+        if self.deadline.default_ms + 1000 > self.limits.request_timeout_ms {
+            return Err(format!(
+                "limits.request_timeout_ms ({}) must exceed deadline.default_ms ({}) by at least 1000: an answer is due by the deadline, and the connection is cut at the request timeout",
+                self.limits.request_timeout_ms, self.deadline.default_ms
+            ));
         }
         if self.cache.window_items == 0 {
             return Err("cache.window_items must be at least 1".into());

@@ -9,6 +9,9 @@ use std::sync::Arc;
 use mallgate_connectors::runtime::secrets::MemorySecretStore;
 use mallgate_partner_sim::{Fleet, FleetConfig};
 
+use sha2::{Digest, Sha256};
+
+use crate::config::{AdminConfig, TokenConfig};
 use crate::{GatewayConfig, GatewayError};
 
 /// Options of `mallgate demo`.
@@ -54,14 +57,64 @@ pub fn demo_secrets() -> Arc<MemorySecretStore> {
     secrets
 }
 
-/// The gateway config of the demo: loopback partners allowed, the example connectors.
-pub fn demo_config(options: &DemoOptions) -> GatewayConfig {
+/// The gateway config of the demo: loopback partners allowed, the example connectors, and
+/// the admin API on 127.0.0.1:9090 with a fresh state directory and fresh tokens (see
+/// [`demo_admin`]).
+pub fn demo_config(options: &DemoOptions, admin: Option<AdminConfig>) -> GatewayConfig {
     GatewayConfig {
         listen: options.listen,
         connectors_dir: Some(options.connectors_dir.clone()),
         allow_loopback_partners: true,
+        state_dir: admin.as_ref().map(|_| demo_state_dir()),
+        admin,
         ..GatewayConfig::default()
     }
+}
+
+/// `$TMPDIR/mallgate-demo`: the demo's state directory, emptied at each start.
+pub fn demo_state_dir() -> PathBuf {
+    std::env::temp_dir().join("mallgate-demo")
+}
+
+/// Fresh admin tokens for the demo (an operator, and Voltmart as a partner), written to
+/// `<state>/tokens.env` (mode 0600) for `source`; the config keeps only their hashes.
+pub fn demo_admin() -> Result<(AdminConfig, PathBuf), GatewayError> {
+    let state = demo_state_dir();
+    let _ = std::fs::remove_dir_all(&state);
+    let token = || {
+        format!(
+            "mg_{:016x}{:016x}",
+            crate::cursor::random_u64(),
+            crate::cursor::random_u64()
+        )
+    };
+    let (operator, voltmart) = (token(), token());
+    let file = state.join("tokens.env");
+    let text = format!("MALLGATE_OPERATOR_TOKEN={operator}\nMALLGATE_VOLTMART_TOKEN={voltmart}\n");
+    crate::store::write_atomic(&file, text.as_bytes())?;
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
+        |source| GatewayError::Io {
+            path: file.clone(),
+            source,
+        },
+    )?;
+    let hash = |t: &str| format!("{:x}", Sha256::digest(t.as_bytes()));
+    let config = AdminConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        tokens: vec![
+            TokenConfig {
+                role: "operator".into(),
+                token: None,
+                sha256: Some(hash(&operator)),
+            },
+            TokenConfig {
+                role: "partner:voltmart".into(),
+                token: None,
+                sha256: Some(hash(&voltmart)),
+            },
+        ],
+    };
+    Ok((config, file))
 }
 
 /// Starts the fleet on a runtime of its own (kept on a background thread).
@@ -107,7 +160,8 @@ pub fn start_fleet(seed: u64, base_port: Option<u16>) -> Result<Arc<Fleet>, Gate
 }
 
 /// Sample requests against the demo, with real ids from the simulated world.
-pub fn sample_commands(base: &str, fleet: &Fleet) -> String {
+pub fn sample_commands(base: &str, fleet: &Fleet, tokens: &std::path::Path) -> String {
+    let tokens = tokens.display();
     use mallgate_partner_sim::Partner;
     let world = fleet.world();
     let parcel = world
@@ -136,6 +190,9 @@ pub fn sample_commands(base: &str, fleet: &Fleet) -> String {
          \n  curl -s '{base}/v1/tracking/parcelpost/{parcel}' | jq .\
          \n  curl -s '{base}/v1/partners' | jq .\
          \n  curl -s '{base}/openapi.json' | jq '.paths | keys'\
+         \n\nAdmin API on http://127.0.0.1:9090 (tokens: `source {tokens}`):\
+         \n  curl -s -H \"authorization: Bearer $MALLGATE_OPERATOR_TOKEN\" localhost:9090/admin/v1/status | jq .\
+         \n  curl -s -H \"authorization: Bearer $MALLGATE_VOLTMART_TOKEN\" localhost:9090/admin/v1/connectors/voltmart | jq '{{version, revision}}'\
          \n\nSimulator control API (faults, drift, clock): http://127.0.0.1:18001/__sim/fleet. Ctrl-C stops.\n"
     )
 }

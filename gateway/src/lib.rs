@@ -10,9 +10,12 @@
 //! - [`health`]: active health checks feeding the endpoints' breakers and ejections.
 //! - [`merge`]: identity, offers merged by GTIN, sort, and the paging window.
 //! - [`api`]: the handlers of the unified API, transport-agnostic.
-//! - [`server`]: the pingora listener that feeds them.
+//! - [`server`]: the pingora listeners (public and admin) that feed them.
+//! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
+//! - [`store`]: connector versions, the active pointers and the audit log on disk.
 //! - [`demo`]: the simulator fleet and the gateway in one process.
 
+pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod config;
@@ -26,6 +29,7 @@ pub mod openapi;
 pub mod problem;
 pub mod registry;
 pub mod server;
+pub mod store;
 
 pub use config::GatewayConfig;
 pub use error::GatewayError;

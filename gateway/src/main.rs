@@ -61,10 +61,14 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
-            let gateway = Gateway::build(demo::demo_config(&options), demo::demo_secrets())?;
+            let (admin, tokens) = demo::demo_admin()?;
+            let gateway = Gateway::build(
+                demo::demo_config(&options, Some(admin)),
+                demo::demo_secrets(),
+            )?;
             eprintln!(
                 "{}",
-                demo::sample_commands(&format!("http://{}", options.listen), &fleet)
+                demo::sample_commands(&format!("http://{}", options.listen), &fleet, &tokens)
             );
             gateway.run()?;
             Ok(())

@@ -26,6 +26,20 @@ pub enum ApiError {
     UnsupportedMediaType { detail: String },
     /// Request line and headers over the limit (431).
     HeadersTooLarge { limit: usize },
+    /// No or an unknown bearer token (401).
+    Unauthorized,
+    /// The token's role may not do this (403).
+    Forbidden { detail: String },
+    /// The change lost a race or names a state that is not there (409).
+    Conflict { detail: String },
+    /// A replacement without `If-Match` (428).
+    PreconditionRequired { detail: String },
+    /// A connector (or a set of them) that does not build; the active version keeps
+    /// serving (422), with each problem's pointer, line and reason.
+    Rejected {
+        detail: String,
+        problems: Vec<Value>,
+    },
     /// Too many requests in flight: shed at once (503).
     Overloaded { retry_after_s: u64 },
     /// This client is over its rate (429).
@@ -56,6 +70,11 @@ impl ApiError {
             Self::HeadersTooLarge { .. } => 431,
             Self::Unavailable { .. } | Self::Overloaded { .. } => 503,
             Self::TooManyRequests { .. } => 429,
+            Self::Unauthorized => 401,
+            Self::Forbidden { .. } => 403,
+            Self::Conflict { .. } => 409,
+            Self::PreconditionRequired { .. } => 428,
+            Self::Rejected { .. } => 422,
         }
     }
 
@@ -67,6 +86,8 @@ impl ApiError {
                 "product" => ("product-not-found", "No such product"),
                 "carrier" => ("carrier-not-found", "No such carrier"),
                 "tracking" => ("tracking-not-found", "No such tracking number"),
+                "connector" => ("connector-not-found", "No such connector"),
+                "version" => ("version-not-found", "No such connector version"),
                 _ => ("not-found", "Not found"),
             },
             Self::MethodNotAllowed { .. } => ("method-not-allowed", "Method not allowed"),
@@ -80,6 +101,11 @@ impl ApiError {
             Self::Unavailable { .. } => ("partners-unavailable", "No partner could answer"),
             Self::Overloaded { .. } => ("overloaded", "The gateway is at capacity"),
             Self::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
+            Self::Unauthorized => ("unauthorized", "A valid bearer token is required"),
+            Self::Forbidden { .. } => ("forbidden", "Not allowed for this token"),
+            Self::Conflict { .. } => ("conflict", "Conflict"),
+            Self::PreconditionRequired { .. } => ("if-match-required", "If-Match required"),
+            Self::Rejected { .. } => ("connector-rejected", "Connector rejected"),
         }
     }
 
@@ -87,6 +113,7 @@ impl ApiError {
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::MethodNotAllowed { allow } => vec![("allow", (*allow).to_owned())],
+            Self::Unauthorized => vec![("www-authenticate", "Bearer".to_owned())],
             Self::Unavailable { retry_after_s, .. }
             | Self::Overloaded { retry_after_s }
             | Self::TooManyRequests { retry_after_s } => {
@@ -116,6 +143,13 @@ impl ApiError {
             Self::Overloaded { retry_after_s } => format!(
                 "too many requests are being answered at once; try again in {retry_after_s} s"
             ),
+            Self::Unauthorized => {
+                "send Authorization: Bearer <token> with an admin token".to_owned()
+            }
+            Self::Forbidden { detail }
+            | Self::Conflict { detail }
+            | Self::PreconditionRequired { detail }
+            | Self::Rejected { detail, .. } => detail.clone(),
             Self::TooManyRequests { retry_after_s } => format!(
                 "this client (its x-api-key, else its address) is over its request rate; try again in {retry_after_s} s"
             ),
@@ -141,6 +175,9 @@ impl ApiError {
             }
             Self::Overloaded { retry_after_s } | Self::TooManyRequests { retry_after_s } => {
                 doc["retry_after_s"] = json!(retry_after_s);
+            }
+            Self::Rejected { problems, .. } if !problems.is_empty() => {
+                doc["problems"] = json!(problems);
             }
             _ => {}
         }

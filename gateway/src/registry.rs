@@ -28,6 +28,8 @@ pub struct LiveConnector {
     pub source: String,
     /// SHA-256 of the document text: the same text keeps its version across reloads.
     pub digest: String,
+    /// Who submitted it (decides which secret references it may use).
+    pub owner: Owner,
 }
 
 impl fmt::Debug for LiveConnector {
@@ -99,6 +101,9 @@ pub struct Document {
     pub name: String,
     pub text: String,
     pub owner: Owner,
+    /// The version the store assigned (admin documents); `None`: numbered by content
+    /// (a changed document gets the next number).
+    pub version: Option<u32>,
 }
 
 /// The live snapshot and the parts that outlive connector versions.
@@ -174,8 +179,27 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut next_versions = versions.clone();
+        // A document that did not change keeps its built connector (no recompile): the
+        // same text, owner and version.
+        let current = self.current.load_full();
+        let unchanged = |doc: &Document| {
+            let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
+            current
+                .connectors
+                .iter()
+                .find(|c| {
+                    c.digest == digest
+                        && c.owner == doc.owner
+                        && doc.version.is_none_or(|v| v == c.version())
+                })
+                .cloned()
+        };
         for doc in documents {
-            match self.build(doc, &versions) {
+            let built_now = match unchanged(doc) {
+                Some(live) => Ok(live),
+                None => self.build(doc, &versions).map(Arc::new),
+            };
+            match built_now {
                 Ok(live) => {
                     let id = live.id().to_owned();
                     for code in &live.spec().codes {
@@ -195,7 +219,7 @@ impl Registry {
                         continue;
                     }
                     next_versions.insert(id.clone(), (live.digest.clone(), live.version()));
-                    built.insert(id, Arc::new(live));
+                    built.insert(id, live);
                 }
                 Err(e) => problems.push(format!("{}: {e}", doc.name)),
             }
@@ -221,10 +245,11 @@ impl Registry {
         let (spec, programs) =
             ConnectorSpec::load_compiled(&doc.text, Format::sniff(&doc.text), &doc.owner)?;
         let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
-        let version = match versions.get(&spec.id) {
-            Some((old, v)) if *old == digest => *v,
-            Some((_, v)) => v + 1,
-            None => 1,
+        let version = match (doc.version, versions.get(&spec.id)) {
+            (Some(v), _) => v,
+            (None, Some((old, v))) if *old == digest => *v,
+            (None, Some((_, v))) => v + 1,
+            (None, None) => 1,
         };
         let resources = self.resources(&spec.partner)?;
         let connector = Connector::new(
@@ -240,6 +265,7 @@ impl Registry {
             connector,
             source: doc.name.clone(),
             digest,
+            owner: doc.owner.clone(),
         })
     }
 }
@@ -275,6 +301,7 @@ pub fn documents_in(dir: &std::path::Path) -> Result<Vec<Document>, GatewayError
                     .unwrap_or_default(),
                 text,
                 owner: Owner::Operator,
+                version: None,
             })
         })
         .collect()

@@ -32,12 +32,14 @@ use pingora::services::listening::Service;
 use tokio::sync::oneshot;
 
 use crate::GatewayError;
+use crate::admin::Admin;
 use crate::api::{Api, Request, Response};
 use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::cursor::CursorKey;
 use crate::health::HealthChecker;
 use crate::problem::ApiError;
 use crate::registry::{Registry, documents_in};
+use crate::store::Store;
 
 /// Bytes a connection buffers before a send (pingora's read buffer is as large).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -46,6 +48,8 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct Gateway {
     pub api: Arc<Api>,
+    /// The admin API, when the config has an `admin` section.
+    pub admin: Option<Arc<Admin>>,
     config: GatewayConfig,
     guard: Arc<dyn AddressGuard>,
 }
@@ -55,6 +59,9 @@ pub struct Gateway {
 pub struct RunningGateway {
     pub addr: SocketAddr,
     pub api: Arc<Api>,
+    /// The admin listener's address and API, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    pub admin: Option<Arc<Admin>>,
     stop: Option<oneshot::Sender<ShutdownSignal>>,
     thread: Option<JoinHandle<()>>,
     health: Option<HealthChecker>,
@@ -68,6 +75,10 @@ impl Gateway {
         config: GatewayConfig,
         secrets: Arc<MemorySecretStore>,
     ) -> Result<Self, GatewayError> {
+        config.check().map_err(|reason| GatewayError::Config {
+            path: "config".into(),
+            reason,
+        })?;
         for (partner, names) in &config.partner_secrets {
             for (name, reference) in names {
                 let value =
@@ -98,20 +109,56 @@ impl Gateway {
             MappingPool::new(config.mapping_threads, 1024)
                 .map_err(|e| GatewayError::Startup(format!("mapping pool: {e}")))?,
         );
+        let store_secrets = Arc::clone(&secrets);
         let secrets: Arc<dyn SecretStore> = secrets;
         let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, pool));
-        if let Some(dir) = &config.connectors_dir {
-            registry.reload(&documents_in(dir)?)?;
+        let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
+        let admin = match &config.admin {
+            None => {
+                if let Some(dir) = &config.connectors_dir {
+                    registry.reload(&documents_in(dir)?)?;
+                }
+                None
+            }
+            Some(admin_config) => {
+                let state = config.state_dir.as_ref().ok_or_else(|| GatewayError::Config {
+                    path: "state_dir".into(),
+                    reason: "the admin API keeps connector versions in the state directory: set state_dir".into(),
+                })?;
+                let admin = Arc::new(Admin::new(
+                    Arc::clone(&api),
+                    Store::open(state)?,
+                    store_secrets,
+                    config.connectors_dir.clone(),
+                    &admin_config.tokens,
+                    resolve_reference,
+                )?);
+                // Startup: the directory plus the store's active versions, one reload.
+                admin.reload()?;
+                Some(admin)
+            }
+        };
+        Ok(Self {
+            api,
+            admin,
+            config,
+            guard,
+        })
+    }
+
+    /// The admin listener's address (port 0 replaced), when the admin API is configured.
+    fn admin_addr(&self) -> Result<Option<SocketAddr>, GatewayError> {
+        match (&self.admin, &self.config.admin) {
+            (Some(_), Some(c)) => usable_addr(c.listen).map(Some),
+            _ => Ok(None),
         }
-        let api = Arc::new(Api::new(registry, config.clone(), cursor_key));
-        Ok(Self { api, config, guard })
     }
 
     fn health_checks(&self) -> Result<HealthChecker, GatewayError> {
         HealthChecker::start(Arc::clone(&self.api.registry), Arc::clone(&self.guard))
     }
 
-    fn server(&self, addr: SocketAddr, grace_s: u64) -> Server {
+    fn server(&self, addr: SocketAddr, admin_addr: Option<SocketAddr>, grace_s: u64) -> Server {
         let conf = ServerConf {
             threads: self.config.threads,
             grace_period_seconds: Some(grace_s),
@@ -120,10 +167,10 @@ impl Gateway {
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
-        let app = PublicApp {
-            api: Arc::clone(&self.api),
+        let app = HttpApp {
+            handler: Handler::Public(Arc::clone(&self.api)),
             limits: self.config.limits,
-            admission: Admission::new(self.config.admission),
+            admission: Some(Admission::new(self.config.admission)),
         };
         let mut service = Service::new("mallgate public".to_owned(), app);
         // A write buffer as large as pingora's read buffer: a typical page (header and a
@@ -134,6 +181,20 @@ impl Gateway {
                 .l4_buffer(L4BufferSettings::default().write(WRITE_BUFFER_BYTES)),
         );
         server.add_service(service);
+        if let (Some(admin), Some(admin_addr)) = (&self.admin, admin_addr) {
+            let app = HttpApp {
+                handler: Handler::Admin(Arc::clone(admin)),
+                limits: LimitsConfig {
+                    // Connector documents are bigger than API bodies.
+                    max_body_bytes: 1024 * 1024,
+                    ..self.config.limits
+                },
+                admission: None,
+            };
+            let mut service = Service::new("mallgate admin".to_owned(), app);
+            service.add_tcp(&admin_addr.to_string());
+            server.add_service(service);
+        }
         server
     }
 
@@ -142,8 +203,9 @@ impl Gateway {
     /// the listener accepts connections.
     pub fn start(self) -> Result<RunningGateway, GatewayError> {
         let addr = usable_addr(self.config.listen)?;
+        let admin_addr = self.admin_addr()?;
         let health = self.health_checks()?;
-        let server = self.server(addr, 0);
+        let server = self.server(addr, admin_addr, 0);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("mallgate-pingora".into())
@@ -156,6 +218,8 @@ impl Gateway {
         let running = RunningGateway {
             addr,
             api: Arc::clone(&self.api),
+            admin_addr,
+            admin: self.admin.clone(),
             stop: Some(tx),
             thread: Some(thread),
             health: Some(health),
@@ -181,8 +245,9 @@ impl Gateway {
     /// connections are closed), SIGINT stops at once.
     pub fn run(self) -> Result<(), GatewayError> {
         let addr = usable_addr(self.config.listen)?;
+        let admin_addr = self.admin_addr()?;
         let _health = self.health_checks()?;
-        let server = self.server(addr, 5);
+        let server = self.server(addr, admin_addr, 5);
         server.run(RunArgs::default());
         Ok(())
     }
@@ -257,10 +322,17 @@ impl ShutdownSignalWatch for ChannelSignal {
     }
 }
 
-struct PublicApp {
-    api: Arc<Api>,
+/// The HTTP/1 listener app: the public API or the admin API behind the same limits.
+struct HttpApp {
+    handler: Handler,
     limits: LimitsConfig,
-    admission: Admission,
+    /// Admission control (the public listener only).
+    admission: Option<Admission>,
+}
+
+enum Handler {
+    Public(Arc<Api>),
+    Admin(Arc<Admin>),
 }
 
 /// Admission control: a bound on requests in flight (503 at once beyond it) and an
@@ -347,7 +419,7 @@ fn head_size(session: &ServerSession) -> usize {
     uri + head.method.as_str().len() + 12 + fields
 }
 
-impl PublicApp {
+impl HttpApp {
     /// Reads the body within the limit and answers. `close` is set when the connection
     /// cannot be reused (a body left unread).
     async fn respond(&self, http: &mut ServerSession, close: &mut bool) -> (Response, bool) {
@@ -409,12 +481,16 @@ impl PublicApp {
             headers: head.headers.clone(),
             body: Bytes::from(body),
         };
-        (self.api.handle(request).await, head_only)
+        let response = match &self.handler {
+            Handler::Public(api) => api.handle(request).await,
+            Handler::Admin(admin) => admin.handle(request).await,
+        };
+        (response, head_only)
     }
 }
 
 #[async_trait]
-impl HttpServerApp for PublicApp {
+impl HttpServerApp for HttpApp {
     async fn process_new_http(
         self: &Arc<Self>,
         mut http: ServerSession,
@@ -431,10 +507,11 @@ impl HttpServerApp for PublicApp {
         }
         let mut close = *shutdown.borrow();
         // Liveness is never refused; everything else passes admission first.
-        let admitted = if http.req_header().uri.path() == "/healthz" {
-            Ok(None)
-        } else {
-            self.admission.admit(&client_of(&http)).map(Some)
+        let admitted = match &self.admission {
+            Some(admission) if http.req_header().uri.path() != "/healthz" => {
+                admission.admit(&client_of(&http)).map(Some)
+            }
+            _ => Ok(None),
         };
         let (response, head_only) = match admitted {
             Ok(_admitted) => {

@@ -46,6 +46,13 @@ pub struct Response {
 }
 
 impl Response {
+    /// A JSON answer of `value`, never cached.
+    pub fn json_value(status: u16, value: &Value) -> Self {
+        let mut r = Self::json(status, value.to_string());
+        r.headers.push(("cache-control", "no-store".to_owned()));
+        r
+    }
+
     fn json(status: u16, body: impl Into<Bytes>) -> Self {
         Self {
             status,

@@ -104,6 +104,10 @@ impl Mall {
             // A generous deadline: tests judge outcomes, never speed (debug builds, tests in
             // parallel on two cores).
             deadline: mallgate::config::DeadlineConfig { default_ms: 10_000 },
+            limits: mallgate::config::LimitsConfig {
+                request_timeout_ms: 30_000,
+                ..mallgate::config::LimitsConfig::default()
+            },
             ..GatewayConfig::default()
         };
         configure(&mut config);
