@@ -422,6 +422,19 @@ impl Admin {
                 return Err(rejected(&e));
             }
         };
+        let refused = self.api.registry.address_problems(&spec);
+        if !refused.is_empty() {
+            let e = ConnectorError::InvalidSpec { problems: refused };
+            self.audit(
+                role,
+                "connector.put",
+                id,
+                None,
+                "rejected",
+                Some(e.to_string()),
+            );
+            return Err(rejected(&e));
+        }
         if spec.id != id {
             return Err(ApiError::BadBody {
                 pointer: "/id".into(),

@@ -45,9 +45,13 @@ pub struct GatewayConfig {
     /// Where versions, the active pointer and the audit log live (the admin API's store).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
-    /// Lets connectors call loopback addresses (the demo and tests); off in production.
+    /// Lets connectors call loopback addresses only (the demo and tests); off in production.
     #[serde(default)]
     pub allow_loopback_partners: bool,
+    /// Non-public address ranges partners may nevertheless be at (`10.20.0.0/16`,
+    /// `192.0.2.7`): the SSRF guard's operator allow-list.
+    #[serde(default)]
+    pub partner_allow: Vec<String>,
     #[serde(default)]
     pub deadline: DeadlineConfig,
     #[serde(default)]
@@ -237,6 +241,7 @@ impl Default for GatewayConfig {
             connectors_dir: None,
             state_dir: None,
             allow_loopback_partners: false,
+            partner_allow: Vec::new(),
             deadline: DeadlineConfig::default(),
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),

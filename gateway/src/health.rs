@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mallgate_connectors::runtime::guard::AddressGuard;
+use mallgate_connectors::runtime::guard::{AddressGuard, GuardedResolver};
 use tokio::time::Instant;
 use url::Url;
 
@@ -67,6 +67,7 @@ impl Drop for HealthChecker {
 async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<AtomicBool>) {
     let Ok(client) = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
         .pool_max_idle_per_host(2)
         .user_agent(concat!("mallgate-health/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -16,7 +16,7 @@ use mallgate_connectors::mapping::MappingPool;
 use mallgate_connectors::runtime::guard::AddressGuard;
 use mallgate_connectors::runtime::secrets::SecretStore;
 use mallgate_connectors::runtime::{Connector, PartnerResources, RuntimeConfig};
-use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner};
+use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner, Problem};
 use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
@@ -237,6 +237,35 @@ impl Registry {
         Ok(snapshot)
     }
 
+    /// The connector's endpoint and token URLs the address guard refuses, by pointer.
+    pub fn address_problems(&self, spec: &ConnectorSpec) -> Vec<Problem> {
+        let mut urls: Vec<(String, &str)> = spec
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("/endpoints/{i}/url"), e.url.as_str()))
+            .collect();
+        if let mallgate_connectors::spec::Auth::Oauth2ClientCredentials { token_url, .. } =
+            &spec.auth
+        {
+            urls.push(("/auth/token_url".into(), token_url.as_str()));
+        }
+        urls.into_iter()
+            .filter_map(|(pointer, text)| {
+                let reason = match url::Url::parse(text) {
+                    Ok(u) => self.guard.check(&u).err()?,
+                    Err(e) => format!("not a URL: {e}"),
+                };
+                Some(Problem {
+                    pointer,
+                    line: None,
+                    column: None,
+                    reason: format!("refused by the address guard: {reason}"),
+                })
+            })
+            .collect()
+    }
+
     fn build(
         &self,
         doc: &Document,
@@ -244,6 +273,11 @@ impl Registry {
     ) -> Result<LiveConnector, ConnectorError> {
         let (spec, programs) =
             ConnectorSpec::load_compiled(&doc.text, Format::sniff(&doc.text), &doc.owner)?;
+        // Every address the connector names must pass the SSRF guard before it can serve.
+        let refused = self.address_problems(&spec);
+        if !refused.is_empty() {
+            return Err(ConnectorError::InvalidSpec { problems: refused });
+        }
         let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
         let version = match (doc.version, versions.get(&spec.id)) {
             (Some(v), _) => v,

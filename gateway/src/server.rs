@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use mallgate_connectors::mapping::MappingPool;
-use mallgate_connectors::runtime::guard::{AddressGuard, LoopbackOnly, PublicOnly};
+use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, LoopbackOnly, PublicOnly};
 use mallgate_connectors::runtime::resilience::TokenBucket;
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
@@ -103,7 +103,16 @@ impl Gateway {
         let guard: Arc<dyn AddressGuard> = if config.allow_loopback_partners {
             Arc::new(LoopbackOnly)
         } else {
-            Arc::new(PublicOnly)
+            let allow = config
+                .partner_allow
+                .iter()
+                .map(|c| Cidr::parse(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| GatewayError::Config {
+                    path: "partner_allow".into(),
+                    reason,
+                })?;
+            Arc::new(PublicOnly::with_allow_list(allow))
         };
         let pool = Arc::new(
             MappingPool::new(config.mapping_threads, 1024)

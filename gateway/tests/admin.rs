@@ -23,6 +23,10 @@ fn hash(token: &str) -> String {
 }
 
 async fn mall() -> Mall {
+    mall_with(|_| {}).await
+}
+
+async fn mall_with(more: impl FnOnce(&mut mallgate::GatewayConfig)) -> Mall {
     Mall::start_configured(
         // Threadline's own pacing (2 calls/s) lifted: the swap test sends fresh searches.
         |partner, text| {
@@ -53,6 +57,7 @@ async fn mall() -> Mall {
                 })
                 .collect(),
             });
+            more(config);
         },
     )
     .await
@@ -243,6 +248,63 @@ async fn tokens_are_scoped() {
     // Nothing changed.
     let snapshot = mall.gateway.api.registry.load();
     assert!(snapshot.connectors.iter().all(|c| c.version() == 1));
+}
+
+/// The production guard with the operator's allow-list of exactly 127.0.0.1 (where the
+/// simulated partners listen): a connector naming any other non-public address, in any
+/// spelling, is refused at registration with the pointer of the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_attempts_are_rejected_at_registration() {
+    let mall = mall_with(|config| {
+        config.allow_loopback_partners = false;
+        config.partner_allow = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let search = mall.get("/v1/products?q=headphones").await;
+    assert_eq!(
+        search.outcome("voltmart"),
+        Some("live"),
+        "allow-listed partners serve"
+    );
+    let original = connector_text(&mall, "voltmart.yaml");
+    let primary = original
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("- url: "))
+        .map(|u| u.split_whitespace().next().unwrap_or_default().to_owned())
+        .expect("an endpoint");
+    for evil in [
+        "http://169.254.169.254",
+        "http://2130706434",
+        "http://0x7f000002",
+        "http://[::ffff:127.0.0.2]",
+        "http://10.0.0.1",
+        "http://[fd00::1]",
+    ] {
+        let doc = original.replacen(&primary, evil, 1);
+        let r = admin(
+            &mall,
+            reqwest::Method::PUT,
+            "/admin/v1/connectors/voltmart",
+            Some(VOLTMART),
+            &[("if-match", "\"voltmart-v1\"")],
+            Some(doc),
+        )
+        .await;
+        assert_eq!(r.status, 422, "{evil}: {}", r.text);
+        assert_eq!(
+            r.body["problems"][0]["pointer"], "/endpoints/0/url",
+            "{evil}: {}",
+            r.text
+        );
+    }
+    let live = mall.gateway.api.registry.load();
+    assert_eq!(
+        live.connectors
+            .iter()
+            .find(|c| c.id() == "voltmart")
+            .map(|c| c.version()),
+        Some(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,14 @@ fn transport(url: &Url, e: reqwest::Error, timeout: Duration) -> ConnectorError 
             timeout_ms: timeout.as_millis() as u64,
         };
     }
+    // The redirect policy refused (the address guard, or more than 5 hops): never worth
+    // a retry.
+    if e.is_redirect() {
+        return ConnectorError::AddressDenied {
+            url: redact(url),
+            reason: reason(e),
+        };
+    }
     let connect = e.is_connect();
     ConnectorError::Transport {
         url: redact(url),

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use self::auth::{Applied, Credentials, TokenSlot, oauth_header, static_auth};
-use self::guard::{AddressGuard, redact};
+use self::guard::{AddressGuard, GuardedResolver, redact};
 use self::http::{Reply, exchange, link, retry_after};
 use self::resilience::{
     Admission, ExchangeOutcome, PartnerGuardrails, Refusal, ResilienceConfig, Route, retry_delay,
@@ -103,6 +103,8 @@ impl PartnerResources {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // Names resolve through the guard: the connection goes to a checked address.
+            .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
