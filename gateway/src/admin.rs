@@ -75,8 +75,8 @@ pub struct Admin {
     connectors_dir: Option<PathBuf>,
     /// (SHA-256 of the token, role).
     tokens: Vec<([u8; 32], Role)>,
-    /// One change at a time: store, build, swap.
-    changes: tokio::sync::Mutex<()>,
+    /// One change at a time: store, build, swap (never held across an await).
+    changes: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -175,7 +175,7 @@ impl Admin {
             secrets,
             connectors_dir,
             tokens: resolved,
-            changes: tokio::sync::Mutex::new(()),
+            changes: std::sync::Mutex::new(()),
         })
     }
 
@@ -222,6 +222,26 @@ impl Admin {
             );
         }
         Ok(docs.into_values().collect())
+    }
+
+    /// A reload from another source (the watched directory, SIGHUP), in turn with admin
+    /// changes, audited as the operator's.
+    pub fn reload_from(&self, source: &str) -> Result<u64, GatewayError> {
+        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.reload();
+        let role = Role::Operator;
+        match &result {
+            Ok(_) => self.audit(&role, &format!("reload.{source}"), "*", None, "ok", None),
+            Err(e) => self.audit(
+                &role,
+                &format!("reload.{source}"),
+                "*",
+                None,
+                "rejected",
+                Some(e.to_string()),
+            ),
+        }
+        result
     }
 
     /// Builds and swaps the whole serving set (the startup path).
@@ -300,7 +320,7 @@ impl Admin {
             }
             ("POST", ["admin", "v1", "reload"]) => {
                 operator_only()?;
-                let _one = self.changes.lock().await;
+                let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
                 match self.reload() {
                     Ok(generation) => {
                         self.audit(&role, "reload", "*", None, "ok", None);
@@ -458,7 +478,7 @@ impl Admin {
             });
         }
         self.check_owner(role, id)?;
-        let _one = self.changes.lock().await;
+        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.served_version(id);
         let if_match = req
             .headers
@@ -612,7 +632,7 @@ impl Admin {
                 )?),
             }
         };
-        let _one = self.changes.lock().await;
+        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let active = self.store.active(id).map_err(internal)?;
         let versions = self.store.versions(id).map_err(internal)?;
         // The target: a named stored version, else the stored one before the active one,
@@ -700,7 +720,7 @@ impl Admin {
 
     async fn delete_connector(&self, role: &Role, id: &str) -> Result<Response, ApiError> {
         self.check_owner(role, id)?;
-        let _one = self.changes.lock().await;
+        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let active = self.store.active(id).map_err(internal)?;
         if active.is_none() {
             return Err(ApiError::NotFound {

@@ -13,6 +13,7 @@
 //! - [`server`]: the pingora listeners (public and admin) that feed them.
 //! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
+//! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
 //! - [`demo`]: the simulator fleet and the gateway in one process.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod problem;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod watch;
 
 pub use config::GatewayConfig;
 pub use error::GatewayError;

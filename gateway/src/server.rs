@@ -40,6 +40,7 @@ use crate::health::HealthChecker;
 use crate::problem::ApiError;
 use crate::registry::{Registry, documents_in};
 use crate::store::Store;
+use crate::watch::{ReloadFn, Watcher};
 
 /// Bytes a connection buffers before a send (pingora's read buffer is as large).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -65,6 +66,7 @@ pub struct RunningGateway {
     stop: Option<oneshot::Sender<ShutdownSignal>>,
     thread: Option<JoinHandle<()>>,
     health: Option<HealthChecker>,
+    watcher: Option<Watcher>,
 }
 
 impl Gateway {
@@ -163,6 +165,26 @@ impl Gateway {
         }
     }
 
+    /// The directory watcher (and, for `run`, SIGHUP), reloading through the admin API's
+    /// path when there is one.
+    fn watcher(&self, sighup: bool) -> Result<Watcher, GatewayError> {
+        let reload: ReloadFn = match &self.admin {
+            Some(admin) => {
+                let admin = Arc::clone(admin);
+                Arc::new(move |source: &str| admin.reload_from(source))
+            }
+            None => {
+                let registry = Arc::clone(&self.api.registry);
+                let dir = self.config.connectors_dir.clone();
+                Arc::new(move |_: &str| match &dir {
+                    Some(d) => registry.reload(&documents_in(d)?).map(|s| s.generation),
+                    None => Ok(registry.load().generation),
+                })
+            }
+        };
+        Watcher::start(self.config.connectors_dir.clone(), sighup, reload)
+    }
+
     fn health_checks(&self) -> Result<HealthChecker, GatewayError> {
         HealthChecker::start(Arc::clone(&self.api.registry), Arc::clone(&self.guard))
     }
@@ -214,6 +236,7 @@ impl Gateway {
         let addr = usable_addr(self.config.listen)?;
         let admin_addr = self.admin_addr()?;
         let health = self.health_checks()?;
+        let watcher = self.watcher(false)?;
         let server = self.server(addr, admin_addr, 0);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -232,6 +255,7 @@ impl Gateway {
             stop: Some(tx),
             thread: Some(thread),
             health: Some(health),
+            watcher: Some(watcher),
         };
         let connect_to = if addr.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -251,11 +275,12 @@ impl Gateway {
     }
 
     /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
-    /// connections are closed), SIGINT stops at once.
+    /// connections are closed), SIGINT stops at once; SIGHUP reloads the connectors.
     pub fn run(self) -> Result<(), GatewayError> {
         let addr = usable_addr(self.config.listen)?;
         let admin_addr = self.admin_addr()?;
         let _health = self.health_checks()?;
+        let _watcher = self.watcher(true)?;
         let server = self.server(addr, admin_addr, 5);
         server.run(RunArgs::default());
         Ok(())
@@ -276,6 +301,7 @@ impl RunningGateway {
             let _ = thread.join();
         }
         self.health.take();
+        self.watcher.take();
     }
 
     /// `http://addr`.

@@ -667,3 +667,60 @@ async fn swaps_under_load_drop_nothing() {
         reload_ms[100], reload_ms[197]
     );
 }
+
+/// The operator's GitOps source: a changed file in the connectors directory becomes a new
+/// version without a restart (the watcher reloads through the same path, audited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_directory_file_is_reloaded() {
+    let mall = mall().await;
+    std::fs::write(mall.dir.join("voltmart.yaml"), voltmart_variant(&mall, 7)).expect("write");
+    let mut version = 1;
+    for _ in 0..100 {
+        let live = mall.gateway.api.registry.load();
+        version = live
+            .connectors
+            .iter()
+            .find(|c| c.id() == "voltmart")
+            .map_or(0, |c| c.version());
+        if version == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(version, 2, "the watcher picked the change up");
+    let search = mall.get("/v1/products?q=tv").await;
+    assert_eq!(search.outcome("voltmart"), Some("live"));
+    let audit = mall
+        .gateway
+        .admin
+        .as_ref()
+        .expect("admin")
+        .store()
+        .audit_log()
+        .expect("audit");
+    assert!(audit.contains("reload.directory"), "{audit}");
+    // A broken file is refused and the last good version keeps serving.
+    std::fs::write(mall.dir.join("voltmart.yaml"), "id: voltmart\nbroken: [").expect("write");
+    for _ in 0..30 {
+        let audit = mall
+            .gateway
+            .admin
+            .as_ref()
+            .expect("admin")
+            .store()
+            .audit_log()
+            .expect("audit");
+        if audit.matches("reload.directory").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let live = mall.gateway.api.registry.load();
+    assert_eq!(
+        live.connectors
+            .iter()
+            .find(|c| c.id() == "voltmart")
+            .map(|c| c.version()),
+        Some(2)
+    );
+}
