@@ -121,6 +121,10 @@ pub struct AdminConfig {
     /// Bearer tokens, as references or hashes; never as text in the file.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// The program dry-runs start as their sandboxed child (it must answer to
+    /// `sandbox-child`); absent: this executable.
+    #[serde(default)]
+    pub sandbox_program: Option<PathBuf>,
 }
 
 /// One admin token: its role, and the token as a reference (`env:VAR`, `file:PATH`) or

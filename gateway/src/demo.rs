@@ -113,6 +113,7 @@ pub fn demo_admin() -> Result<(AdminConfig, PathBuf), GatewayError> {
                 sha256: Some(hash(&voltmart)),
             },
         ],
+        sandbox_program: None,
     };
     Ok((config, file))
 }

@@ -20,6 +20,15 @@ const USAGE: &str = "usage:
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
+        // The dry-run sandbox's child side (started by the gateway itself, never by hand).
+        Some("sandbox-child") => {
+            let code = mallgate_connectors::mapping::child_main(args);
+            std::process::exit(if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            });
+        }
         Some("serve") => {
             let mut config = None;
             while let Some(arg) = args.next() {

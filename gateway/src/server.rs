@@ -141,7 +141,7 @@ impl Gateway {
                     Store::open(state)?,
                     store_secrets,
                     config.connectors_dir.clone(),
-                    &admin_config.tokens,
+                    admin_config,
                     resolve_reference,
                 )?);
                 // Startup: the directory plus the store's active versions, one reload.

@@ -56,6 +56,7 @@ async fn mall_with(more: impl FnOnce(&mut mallgate::GatewayConfig)) -> Mall {
                     sha256: Some(hash(token)),
                 })
                 .collect(),
+                sandbox_program: Some(env!("CARGO_BIN_EXE_mallgate").into()),
             });
             more(config);
         },
@@ -722,5 +723,83 @@ async fn a_changed_directory_file_is_reloaded() {
             .find(|c| c.id() == "voltmart")
             .map(|c| c.version()),
         Some(2)
+    );
+}
+
+/// A dry-run maps a real sample page in the sandbox child and compares with the active
+/// version; a hostile mapping kills only the child, and the gateway keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_compare_and_contain_hostile_mappings() {
+    let mall = mall().await;
+    let base = mall.fleet.url(Partner::Voltmart, 0).expect("replica");
+    let sample = mall
+        .http
+        .get(format!(
+            "{base}/v1/products?format=json&q=tv&apiKey={}",
+            mallgate_partner_sim::partners::voltmart::API_KEY
+        ))
+        .send()
+        .await
+        .expect("the partner answers")
+        .text()
+        .await
+        .expect("a page");
+    let dry_run = |connector: String| {
+        let body = serde_json::json!({"connector": connector, "capability": "catalog.search",
+                                      "sample": sample.clone(), "query": {"q": "tv"}});
+        admin(
+            &mall,
+            reqwest::Method::POST,
+            "/admin/v1/connectors/voltmart/dry-run",
+            Some(VOLTMART),
+            &[],
+            Some(body.to_string()),
+        )
+    };
+    // Another program with the same output: no difference.
+    let r = dry_run(voltmart_variant(&mall, 2)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let records = r.body["records"].as_array().expect("records").len();
+    assert!(records > 0, "{}", r.text);
+    assert_eq!(
+        r.body["difference"]["same"], records,
+        "{}",
+        r.body["difference"]
+    );
+    // A changed title mapping: every record differs.
+    let renamed = connector_text(&mall, "voltmart.yaml").replacen(
+        "title: (.name | clean_text),",
+        "title: (.name | clean_text | . + \" (new)\"),",
+        1,
+    );
+    let r = dry_run(renamed).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["difference"]["changed"].as_array().map(Vec::len),
+        Some(records),
+        "{}",
+        r.body["difference"]
+    );
+    // A memory bomb: only the child dies.
+    let bomb = connector_text(&mall, "voltmart.yaml").replacen(
+        "title: (.name | clean_text),",
+        "title: (\"x\" * 2000000000 | length | tostring),",
+        1,
+    );
+    let r = dry_run(bomb).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        mall.get("/v1/products?q=tv").await.status,
+        200,
+        "the gateway serves on"
+    );
+    // Nothing of this changed the serving version.
+    let live = mall.gateway.api.registry.load();
+    assert_eq!(
+        live.connectors
+            .iter()
+            .find(|c| c.id() == "voltmart")
+            .map(|c| c.version()),
+        Some(1)
     );
 }
