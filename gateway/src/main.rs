@@ -1,6 +1,8 @@
 //! `mallgate serve --config FILE` | `mallgate demo [--listen ADDR] [--seed N] [--connectors DIR]`
+//! | `mallgate connector check|push ...`
 //!
 //! A thin CLI: everything lives in the library.
+#![allow(clippy::print_stdout)] // `mallgate connector` prints its results on stdout
 
 use std::path::PathBuf;
 
@@ -15,7 +17,11 @@ const USAGE: &str = "usage:
   mallgate serve --config FILE      serve the unified API (SIGTERM drains, SIGINT stops)
   mallgate demo [--listen 127.0.0.1:8080] [--seed 7] [--connectors DIR]
                                     the simulated partner fleet (ports 18000-18602, as the
-                                    example connectors say) and the gateway, on loopback";
+                                    example connectors say) and the gateway, on loopback
+  mallgate connector check FILE [--owner operator|partner:ID] [--sample FILE --capability C]
+                                    validate offline; with a sample reply, print the records
+  mallgate connector push FILE --admin URL --token T|env:VAR [--if-match REV]
+                                    register a connector version through the admin API";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -28,6 +34,19 @@ fn main() -> anyhow::Result<()> {
             } else {
                 1
             });
+        }
+        Some("connector") => {
+            let rest: Vec<String> = args.collect();
+            let outcome = match rest.first().map(String::as_str) {
+                Some("check") => mallgate::cli::check(&rest[1..])?,
+                Some("push") => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(mallgate::cli::push(&rest[1..]))?,
+                _ => bail!("{USAGE}"),
+            };
+            println!("{}", outcome.output);
+            std::process::exit(if outcome.ok { 0 } else { 1 });
         }
         Some("serve") => {
             let mut config = None;

@@ -332,7 +332,7 @@ fn usable_addr(addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
 }
 
 /// `env:VAR` or `file:PATH` (operator config only).
-fn resolve_reference(reference: &str) -> Result<String, String> {
+pub fn resolve_reference(reference: &str) -> Result<String, String> {
     if let Some(var) = reference.strip_prefix("env:") {
         std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
     } else if let Some(path) = reference.strip_prefix("file:") {
