@@ -125,6 +125,9 @@ pub struct AdminConfig {
     /// `sandbox-child`); absent: this executable.
     #[serde(default)]
     pub sandbox_program: Option<PathBuf>,
+    /// Healthy partner calls a canary makes before it is promoted.
+    #[serde(default = "defaults::canary_promote_after")]
+    pub canary_promote_after: u32,
 }
 
 /// One admin token: its role, and the token as a reference (`env:VAR`, `file:PATH`) or
@@ -190,6 +193,9 @@ mod defaults {
     }
     pub(super) fn request_timeout_ms() -> u64 {
         10_000
+    }
+    pub(super) fn canary_promote_after() -> u32 {
+        20
     }
     pub(super) fn admin_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9090))

@@ -114,6 +114,7 @@ pub fn demo_admin() -> Result<(AdminConfig, PathBuf), GatewayError> {
             },
         ],
         sandbox_program: None,
+        canary_promote_after: 20,
     };
     Ok((config, file))
 }

@@ -342,14 +342,20 @@ async fn one(
         let q = query.clone();
         let rid = request_id.to_owned();
         let fut = async move {
-            c.connector
-                .call(capability, &q, &rid, call_deadline)
-                .await
-                .map(|out| Records {
-                    records: out.records,
-                    not_found: out.not_found,
-                    warnings: out.warnings,
-                })
+            let started = std::time::Instant::now();
+            let result = c.connector.call(capability, &q, &rid, call_deadline).await;
+            // The version's own figures (canary judgement, status).
+            c.stats.record(
+                result
+                    .as_ref()
+                    .map(|out| (out.records.len(), out.stats.dropped)),
+                started.elapsed(),
+            );
+            result.map(|out| Records {
+                records: out.records,
+                not_found: out.not_found,
+                warnings: out.warnings,
+            })
         }
         .boxed();
         cache.call(key.clone(), policy, fut)

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -30,6 +31,76 @@ pub struct LiveConnector {
     pub digest: String,
     /// Who submitted it (decides which secret references it may use).
     pub owner: Owner,
+    /// What its partner calls did (canary judgement, status).
+    pub stats: VersionStats,
+}
+
+/// Figures of one connector version's partner calls (answers from cache excluded).
+#[derive(Debug, Default)]
+pub struct VersionStats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    /// Calls whose mapping overran the sandbox.
+    pub overruns: AtomicU64,
+    pub records: AtomicU64,
+    /// Records dropped by the schema or identity checks.
+    pub dropped: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+impl VersionStats {
+    /// One finished call: `Ok((records, dropped))` or its error.
+    pub fn record(
+        &self,
+        result: Result<(usize, usize), &ConnectorError>,
+        elapsed: std::time::Duration,
+    ) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        match result {
+            Ok((records, dropped)) => {
+                self.records.fetch_add(records as u64, Ordering::Relaxed);
+                self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, ConnectorError::MappingOverrun { .. }) {
+                    self.overruns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    pub fn get(&self) -> StatsView {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsView {
+            calls: l(&self.calls),
+            failures: l(&self.failures),
+            overruns: l(&self.overruns),
+            records: l(&self.records),
+            dropped: l(&self.dropped),
+            micros: l(&self.micros),
+        }
+    }
+}
+
+/// A copy of [`VersionStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsView {
+    pub calls: u64,
+    pub failures: u64,
+    pub overruns: u64,
+    pub records: u64,
+    pub dropped: u64,
+    pub micros: u64,
+}
+
+/// A canary: a candidate version taking `percent` of the requests beside the active one.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub live: Arc<LiveConnector>,
+    pub percent: u8,
 }
 
 impl fmt::Debug for LiveConnector {
@@ -65,6 +136,8 @@ pub struct Snapshot {
     /// Grows by one at every swap.
     pub generation: u64,
     pub connectors: Vec<Arc<LiveConnector>>,
+    /// Canary versions, by connector id.
+    pub canaries: Vec<Canary>,
 }
 
 impl Snapshot {
@@ -74,7 +147,7 @@ impl Snapshot {
             .connectors
             .iter()
             .filter(|c| c.serves(capability))
-            .cloned()
+            .map(|c| self.chosen(c))
             .collect();
         out.sort_by(|a, b| rank(a).cmp(&rank(b)));
         out
@@ -85,7 +158,17 @@ impl Snapshot {
         self.connectors
             .iter()
             .find(|c| c.spec().codes.iter().any(|k| k.eq_ignore_ascii_case(code)))
-            .cloned()
+            .map(|c| self.chosen(c))
+    }
+
+    /// The version a call uses: the canary of `active`'s id for its share of the calls.
+    fn chosen(&self, active: &Arc<LiveConnector>) -> Arc<LiveConnector> {
+        match self.canaries.iter().find(|k| k.live.id() == active.id()) {
+            Some(k) if (crate::cursor::random_u64() % 100) < u64::from(k.percent) => {
+                Arc::clone(&k.live)
+            }
+            _ => Arc::clone(active),
+        }
     }
 }
 
@@ -104,6 +187,8 @@ pub struct Document {
     /// The version the store assigned (admin documents); `None`: numbered by content
     /// (a changed document gets the next number).
     pub version: Option<u32>,
+    /// A canary beside the active document of the same id, taking this share of calls.
+    pub canary_percent: Option<u8>,
 }
 
 /// The live snapshot and the parts that outlive connector versions.
@@ -172,6 +257,7 @@ impl Registry {
         let _one = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut problems = Vec::new();
         let mut built: BTreeMap<String, Arc<LiveConnector>> = BTreeMap::new();
+        let mut canaries: Vec<(String, Canary)> = Vec::new();
         let mut codes: BTreeMap<String, String> = BTreeMap::new();
         let versions = self
             .versions
@@ -187,6 +273,7 @@ impl Registry {
             current
                 .connectors
                 .iter()
+                .chain(current.canaries.iter().map(|k| &k.live))
                 .find(|c| {
                     c.digest == digest
                         && c.owner == doc.owner
@@ -200,6 +287,13 @@ impl Registry {
                 None => self.build(doc, &versions).map(Arc::new),
             };
             match built_now {
+                Ok(live) if doc.canary_percent.is_some() => canaries.push((
+                    doc.name.clone(),
+                    Canary {
+                        live,
+                        percent: doc.canary_percent.unwrap_or(0),
+                    },
+                )),
                 Ok(live) => {
                     let id = live.id().to_owned();
                     for code in &live.spec().codes {
@@ -224,6 +318,14 @@ impl Registry {
                 Err(e) => problems.push(format!("{}: {e}", doc.name)),
             }
         }
+        for (name, canary) in &canaries {
+            if !built.contains_key(canary.live.id()) {
+                problems.push(format!(
+                    "{name}: a canary of `{}` needs an active version beside it",
+                    canary.live.id()
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(GatewayError::Rejected { problems });
         }
@@ -231,6 +333,7 @@ impl Registry {
         let snapshot = Arc::new(Snapshot {
             generation,
             connectors: built.into_values().collect(),
+            canaries: canaries.into_iter().map(|(_, c)| c).collect(),
         });
         *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = next_versions;
         self.current.store(Arc::clone(&snapshot));
@@ -300,6 +403,7 @@ impl Registry {
             source: doc.name.clone(),
             digest,
             owner: doc.owner.clone(),
+            stats: VersionStats::default(),
         })
     }
 }
@@ -336,6 +440,7 @@ pub fn documents_in(dir: &std::path::Path) -> Result<Vec<Document>, GatewayError
                 text,
                 owner: Owner::Operator,
                 version: None,
+                canary_percent: None,
             })
         })
         .collect()

@@ -32,7 +32,7 @@ use pingora::services::listening::Service;
 use tokio::sync::oneshot;
 
 use crate::GatewayError;
-use crate::admin::Admin;
+use crate::admin::{Admin, CanaryJudge};
 use crate::api::{Api, Request, Response};
 use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::cursor::CursorKey;
@@ -67,6 +67,7 @@ pub struct RunningGateway {
     thread: Option<JoinHandle<()>>,
     health: Option<HealthChecker>,
     watcher: Option<Watcher>,
+    judge: Option<CanaryJudge>,
 }
 
 impl Gateway {
@@ -237,6 +238,7 @@ impl Gateway {
         let admin_addr = self.admin_addr()?;
         let health = self.health_checks()?;
         let watcher = self.watcher(false)?;
+        let judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
         let server = self.server(addr, admin_addr, 0);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -256,6 +258,7 @@ impl Gateway {
             thread: Some(thread),
             health: Some(health),
             watcher: Some(watcher),
+            judge,
         };
         let connect_to = if addr.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -281,6 +284,7 @@ impl Gateway {
         let admin_addr = self.admin_addr()?;
         let _health = self.health_checks()?;
         let _watcher = self.watcher(true)?;
+        let _judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
         let server = self.server(addr, admin_addr, 5);
         server.run(RunArgs::default());
         Ok(())
@@ -302,6 +306,7 @@ impl RunningGateway {
         }
         self.health.take();
         self.watcher.take();
+        self.judge.take();
     }
 
     /// `http://addr`.

@@ -256,6 +256,53 @@ impl Store {
         }
     }
 
+    /// The canary of `id`: (version, percent), if any.
+    pub fn canary(&self, id: &str) -> Result<Option<(u32, u8)>, GatewayError> {
+        let path = self.dir(id)?.join("canary");
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let mut parts = text.split_whitespace();
+                let v = parts.next().and_then(|v| v.parse().ok());
+                let p = parts.next().and_then(|p| p.parse().ok());
+                Ok(v.zip(p))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Sets (or clears) the canary of `id`.
+    pub fn set_canary(&self, id: &str, canary: Option<(u32, u8)>) -> Result<(), GatewayError> {
+        let path = self.dir(id)?.join("canary");
+        match canary {
+            Some((v, p)) => write_atomic(&path, format!("{v} {p}").as_bytes()),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Every canary: (id, version, percent, document).
+    pub fn canary_documents(&self) -> Result<Vec<(String, u32, u8, String)>, GatewayError> {
+        let connectors = self.root.join("connectors");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&connectors)
+            .map_err(io(&connectors))?
+            .flatten()
+        {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if safe_id(&id).is_err() {
+                continue;
+            }
+            if let Some((v, p)) = self.canary(&id)? {
+                out.push((id.clone(), v, p, self.document(&id, v)?));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Appends to the audit log (one JSON line, fsynced).
     pub fn audit(&self, entry: &AuditEntry) -> Result<(), GatewayError> {
         let path = self.root.join("audit.log");

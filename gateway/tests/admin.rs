@@ -57,6 +57,7 @@ async fn mall_with(more: impl FnOnce(&mut mallgate::GatewayConfig)) -> Mall {
                 })
                 .collect(),
                 sandbox_program: Some(env!("CARGO_BIN_EXE_mallgate").into()),
+                canary_promote_after: 20,
             });
             more(config);
         },
@@ -894,4 +895,135 @@ async fn the_cli_checks_and_pushes() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("\"version\": 2"), "{out}");
     assert!(!out.contains(VOLTMART), "the token is never printed");
+}
+
+/// Sends searches for `tag` (a real query), each a partner call, until `done` says so (at
+/// most `max`), returning Voltmart's connector versions seen in the answers.
+async fn searches_until(
+    mall: &Mall,
+    tag: &str,
+    max: usize,
+    done: impl Fn(&Mall) -> bool,
+) -> Vec<u64> {
+    let mut seen = Vec::new();
+    for _ in 0..max {
+        if done(mall) {
+            break;
+        }
+        // The same real search each time, the cache purged: every one is a partner call
+        // that maps records.
+        let purge = admin(
+            mall,
+            reqwest::Method::POST,
+            "/admin/v1/cache/purge",
+            Some(OPERATOR),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(purge.status, 200);
+        let answer = mall.get(&format!("/v1/products?q={tag}")).await;
+        assert_eq!(answer.status, 200);
+        if let Some(v) = answer.body["sources"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["partner"] == "voltmart"))
+            .and_then(|s| s["connector_version"].as_u64())
+        {
+            seen.push(v);
+        }
+    }
+    seen
+}
+
+fn voltmart_version(mall: &Mall) -> Option<u32> {
+    let live = mall.gateway.api.registry.load();
+    live.connectors
+        .iter()
+        .find(|c| c.id() == "voltmart")
+        .map(|c| c.version())
+}
+
+/// A healthy canary takes its share of the calls and is promoted after enough of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted() {
+    let mall = mall().await;
+    let r = admin(
+        &mall,
+        reqwest::Method::PUT,
+        "/admin/v1/connectors/voltmart?canary_percent=50",
+        Some(VOLTMART),
+        &[("if-match", "\"voltmart-v1\"")],
+        Some(voltmart_variant(&mall, 2)),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(r.body["canary"]["version"], 2);
+    assert_eq!(
+        voltmart_version(&mall),
+        Some(1),
+        "the active version serves on"
+    );
+    let seen = searches_until(&mall, "headphones", 400, |m| voltmart_version(m) == Some(2)).await;
+    assert_eq!(voltmart_version(&mall), Some(2), "promoted");
+    assert!(
+        seen.contains(&1) && seen.contains(&2),
+        "both versions answered: {seen:?}"
+    );
+    let audit = mall
+        .gateway
+        .admin
+        .as_ref()
+        .expect("admin")
+        .store()
+        .audit_log()
+        .expect("audit");
+    assert!(audit.contains("canary.promoted"), "{audit}");
+}
+
+/// A canary whose mapping violates the schema is rolled back automatically; the active
+/// version never stopped serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regressing_canary_is_rolled_back() {
+    let mall = mall().await;
+    let broken = connector_text(&mall, "voltmart.yaml").replacen(
+        "title: (.name | clean_text),",
+        "title: null,",
+        1,
+    );
+    let r = admin(
+        &mall,
+        reqwest::Method::PUT,
+        "/admin/v1/connectors/voltmart?canary_percent=50",
+        Some(VOLTMART),
+        &[("if-match", "\"voltmart-v1\"")],
+        Some(broken),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let no_canary = |m: &Mall| m.gateway.api.registry.load().canaries.is_empty();
+    searches_until(&mall, "headphones", 400, no_canary).await;
+    assert!(no_canary(&mall), "rolled back");
+    assert_eq!(voltmart_version(&mall), Some(1));
+    let audit = mall
+        .gateway
+        .admin
+        .as_ref()
+        .expect("admin")
+        .store()
+        .audit_log()
+        .expect("audit");
+    assert!(
+        audit.contains("canary.rolled_back") && audit.contains("schema violations"),
+        "{audit}"
+    );
+    let r = admin(
+        &mall,
+        reqwest::Method::PUT,
+        "/admin/v1/connectors/voltmart?canary_percent=0",
+        Some(VOLTMART),
+        &[("if-match", "\"voltmart-v1\"")],
+        Some(voltmart_variant(&mall, 3)),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
 }
