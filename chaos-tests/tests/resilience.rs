@@ -394,7 +394,7 @@ async fn overload_sheds_while_admitted_requests_succeed() {
     let mall = Mall::start_configured(unthrottled, |config| {
         config.admission.max_in_flight = 2;
         config.admission.client_rps = Some(0.2);
-        config.admission.client_burst = Some(3);
+        config.admission.client_burst = Some(5);
     })
     .await;
     mall.faults(
@@ -421,10 +421,11 @@ async fn overload_sheds_while_admitted_requests_succeed() {
         assert_eq!(a.body["type"], "https://mallgate.dev/problems/overloaded");
     }
 
-    // One client's burst of 3 is spent after 3 requests; another client is unaffected.
+    // One client's burst of 5 is spent after 5 requests; another client is unaffected (the
+    // address's own bucket is four times as large).
     mall.faults(Partner::Voltmart, Faults::default());
     let key = ("x-api-key", "greedy");
-    for _ in 0..3 {
+    for _ in 0..5 {
         assert_eq!(mall.get_with("/v1/partners", key).await.status, 200);
     }
     let limited = mall.get_with("/v1/partners", key).await;

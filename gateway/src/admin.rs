@@ -333,6 +333,9 @@ impl Admin {
                     done.push((id, format!("{action}: {reason}")));
                 }
                 Err(e) => {
+                    let _ = self
+                        .store
+                        .set_canary(&id, Some((canary.live.version(), canary.percent)));
                     let _ = self.store.set_active(&id, before);
                     self.audit(
                         &Role::Operator,
@@ -586,6 +589,8 @@ impl Admin {
         }
         self.check_owner(role, id)?;
         let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        // Again under the lock: another partner may have registered this id meanwhile.
+        self.check_owner(role, id)?;
         let current = self.served_version(id);
         let if_match = req
             .headers
@@ -644,10 +649,12 @@ impl Admin {
                 .set_canary(id, Some((meta.version, percent)))
                 .map_err(internal)?,
             None => {
+                // The canary goes first: a crash in between never leaves an older canary
+                // beside a newer active version.
+                self.store.set_canary(id, None).map_err(internal)?;
                 self.store
                     .set_active(id, Some(meta.version))
                     .map_err(internal)?;
-                self.store.set_canary(id, None).map_err(internal)?;
             }
         }
         match self.reload() {
@@ -810,6 +817,9 @@ impl Admin {
                 }
             }
         };
+        // A rollback ends any canary (the judge must not promote it over the rollback).
+        let canary = self.store.canary(id).map_err(internal)?;
+        self.store.set_canary(id, None).map_err(internal)?;
         self.store.set_active(id, target).map_err(internal)?;
         match self.reload() {
             Ok(generation) => {
@@ -834,6 +844,7 @@ impl Admin {
                 Ok(r)
             }
             Err(e) => {
+                let _ = self.store.set_canary(id, canary);
                 let _ = self.store.set_active(id, active);
                 self.audit(
                     role,
@@ -1005,6 +1016,8 @@ impl Admin {
                 ),
             });
         }
+        let canary = self.store.canary(id).map_err(internal)?;
+        self.store.set_canary(id, None).map_err(internal)?;
         self.store.set_active(id, None).map_err(internal)?;
         match self.reload() {
             Ok(generation) => {
@@ -1015,6 +1028,7 @@ impl Admin {
                 ))
             }
             Err(e) => {
+                let _ = self.store.set_canary(id, canary);
                 let _ = self.store.set_active(id, active);
                 self.audit(
                     role,

@@ -68,6 +68,7 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
     let Ok(client) = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
+        .no_proxy()
         .pool_max_idle_per_host(2)
         .user_agent(concat!("mallgate-health/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -82,6 +83,10 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
         let now = Instant::now();
         for live in &snapshot.connectors {
             let Some(check) = &live.spec().health_check else {
+                // Nothing probes these: an ejection ends when its time is up.
+                for route in live.connector.routes() {
+                    route.state.set_probed(false);
+                }
                 continue;
             };
             let interval = Duration::from_secs(u64::from(check.interval_s.max(1)));

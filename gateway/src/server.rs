@@ -408,17 +408,28 @@ impl Admission {
     }
 
     /// Admits a request from `client`, or says why not.
-    fn admit(&self, client: &str) -> Result<Admitted<'_>, ApiError> {
+    fn admit(&self, client: &Client) -> Result<Admitted<'_>, ApiError> {
         if let (Some(clients), Some(rps)) = (&self.clients, self.config.client_rps) {
             let burst = self
                 .config
                 .client_burst
                 .map_or(rps * 2.0, |b| f64::from(b.max(1)));
-            let bucket = clients.get_with_by_ref(client, || Arc::new(TokenBucket::new(rps, burst)));
-            if let Err(wait) = bucket.take() {
-                return Err(ApiError::TooManyRequests {
-                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            // A key gets its own bucket; its address still has one (four times as large),
+            // so made-up keys cannot multiply one address's rate.
+            let mut buckets = vec![(client.ip.clone(), 1.0)];
+            if let Some(key) = &client.key {
+                buckets[0].1 = 4.0;
+                buckets.push((key.clone(), 1.0));
+            }
+            for (name, factor) in buckets {
+                let bucket = clients.get_with_by_ref(&name, || {
+                    Arc::new(TokenBucket::new(rps * factor, burst * factor))
                 });
+                if let Err(wait) = bucket.take() {
+                    return Err(ApiError::TooManyRequests {
+                        retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    });
+                }
             }
         }
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -430,21 +441,25 @@ impl Admission {
     }
 }
 
-/// Who a request is from, for its rate limit: its `x-api-key`, else its IP address.
-fn client_of(session: &ServerSession) -> String {
-    if let Some(key) = session
+/// Who a request is from, for its rate limits: its IP address, and its `x-api-key`.
+struct Client {
+    ip: String,
+    key: Option<String>,
+}
+
+fn client_of(session: &ServerSession) -> Client {
+    let key = session
         .req_header()
         .headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty())
-    {
-        return format!("key:{key}");
-    }
-    session
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+        .map(|k| format!("key:{k}"));
+    let ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip()))
+        .map_or_else(|| "unknown".to_owned(), |a| format!("ip:{}", a.ip()));
+    Client { ip, key }
 }
 
 /// Bytes of the request line and header fields, as sent (give or take separators).

@@ -61,9 +61,29 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> GatewayError + '_ {
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
+/// Fsyncs a directory, so an entry created or removed in it survives a power loss.
+fn sync_dir(dir: &Path) -> Result<(), GatewayError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Removes `path` (absent is fine) and fsyncs its directory.
+fn remove_durably(path: &Path) -> Result<(), GatewayError> {
+    match fs::remove_file(path) {
+        Ok(()) => sync_dir(path.parent().unwrap_or_else(|| Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        // The new directory's own entry, in its parent.
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -75,10 +95,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
         file.sync_all().map_err(io(&tmp))?;
     }
     fs::rename(&tmp, path).map_err(io(path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(())
+    sync_dir(dir)
 }
 
 /// A connector id safe as a directory name (the spec's own id rule is stricter).
@@ -235,11 +252,9 @@ impl Store {
     /// Removes a version that was never activated (its build was rejected).
     pub fn discard(&self, id: &str, version: u32) -> Result<(), GatewayError> {
         let dir = self.dir(id)?;
+        // Metadata first: without it the document is not a version.
         for ext in ["json", "doc"] {
-            let path = dir.join(format!("v{version}.{ext}"));
-            if path.exists() {
-                fs::remove_file(&path).map_err(io(&path))?;
-            }
+            remove_durably(&dir.join(format!("v{version}.{ext}")))?;
         }
         Ok(())
     }
@@ -249,10 +264,7 @@ impl Store {
         let path = self.dir(id)?.join("active");
         match version {
             Some(v) => write_atomic(&path, v.to_string().as_bytes()),
-            None => match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-                _ => Ok(()),
-            },
+            None => remove_durably(&path),
         }
     }
 
@@ -276,10 +288,7 @@ impl Store {
         let path = self.dir(id)?.join("canary");
         match canary {
             Some((v, p)) => write_atomic(&path, format!("{v} {p}").as_bytes()),
-            None => match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-                _ => Ok(()),
-            },
+            None => remove_durably(&path),
         }
     }
 

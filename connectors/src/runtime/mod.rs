@@ -103,8 +103,10 @@ impl PartnerResources {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            // Names resolve through the guard: the connection goes to a checked address.
+            // Names resolve through the guard: the connection goes to a checked address, and
+            // never through a proxy from the environment (which would resolve them itself).
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
+            .no_proxy()
             .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
@@ -926,7 +928,7 @@ impl Connector {
         let mut retries: u32 = 0;
         let mut deposited = false;
         loop {
-            let attempt = self.attempt_timeout(deadline)?;
+            self.attempt_timeout(deadline)?;
             let chosen = match &rest {
                 None => None,
                 Some(_) => {
@@ -975,7 +977,25 @@ impl Connector {
                 guardrails.deposit();
                 deposited = true;
             }
-            let target = target_of(route)?;
+            // The attempt's time counts from now: admission may have waited for a token.
+            let attempt = match self.attempt_timeout(deadline) {
+                Ok(a) => a,
+                Err(e) => {
+                    if let Some(r) = route {
+                        r.state.breaker.on_abandoned(probe);
+                    }
+                    return Err(e);
+                }
+            };
+            let target = match target_of(route) {
+                Ok(t) => t,
+                Err(e) => {
+                    if let Some(r) = route {
+                        r.state.breaker.on_abandoned(probe);
+                    }
+                    return Err(e);
+                }
+            };
             stats.requests += 1;
             stats.endpoint = redact(&target);
             let primary = exchange(build(&target), &target, attempt, max);
@@ -1116,9 +1136,10 @@ impl Connector {
         }
         let target = match target_of(other.map(|i| &self.routes[i])) {
             Ok(t) => t,
-            Err(e) => {
+            Err(_) => {
+                // No hedge after all: the primary alone.
                 release(other, other_probe);
-                return (Err(e), other);
+                return (primary.await, chosen);
             }
         };
         guardrails
@@ -1126,7 +1147,9 @@ impl Connector {
             .hedges
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats.requests += 1;
-        let hedge = std::pin::pin!(exchange(build(&target), &target, attempt, max));
+        // The hedge ends when the primary would: it started `after` later.
+        let hedge_timeout = attempt.saturating_sub(after).max(Duration::from_millis(1));
+        let hedge = std::pin::pin!(exchange(build(&target), &target, hedge_timeout, max));
         let good = |r: &Result<Reply, ConnectorError>| {
             r.as_ref()
                 .is_ok_and(|reply| !reply.status.is_server_error())

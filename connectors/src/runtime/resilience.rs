@@ -585,10 +585,13 @@ impl PartnerGuardrails {
         let want = policies.max_concurrency.max(1);
         if want > *max {
             self.slots.add_permits((want - *max) as usize);
+            *max = want;
         } else if want < *max {
-            self.slots.forget_permits((*max - want) as usize);
+            // Only free permits can be forgotten; the rest go when their holders finish
+            // and the next configure takes them.
+            let forgotten = self.slots.forget_permits((*max - want) as usize);
+            *max -= u32::try_from(forgotten).unwrap_or(0);
         }
-        *max = want;
         drop(max);
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
         match policies.rate_limit_rps {
