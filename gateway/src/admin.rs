@@ -213,9 +213,52 @@ impl Admin {
                 let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
                 let id = match current.connectors.iter().find(|c| c.digest == digest) {
                     Some(c) => c.id().to_owned(),
-                    None => ConnectorSpec::load(&doc.text, Format::sniff(&doc.text), &doc.owner)
-                        .map(|s| s.id)
-                        .unwrap_or_else(|_| doc.name.clone()),
+                    None => {
+                        match ConnectorSpec::load(&doc.text, Format::sniff(&doc.text), &doc.owner)
+                            .map_err(|e| e.to_string())
+                            .and_then(|s| {
+                                let refused = self.api.registry.address_problems(&s);
+                                if refused.is_empty() {
+                                    Ok(s.id)
+                                } else {
+                                    Err(ConnectorError::InvalidSpec { problems: refused }
+                                        .to_string())
+                                }
+                            }) {
+                            Ok(id) => id,
+                            Err(reason) => {
+                                // A broken file must not block every other change: its last good
+                                // version (built from this file) keeps serving, and it is audited.
+                                match current.connectors.iter().find(|c| c.source == doc.name) {
+                                    Some(last) => {
+                                        self.audit(
+                                            &Role::Operator,
+                                            "directory.document",
+                                            &doc.name,
+                                            Some(last.version()),
+                                            "rejected",
+                                            Some(format!(
+                                                "{reason}; the last good version keeps serving"
+                                            )),
+                                        );
+                                        docs.insert(
+                                            last.id().to_owned(),
+                                            Document {
+                                                name: doc.name.clone(),
+                                                text: last.text.to_string(),
+                                                owner: last.owner.clone(),
+                                                version: None,
+                                                canary_percent: None,
+                                            },
+                                        );
+                                        continue;
+                                    }
+                                    // A new file that never built: the reload names its problems.
+                                    None => doc.name.clone(),
+                                }
+                            }
+                        }
+                    }
                 };
                 docs.insert(id, doc);
             }

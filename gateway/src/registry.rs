@@ -31,6 +31,8 @@ pub struct LiveConnector {
     pub digest: String,
     /// Who submitted it (decides which secret references it may use).
     pub owner: Owner,
+    /// The document it was built from (a broken replacement falls back to it).
+    pub text: Arc<str>,
     /// What its partner calls did (canary judgement, status).
     pub stats: VersionStats,
 }
@@ -411,6 +413,7 @@ impl Registry {
             source: doc.name.clone(),
             digest,
             owner: doc.owner.clone(),
+            text: Arc::from(doc.text.as_str()),
             stats: VersionStats::default(),
         })
     }

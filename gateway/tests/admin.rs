@@ -725,6 +725,37 @@ async fn a_changed_directory_file_is_reloaded() {
             .map(|c| c.version()),
         Some(2)
     );
+    // ... and does not block other changes: an admin PUT of another connector still lands,
+    // and the broken file is audited with its reason.
+    let acme = connector_text(&mall, "acme-dropship.yaml")
+        .replace("description: ", "description: (admin) ");
+    let r = admin(
+        &mall,
+        reqwest::Method::PUT,
+        "/admin/v1/connectors/acme-dropship",
+        Some(ACME),
+        &[("if-match", "\"acme-dropship-v1\"")],
+        Some(acme),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let live = mall.gateway.api.registry.load();
+    assert_eq!(
+        live.connectors
+            .iter()
+            .find(|c| c.id() == "voltmart")
+            .map(|c| c.version()),
+        Some(2)
+    );
+    let audit = mall
+        .gateway
+        .admin
+        .as_ref()
+        .expect("admin")
+        .store()
+        .audit_log()
+        .expect("audit");
+    assert!(audit.contains("directory.document"), "{audit}");
 }
 
 /// A dry-run maps a real sample page in the sandbox child and compares with the active
