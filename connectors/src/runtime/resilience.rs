@@ -636,9 +636,13 @@ impl PartnerGuardrails {
     /// Admission for one exchange: not blocked by a 429, within the rate (waiting for a
     /// token up to `patience`), and a free concurrency slot (never waited for).
     pub async fn admit_within(&self, patience: Duration) -> Result<OwnedSemaphorePermit, Refusal> {
+        // One patience for the whole wait, however many callers race for the tokens.
+        let until = Instant::now() + patience;
         loop {
             match self.admit() {
-                Err(Refusal::RateLimited(wait)) if wait <= patience && !self.is_blocked() => {
+                Err(Refusal::RateLimited(wait))
+                    if Instant::now() + wait <= until && !self.is_blocked() =>
+                {
                     tokio::time::sleep(wait).await;
                 }
                 other => return other,
