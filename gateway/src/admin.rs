@@ -264,14 +264,7 @@ impl Admin {
             }
         }
         for (id, version, text) in stored {
-            let owner = self
-                .store
-                .versions(&id)?
-                .into_iter()
-                .find(|m| m.version == version)
-                .and_then(|m| Role::parse(&m.author))
-                .unwrap_or(Role::Operator)
-                .owner();
+            let owner = self.author_owner(&id, version);
             docs.insert(
                 id.clone(),
                 Document {
@@ -908,16 +901,7 @@ impl Admin {
     /// The active document of `id` (stored, else the directory's) and its owner.
     fn active_document(&self, id: &str) -> Option<(String, Owner)> {
         if let Some(v) = self.store.active(id).ok().flatten() {
-            let owner = self
-                .store
-                .versions(id)
-                .ok()?
-                .into_iter()
-                .find(|m| m.version == v)
-                .and_then(|m| Role::parse(&m.author))
-                .unwrap_or(Role::Operator)
-                .owner();
-            return Some((self.store.document(id, v).ok()?, owner));
+            return Some((self.store.document(id, v).ok()?, self.author_owner(id, v)));
         }
         let dir = self.connectors_dir.as_ref()?;
         documents_in(dir).ok()?.into_iter().find_map(|d| {

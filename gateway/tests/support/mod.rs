@@ -174,17 +174,7 @@ impl Mall {
     /// `route`, summed over replicas.
     pub fn requests(&self, partner: Partner, route: &str) -> u64 {
         (0..2)
-            .map(|r| {
-                self.fleet
-                    .replica(partner, r)
-                    .expect("replica")
-                    .state
-                    .counters()
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with("path:") && k.contains(route))
-                    .map(|(_, v)| v)
-                    .sum::<u64>()
-            })
+            .map(|r| self.replica_requests(partner, r, route))
             .sum()
     }
 
