@@ -227,3 +227,91 @@ fn every_partner_connector_compiles() {
         assert!(!programs.capabilities.is_empty(), "{name}");
     }
 }
+
+/// A pass-through connector: partners that already answer in the unified schema.
+fn pass_through(records: &str, map: &str) -> ConnectorPrograms {
+    let text = format!(
+        "id: passthrough\npartner: voltmart\nkind: retailer\nendpoints:\n  - url: https://partner.example\ncapabilities:\n  catalog.search:\n    request:\n      path: /products\n    records: {records}\n    map: \"{map}\"\n"
+    );
+    let (_, programs) = ConnectorSpec::load_compiled(&text, Format::Yaml, &Owner::Operator)
+        .expect("valid connector");
+    programs
+}
+
+#[test]
+fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
+    let voltmart = connector("voltmart.yaml");
+    let body = serde_json::to_vec(&json_page(6)).expect("json");
+    let mut products = map(search(&voltmart), &body).expect("page").records;
+    // Integral decimals: jq reads `7124.0` as the integer 7124; the inline reader must too.
+    products[0]["variants"][0]["weight"] = json!({"grams": 7124.0});
+    // One record breaks the schema, one is not an object: each drops alone, named alike.
+    products[1]["title"] = json!("");
+    products.push(json!(42));
+    let reply = json!({"data": {"products": products}});
+    let body = serde_json::to_vec(&reply).expect("json");
+
+    let programs = pass_through(".data.products[]", ".");
+    let mapping = search(&programs);
+    let inline = mapping
+        .map_inline(&body, &Limits::default())
+        .expect("a pass-through reads this inline");
+    assert_eq!(inline, map(mapping, &body).expect("page"), "inline = jq");
+    assert_eq!(
+        (inline.selected, inline.records.len(), inline.dropped.len()),
+        (7, 5, 2)
+    );
+    assert_eq!(inline.products.len(), 5, "products come typed");
+    assert_eq!(
+        inline.records[0]["variants"][0]["weight"]["grams"],
+        json!(7124)
+    );
+    assert!(inline.dropped[0].message.starts_with("record 1"));
+    assert!(inline.dropped[1].message.contains("not an object"));
+
+    // Where jq would fail, or order could differ, the inline reader steps aside and the
+    // pool's jq reports the exact error.
+    for odd in [
+        json!({"data": {"products": {"a": reply["data"]["products"][0]}}}),
+        json!({"data": null}),
+        json!({"data": {"products": [{"n": 18446744073709551615u64}]}}),
+    ] {
+        let body = serde_json::to_vec(&odd).expect("json");
+        assert_eq!(mapping.map_inline(&body, &Limits::default()), None, "{odd}");
+    }
+    assert_eq!(
+        mapping.map_inline(b"{\"data\": ", &Limits::default()),
+        None,
+        "malformed JSON"
+    );
+    let big = serde_json::to_vec(&json!({"data": {"products": [], "pad": "x".repeat(70_000)}}))
+        .expect("json");
+    assert_eq!(
+        mapping.map_inline(&big, &Limits::default()),
+        None,
+        "larger than the inline limit"
+    );
+    for strict in [
+        Limits {
+            max_bytes: 1024,
+            ..Limits::default()
+        },
+        Limits {
+            max_depth: 16,
+            ..Limits::default()
+        },
+    ] {
+        assert_eq!(mapping.map_inline(&body, &strict), None, "{strict:?}");
+    }
+    assert!(map(mapping, b"{\"data\": ").is_err());
+
+    // Anything but a plain path and `.` is jq's alone.
+    for (records, map) in [(".data.products[]", ".title"), (".data.products[]?", ".")] {
+        let programs = pass_through(records, map);
+        assert_eq!(
+            search(&programs).map_inline(&body, &Limits::default()),
+            None,
+            "{records} | {map}"
+        );
+    }
+}

@@ -21,10 +21,12 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use mallgate_connectors::spec::CachePolicy;
 use mallgate_connectors::{Capability, ConnectorError};
-use mallgate_schemas::Warning;
+use mallgate_schemas::{Product, Warning};
 use moka::Expiry;
 use serde_json::Value;
 use tokio::time::Instant;
+
+use crate::FastHash;
 
 /// `(connector, version, capability, normalized query)`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -38,9 +40,87 @@ pub struct CacheKey {
 /// What a call gave, as cached.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
+    /// The records as JSON, for capabilities whose records are not products.
     pub records: Vec<Value>,
+    /// Product records (the catalog capabilities), typed once when they were validated;
+    /// their JSON is not kept.
+    pub products: Vec<Product>,
     pub not_found: bool,
     pub warnings: Vec<Warning>,
+}
+
+impl Records {
+    /// The records of the answer, of either kind.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.products.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the records hold in memory, roughly.
+    fn heap_bytes(&self) -> usize {
+        self.records.iter().map(heap_bytes).sum::<usize>()
+            + self.records.capacity() * std::mem::size_of::<Value>()
+            + self.products.iter().map(product_bytes).sum::<usize>()
+    }
+}
+
+/// What a product holds in memory, roughly: its structs, strings and maps.
+fn product_bytes(p: &Product) -> usize {
+    const MAP_ENTRY: usize = 80;
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+    let map = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| MAP_ENTRY + k.capacity() + v.capacity())
+            .sum::<usize>()
+    };
+    let provenance = |pr: &mallgate_schemas::Provenance| {
+        std::mem::size_of_val(pr)
+            + pr.partner_id.capacity()
+            + pr.connector_id.capacity()
+            + pr.source_ref.capacity()
+            + pr.fetched_at.capacity()
+            + text(&pr.as_of)
+            + 64 * pr.warnings.len()
+    };
+    std::mem::size_of::<Product>()
+        + p.product_id.capacity()
+        + p.title.capacity()
+        + text(&p.brand)
+        + text(&p.description)
+        + p.category
+            .iter()
+            .chain(&p.image_urls)
+            .map(|s| 24 + s.capacity())
+            .sum::<usize>()
+        + map(&p.attributes)
+        + provenance(&p.provenance)
+        + p.variants
+            .iter()
+            .map(|v| {
+                std::mem::size_of_val(v)
+                    + v.variant_id.capacity()
+                    + text(&v.gtin)
+                    + text(&v.gtin_raw)
+                    + text(&v.sku)
+                    + text(&v.title)
+                    + text(&v.image_url)
+                    + map(&v.options)
+                    + 128 * usize::from(v.weight.is_some() || v.dimensions.is_some())
+                    + v.offers
+                        .iter()
+                        .map(|o| {
+                            std::mem::size_of_val(o)
+                                + o.offer_id.capacity()
+                                + 64
+                                + text(&o.url)
+                                + provenance(&o.provenance)
+                        })
+                        .sum::<usize>()
+            })
+            .sum::<usize>()
 }
 
 /// A cached answer and its freshness.
@@ -60,10 +140,7 @@ pub struct Entry {
 impl Entry {
     pub fn new(records: Records, policy: &CachePolicy) -> Self {
         let now = Instant::now();
-        let bytes = records.records.iter().map(heap_bytes).sum::<usize>()
-            + records.records.capacity() * std::mem::size_of::<Value>()
-            + std::mem::size_of::<Self>()
-            + 256;
+        let bytes = records.heap_bytes() + std::mem::size_of::<Self>() + 256;
         let ttl = Duration::from_secs(u64::from(policy.ttl_s));
         let fresh_until = now + ttl;
         Self {
@@ -165,8 +242,8 @@ pub struct CacheStats {
 
 /// The record cache.
 pub struct RecordCache {
-    entries: moka::future::Cache<CacheKey, Arc<Entry>>,
-    flights: Mutex<HashMap<CacheKey, Flight>>,
+    entries: moka::future::Cache<CacheKey, Arc<Entry>, FastHash>,
+    flights: Mutex<HashMap<CacheKey, Flight, FastHash>>,
     pub stats: CacheStats,
 }
 
@@ -185,10 +262,10 @@ impl RecordCache {
             .max_capacity(max_bytes)
             .weigher(|_k: &CacheKey, v: &Arc<Entry>| v.bytes)
             .expire_after(EntryExpiry)
-            .build();
+            .build_with_hasher(FastHash::new());
         Arc::new(Self {
             entries,
-            flights: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::with_hasher(FastHash::new())),
             stats: CacheStats::default(),
         })
     }

@@ -317,7 +317,7 @@ async fn one(
     let served = |entry: &Arc<Entry>, outcome: Outcome, error: Option<SourceError>| {
         let mut s = status(&connector, capability, outcome);
         s.fetched_at = Some(entry.fetched_at.clone());
-        s.records = entry.records.records.len();
+        s.records = entry.records.len();
         s.dropped = entry
             .records
             .warnings
@@ -351,8 +351,14 @@ async fn one(
                     .map(|out| (out.records.len(), out.stats.dropped)),
                 started.elapsed(),
             );
+            // Product records are kept typed only; other records as JSON.
             result.map(|out| Records {
-                records: out.records,
+                records: if out.products.is_empty() {
+                    out.records
+                } else {
+                    Vec::new()
+                },
+                products: out.products,
                 not_found: out.not_found,
                 warnings: out.warnings,
             })

@@ -34,6 +34,10 @@ pub mod server;
 pub mod store;
 pub mod watch;
 
+/// The hasher of the gateway's hot maps and caches: keyed per process like std's (a client
+/// cannot aim collisions at it) and several times cheaper on long keys than SipHash.
+pub(crate) type FastHash = ahash::RandomState;
+
 pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use server::{Gateway, RunningGateway};

@@ -12,11 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use mallgate_schemas::{Product, RateTag, ShippingRate, Variant};
 
+use crate::FastHash;
+
 /// A source's products and its merge rank (lower first).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RankedProducts<'a> {
     pub rank: (u32, &'a str, &'a str),
-    pub products: &'a [Product],
+    pub products: Vec<&'a Product>,
 }
 
 struct UnionFind(Vec<usize>);
@@ -44,9 +46,12 @@ impl UnionFind {
 pub fn merge_products(sources: &[RankedProducts<'_>]) -> Vec<Product> {
     let mut ordered: Vec<&RankedProducts<'_>> = sources.iter().collect();
     ordered.sort_by(|a, b| a.rank.cmp(&b.rank));
-    let products: Vec<&Product> = ordered.iter().flat_map(|s| s.products.iter()).collect();
+    let products: Vec<&Product> = ordered
+        .iter()
+        .flat_map(|s| s.products.iter().copied())
+        .collect();
     let mut uf = UnionFind((0..products.len()).collect());
-    let mut owner_of: HashMap<&str, usize> = HashMap::new();
+    let mut owner_of: HashMap<&str, usize, FastHash> = HashMap::default();
     for (i, p) in products.iter().enumerate() {
         for v in &p.variants {
             match owner_of.get(v.variant_id.as_str()) {
@@ -76,15 +81,29 @@ fn merge_group<'a>(mut members: impl Iterator<Item = &'a Product>) -> Product {
     let Some(lead) = members.next() else {
         unreachable_group()
     };
-    let mut merged = lead.clone();
-    let mut ids: Vec<String> = Vec::new();
-    let mut variants: HashMap<String, Variant> = HashMap::new();
-    let mut add = |v: &Variant, ids: &mut Vec<String>| match variants.get_mut(&v.variant_id) {
+    // The lead's fields, but not its variants (gathered below with the others') nor its id
+    // (chosen once the variants are known).
+    let mut merged = Product {
+        product_id: String::new(),
+        title: lead.title.clone(),
+        brand: lead.brand.clone(),
+        category: lead.category.clone(),
+        description: lead.description.clone(),
+        image_urls: lead.image_urls.clone(),
+        attributes: lead.attributes.clone(),
+        variants: Vec::new(),
+        provenance: lead.provenance.clone(),
+    };
+    // Variants in first-seen order, indexed by id.
+    let mut variants: Vec<Variant> = Vec::new();
+    let mut index: HashMap<&'a str, usize, FastHash> = HashMap::default();
+    let mut add = |v: &'a Variant| match index.get(v.variant_id.as_str()) {
         None => {
-            ids.push(v.variant_id.clone());
-            variants.insert(v.variant_id.clone(), v.clone());
+            index.insert(&v.variant_id, variants.len());
+            variants.push(v.clone());
         }
-        Some(have) => {
+        Some(&i) => {
+            let have = &mut variants[i];
             fill(&mut have.gtin, &v.gtin);
             fill(&mut have.title, &v.title);
             fill(&mut have.weight, &v.weight);
@@ -98,7 +117,7 @@ fn merge_group<'a>(mut members: impl Iterator<Item = &'a Product>) -> Product {
         }
     };
     for v in &lead.variants {
-        add(v, &mut ids);
+        add(v);
     }
     let mut partner_ids = vec![lead.product_id.clone()];
     for p in members {
@@ -118,10 +137,10 @@ fn merge_group<'a>(mut members: impl Iterator<Item = &'a Product>) -> Product {
         }
         partner_ids.push(p.product_id.clone());
         for v in &p.variants {
-            add(v, &mut ids);
+            add(v);
         }
     }
-    merged.variants = ids.iter().filter_map(|id| variants.remove(id)).collect();
+    merged.variants = variants;
     merged.product_id = match merged.variants.as_slice() {
         [only] if only.gtin.is_some() => only.variant_id.clone(),
         _ => partner_ids
@@ -210,25 +229,25 @@ mod tests {
 
     #[test]
     fn merge_is_by_gtin_and_independent_of_answer_order() {
-        let a = vec![product(
+        let a = product(
             "threadline",
             "threadline:1",
             &[("gtin:A", "threadline:a"), ("gtin:B", "threadline:b")],
-        )];
-        let b = vec![product("voltmart", "gtin:B", &[("gtin:B", "voltmart:b")])];
-        let c = vec![product("acme", "acme:x", &[("acme:x", "acme:x")])];
+        );
+        let b = product("voltmart", "gtin:B", &[("gtin:B", "voltmart:b")]);
+        let c = product("acme", "acme:x", &[("acme:x", "acme:x")]);
         let sources = [
             RankedProducts {
                 rank: (20, "threadline", "threadline"),
-                products: &a,
+                products: vec![&a],
             },
             RankedProducts {
                 rank: (20, "voltmart", "voltmart"),
-                products: &b,
+                products: vec![&b],
             },
             RankedProducts {
                 rank: (10, "acme", "acme"),
-                products: &c,
+                products: vec![&c],
             },
         ];
         let merged = merge_products(&sources);

@@ -13,5 +13,5 @@ pub use model::*;
 pub use validate::{
     CONNECTOR_SCHEMA_ID, OPENAPI_YAML, SchemaError, Unified, UnifiedSchema, Violation,
     connector_schema_document, connector_violations, escape_token, schema_document, unified_stems,
-    validate_record, validate_value,
+    validate_product, validate_record, validate_value,
 };

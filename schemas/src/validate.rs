@@ -297,14 +297,30 @@ pub fn validate_value(schema: UnifiedSchema, value: &Value) -> Result<(), Schema
 /// Validates a record as a connector produced it: its schema, then the identity rules a
 /// schema cannot state (products and variants). What the gateway caches has passed this.
 pub fn validate_record(schema: UnifiedSchema, value: &Value) -> Result<(), SchemaError> {
+    if schema == UnifiedSchema::Product {
+        return validate_product(value).map(drop);
+    }
     validate_value(schema, value)?;
     let violations = match schema {
-        UnifiedSchema::Product => typed::<model::Product>(schema, value)?.extra_violations(),
         UnifiedSchema::Variant => typed::<model::Variant>(schema, value)?.extra_violations(),
         _ => Vec::new(),
     };
     if violations.is_empty() {
         Ok(())
+    } else {
+        Err(SchemaError::Invalid { schema, violations })
+    }
+}
+
+/// Validates a product record like [`validate_record`] and returns it typed: the
+/// deserialization the identity rules need is not thrown away.
+pub fn validate_product(value: &Value) -> Result<model::Product, SchemaError> {
+    let schema = UnifiedSchema::Product;
+    validate_value(schema, value)?;
+    let product = typed::<model::Product>(schema, value)?;
+    let violations = product.extra_violations();
+    if violations.is_empty() {
+        Ok(product)
     } else {
         Err(SchemaError::Invalid { schema, violations })
     }

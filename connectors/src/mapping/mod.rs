@@ -36,8 +36,8 @@ pub use convert::{to_json, to_val};
 pub use dry_run::{ChildReply, DryRunOutput, DryRunRequest, Sandbox, SandboxLimits, child_main};
 pub use natives::RANGE_BUDGET;
 pub use page::{
-    CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, MAX_RECORD_BYTES,
-    MAX_RECORDS_PER_REPLY, MappedPage, strip_nulls,
+    CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, INLINE_REPLY_BYTES,
+    MAX_RECORD_BYTES, MAX_RECORDS_PER_REPLY, MappedPage, strip_nulls,
 };
 pub use pool::{ABANDON_AFTER, MappingPool, PoolStats};
 

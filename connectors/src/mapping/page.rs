@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use jaq_json::Val;
-use mallgate_schemas::{UnifiedSchema, Warning, validate_record};
+use mallgate_schemas::{Product, UnifiedSchema, Warning, validate_product, validate_record};
 use serde_json::Value;
 
 use super::{Budget, Program, RunError, to_json, to_val};
@@ -52,6 +52,9 @@ pub struct MappedPage {
     pub not_found: bool,
     /// Valid unified records; each carries its own warnings in `provenance.warnings`.
     pub records: Vec<Value>,
+    /// For capabilities whose records are products: the same records, typed, in the same
+    /// order (validation deserializes them anyway; the gateway merges these).
+    pub products: Vec<Product>,
     /// Records the selector yielded.
     pub selected: usize,
     /// One `record_dropped` warning per record (or mapped output) that was dropped.
@@ -59,6 +62,13 @@ pub struct MappedPage {
     /// What the pagination's jq found in this reply (the next cursor, URL or token, the
     /// total pages or records), or `None` when it found nothing (null, false, no output).
     pub paging: Option<Value>,
+}
+
+impl MappedPage {
+    fn push(&mut self, (record, product): (Value, Option<Product>)) {
+        self.records.push(record);
+        self.products.extend(product);
+    }
 }
 
 /// The compiled programs of one capability: shareable across threads, compiled once per
@@ -72,6 +82,107 @@ pub struct CapabilityMapping {
     not_found: Option<Program>,
     error: Option<Program>,
     paging: Option<Program>,
+    /// A pass-through capability (JSON, a plain path as `records`, `.` as `map`, no rules)
+    /// read without jq: see [`CapabilityMapping::map_inline`].
+    native: Option<Vec<Step>>,
+}
+
+/// One step of a plain path: `.name` or `[]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Each,
+}
+
+/// Replies up to this size may be mapped on the calling thread when the capability is a
+/// pass-through: reading them is linear and bounded, a few tens of microseconds.
+pub const INLINE_REPLY_BYTES: usize = 64 * 1024;
+
+/// `.`, `.a.b[]`, `.[]`, `.items[].x` ...: the steps of a plain path, or `None` for any
+/// other program.
+fn plain_path(code: &str) -> Option<Vec<Step>> {
+    let code = code.trim();
+    let mut rest = code.strip_prefix('.')?;
+    let mut steps = Vec::new();
+    let mut after_dot = true;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("[]") {
+            steps.push(Step::Each);
+            rest = r;
+            after_dot = false;
+            continue;
+        }
+        if !after_dot {
+            rest = rest.strip_prefix('.')?;
+        }
+        let n = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if n == 0 || rest.as_bytes()[0].is_ascii_digit() {
+            return None;
+        }
+        steps.push(Step::Key(rest[..n].to_owned()));
+        rest = &rest[n..];
+        after_dot = false;
+    }
+    Some(steps)
+}
+
+/// The values a plain path selects, as jq would, or `None` where jq would fail or where
+/// the order could differ (iterating an object): the caller then runs jq itself, which
+/// gives the exact error.
+fn select_plain(reply: Value, steps: &[Step]) -> Option<Vec<Value>> {
+    let mut current = vec![reply];
+    for step in steps {
+        let mut next = Vec::with_capacity(current.len());
+        for value in current {
+            match (step, value) {
+                (Step::Key(k), Value::Object(mut map)) => {
+                    next.push(map.remove(k.as_str()).unwrap_or(Value::Null));
+                }
+                (Step::Key(_), Value::Null) => next.push(Value::Null),
+                (Step::Each, Value::Array(items)) => next.extend(items),
+                _ => return None,
+            }
+        }
+        if next.len() > MAX_RECORDS_PER_REPLY {
+            return None;
+        }
+        current = next;
+    }
+    Some(current)
+}
+
+/// Numbers as the jq path gives them: an integral value is an integer. `None` for an
+/// integer jq cannot hold (the jq path then reports it).
+fn jq_numbers(value: &mut Value) -> Option<()> {
+    match value {
+        Value::Number(n) => {
+            if n.is_u64() && n.as_i64().is_none() {
+                return None;
+            }
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *n = serde_json::Number::from(i);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                jq_numbers(item)?;
+            }
+        }
+        Value::Object(map) => {
+            for item in map.values_mut() {
+                jq_numbers(item)?;
+            }
+        }
+        _ => {}
+    }
+    Some(())
 }
 
 /// Which program of a capability a compile error is about, as a pointer suffix.
@@ -95,6 +206,13 @@ impl CapabilityMapping {
         };
         let records = compile("records", Some(&spec.records));
         let map = compile("map", Some(&spec.map));
+        let native = (spec.decode == Decode::Json
+            && spec.map.trim() == "."
+            && spec.not_found.is_none()
+            && spec.error.is_none()
+            && spec.pagination.is_none())
+        .then(|| plain_path(&spec.records))
+        .flatten();
         let not_found = compile("not_found", spec.not_found.as_deref());
         let error = compile("error", spec.error.as_deref());
         let paging = spec
@@ -111,6 +229,7 @@ impl CapabilityMapping {
                 not_found,
                 error,
                 paging,
+                native,
             }),
             _ => Err(problems),
         }
@@ -130,6 +249,50 @@ impl CapabilityMapping {
     ) -> Result<MappedPage, ConnectorError> {
         let reply = decode(self.decode, body, limits)?;
         self.map_value(reply, globals, deadline)
+    }
+
+    /// Maps a small reply of a pass-through capability here, without jq and without a
+    /// thread hop: the same records, drops and warnings as [`map_reply`](Self::map_reply).
+    /// `None` when the capability is not a pass-through, the reply is larger than
+    /// [`INLINE_REPLY_BYTES`] or `limits` allow, `limits` are stricter on nesting than
+    /// serde_json (128 levels), or the reply is anything but plain JSON the path reads (the
+    /// caller then maps it on the pool, which reports the exact error).
+    pub fn map_inline(&self, body: &[u8], limits: &Limits) -> Option<MappedPage> {
+        let steps = self.native.as_ref()?;
+        if body.len() > INLINE_REPLY_BYTES.min(limits.max_bytes) || limits.max_depth < 128 {
+            return None;
+        }
+        let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
+        let reply: Value = serde_json::from_slice(body).ok()?;
+        let mut selected = select_plain(reply, steps)?;
+        for record in &mut selected {
+            jq_numbers(record)?;
+        }
+        let schema = self.capability.record_schema();
+        let mut page = MappedPage {
+            selected: selected.len(),
+            ..MappedPage::default()
+        };
+        for (index, record) in selected.into_iter().enumerate() {
+            let source_ref = match &record {
+                Value::Object(map) => {
+                    NATIVE_REF_KEYS.iter().find_map(|key| match map.get(*key)? {
+                        Value::String(s) => Some(s.chars().take(80).collect::<String>()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            };
+            match finish_value(record, &[], schema) {
+                Ok(value) => page.push(value),
+                Err((reason, mapped_ref)) => page.dropped.push(dropped(
+                    &record_name(index, mapped_ref.as_deref().or(source_ref.as_deref())),
+                    &reason,
+                )),
+            }
+        }
+        Some(page)
     }
 
     /// Maps an already decoded reply.
@@ -214,10 +377,7 @@ impl CapabilityMapping {
         };
         for (index, record) in selected.into_iter().enumerate() {
             let source_ref = native_ref(&record);
-            let name = |source_ref: Option<&str>| match source_ref {
-                Some(r) => format!("record {index} (`{r}`)"),
-                None => format!("record {index}"),
-            };
+            let name = |source_ref: Option<&str>| record_name(index, source_ref);
             let (outputs, warnings) = match self.map.run(record, vals.clone(), &budget) {
                 Ok(done) => done,
                 Err(RunError::Overrun(reason)) => return Err(overrun(reason)),
@@ -231,7 +391,7 @@ impl CapabilityMapping {
             };
             for output in outputs {
                 match finish(&output, &warnings, schema) {
-                    Ok(value) => page.records.push(value),
+                    Ok(value) => page.push(value),
                     Err((reason, mapped_ref)) => page.dropped.push(dropped(
                         &name(mapped_ref.as_deref().or(source_ref.as_deref())),
                         &reason,
@@ -267,12 +427,23 @@ fn dropped(record: &str, reason: &str) -> Warning {
     }
 }
 
+/// The usual keys of a partner's own id for a record, first match wins.
+const NATIVE_REF_KEYS: [&str; 6] = ["id", "sku", "itemId", "productId", "trackingNumber", "code"];
+
+/// How a warning names a record: its index in the reply, and its id when one is known.
+fn record_name(index: usize, source_ref: Option<&str>) -> String {
+    match source_ref {
+        Some(r) => format!("record {index} (`{r}`)"),
+        None => format!("record {index}"),
+    }
+}
+
 /// A partner's own id for a record, to name it in warnings: the first of a few usual keys.
 fn native_ref(record: &Val) -> Option<String> {
     let Val::Obj(map) = record else {
         return None;
     };
-    ["id", "sku", "itemId", "productId", "trackingNumber", "code"]
+    NATIVE_REF_KEYS
         .iter()
         .find_map(|key| match map.get(&crate::decode::text(*key))? {
             Val::TStr(b) | Val::BStr(b) => {
@@ -289,9 +460,18 @@ fn finish(
     output: &Val,
     warnings: &[Warning],
     schema: UnifiedSchema,
-) -> Result<Value, (String, Option<String>)> {
+) -> Result<(Value, Option<Product>), (String, Option<String>)> {
     let mut cap = MAX_RECORD_BYTES;
-    let mut value = to_json(output, &mut cap).map_err(|e| (e, None))?;
+    let value = to_json(output, &mut cap).map_err(|e| (e, None))?;
+    finish_value(value, warnings, schema)
+}
+
+/// A mapped record as JSON -> a valid record: nulls dropped, warnings attached, validated.
+fn finish_value(
+    mut value: Value,
+    warnings: &[Warning],
+    schema: UnifiedSchema,
+) -> Result<(Value, Option<Product>), (String, Option<String>)> {
     strip_nulls(&mut value);
     let source_ref = value
         .pointer("/provenance/source_ref")
@@ -313,8 +493,13 @@ fn finish(
             list.extend(warnings.iter().filter_map(|w| serde_json::to_value(w).ok()));
         }
     }
-    validate_record(schema, &value).map_err(|e| (e.to_string(), source_ref.clone()))?;
-    Ok(value)
+    let invalid = |e: mallgate_schemas::SchemaError| (e.to_string(), source_ref.clone());
+    if schema == UnifiedSchema::Product {
+        let product = validate_product(&value).map_err(invalid)?;
+        return Ok((value, Some(product)));
+    }
+    validate_record(schema, &value).map_err(invalid)?;
+    Ok((value, None))
 }
 
 fn kind(value: &Value) -> &'static str {

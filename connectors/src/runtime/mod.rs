@@ -177,6 +177,8 @@ pub struct CallStats {
 pub struct CallOutput {
     /// Valid unified records of every page, in order.
     pub records: Vec<Value>,
+    /// For capabilities whose records are products: the same records, typed, in order.
+    pub products: Vec<mallgate_schemas::Product>,
     /// The partner said there is no such record (a `not_found` rule, or a 404 on a lookup).
     pub not_found: bool,
     /// Call-level warnings: dropped records, a page cap reached.
@@ -494,7 +496,9 @@ impl Connector {
         ) else {
             return Err(unsupported());
         };
-        let globals = self.globals(query);
+        // Built once, and only when a program runs (a pass-through reads no globals).
+        let globals_cell = std::sync::OnceLock::new();
+        let globals = || Arc::clone(globals_cell.get_or_init(|| self.globals(query)));
         let base = self.endpoint()?;
 
         // The templated request.
@@ -521,7 +525,7 @@ impl Connector {
                     if !compiled.query.contains_key(name) {
                         continue;
                     }
-                    self.request_program(capability, Some(name.clone()), &globals, deadline)
+                    self.request_program(capability, Some(name.clone()), &globals(), deadline)
                         .await?
                         .as_ref()
                         .and_then(|v| token_text(v).or_else(|| v.as_bool().map(|b| b.to_string())))
@@ -540,7 +544,7 @@ impl Connector {
             None => None,
             Some(spec) => {
                 let value = self
-                    .request_program(capability, None, &globals, deadline)
+                    .request_program(capability, None, &globals(), deadline)
                     .await?
                     .ok_or_else(|| ConnectorError::Request {
                         reason: "the request body program gave nothing".into(),
@@ -711,19 +715,23 @@ impl Connector {
                 });
             }
 
-            let page: MappedPage = self
-                .pool
-                .map_reply(
-                    Arc::clone(&compiled.mapping),
-                    reply.body,
-                    self.limits,
-                    Arc::clone(&globals),
-                    deadline,
-                )?
-                .await
-                .map_err(|_| ConnectorError::MappingOverrun {
-                    reason: "the mapping thread failed".into(),
-                })??;
+            let inline = compiled.mapping.map_inline(&reply.body, &self.limits);
+            let page: MappedPage = if let Some(page) = inline {
+                page
+            } else {
+                self.pool
+                    .map_reply(
+                        Arc::clone(&compiled.mapping),
+                        reply.body,
+                        self.limits,
+                        globals(),
+                        deadline,
+                    )?
+                    .await
+                    .map_err(|_| ConnectorError::MappingOverrun {
+                        reason: "the mapping thread failed".into(),
+                    })??
+            };
             output.stats.pages += 1;
             if page.not_found {
                 if output.stats.pages == 1 {
@@ -736,6 +744,7 @@ impl Connector {
             output.stats.dropped += page.dropped.len();
             output.warnings.extend(page.dropped);
             output.records.extend(page.records);
+            output.products.extend(page.products);
 
             // Where next?
             let following: Option<Next> = match &cap.pagination {
@@ -912,6 +921,16 @@ impl Connector {
         let rest = self.rest_of(url).map(str::to_owned);
         let target_of = |route: Option<&Route>| -> Result<Url, ConnectorError> {
             match (route, &rest) {
+                // The URL was built against this endpoint: no new one to parse.
+                (Some(r), Some(rest))
+                    if url
+                        .as_str()
+                        .strip_prefix(r.base.as_str().trim_end_matches('/'))
+                        == Some(rest.as_str()) =>
+                {
+                    self.check(url)?;
+                    Ok(url.clone())
+                }
                 (Some(r), Some(rest)) => {
                     let text = format!("{}{}", r.base.as_str().trim_end_matches('/'), rest);
                     let target = Url::parse(&text).map_err(|e| ConnectorError::Request {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use mallgate_connectors::Capability;
-use mallgate_schemas::{InventoryLevel, Location, Product, StockAvailable, StockFulfillment};
+use mallgate_schemas::{InventoryLevel, Location, StockAvailable, StockFulfillment};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -318,10 +318,7 @@ fn skus_of(catalogs: &[SourceResult], gtin: &str) -> HashMap<String, String> {
         let Some(records) = &source.records else {
             continue;
         };
-        for r in &records.records {
-            let Ok(p) = serde_json::from_value::<Product>(r.clone()) else {
-                continue;
-            };
+        for p in &records.products {
             for v in p
                 .variants
                 .iter()

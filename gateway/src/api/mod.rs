@@ -425,8 +425,15 @@ fn cacheable(req: &Request, body: Bytes, etag: &str, fresh_until: Option<Instant
 /// A strong ETag over the answer's bytes (which hold `fetched_at` times, not ages).
 pub fn etag_of(body: &[u8]) -> String {
     let digest = Sha256::digest(body);
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("\"{hex}\"")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut etag = String::with_capacity(26);
+    etag.push('"');
+    for b in &digest[..12] {
+        etag.push(char::from(HEX[usize::from(b >> 4)]));
+        etag.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    etag.push('"');
+    etag
 }
 
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {

@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use mallgate_connectors::Capability;
 use mallgate_schemas::{Availability, Product};
-use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
@@ -23,6 +22,7 @@ use super::{
     Api, Caching, Params, Request, Response, all_failed, cacheable, complete, envelope, etag_of,
     snapshot_of, statuses,
 };
+use crate::FastHash;
 use crate::cursor::{Cursor, random_u64};
 use crate::fanout::{self, PlannedCall, SourceResult, SourceStatus};
 use crate::merge::{RankedProducts, merge_products};
@@ -295,8 +295,8 @@ pub struct Window {
 
 /// Windows by id, and the current window of each (search, generation).
 pub(crate) struct Windows {
-    by_id: moka::sync::Cache<u64, Arc<Window>>,
-    current: moka::sync::Cache<(String, u64), u64>,
+    by_id: moka::sync::Cache<u64, Arc<Window>, FastHash>,
+    current: moka::sync::Cache<(String, u64), u64, FastHash>,
     ttl: Duration,
 }
 
@@ -319,11 +319,11 @@ impl Windows {
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(FastHash::new()),
             current: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(FastHash::new()),
             ttl,
         }
     }
@@ -618,25 +618,18 @@ fn merged(
     sources: &[SourceResult],
     keep: impl Fn(&crate::registry::LiveConnector, &Product) -> bool,
 ) -> Vec<Product> {
-    let kept: Vec<(usize, Vec<Product>)> = sources
+    let ranked: Vec<RankedProducts<'_>> = sources
         .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
+        .filter_map(|s| {
             let records = s.records.as_ref()?;
-            let products = records
-                .records
-                .iter()
-                .filter_map(|r| Product::deserialize(r).ok())
-                .filter(|p| keep(&s.connector, p))
-                .collect();
-            Some((i, products))
-        })
-        .collect();
-    let ranked: Vec<RankedProducts<'_>> = kept
-        .iter()
-        .map(|(i, products)| RankedProducts {
-            rank: crate::registry::rank(&sources[*i].connector),
-            products,
+            Some(RankedProducts {
+                rank: crate::registry::rank(&s.connector),
+                products: records
+                    .products
+                    .iter()
+                    .filter(|p| keep(&s.connector, p))
+                    .collect(),
+            })
         })
         .collect();
     merge_products(&ranked)
