@@ -308,6 +308,17 @@ impl GatewayConfig {
         if self.limits.max_header_bytes < 1024 {
             return Err("limits.max_header_bytes must be at least 1024".into());
         }
+        if let Some(admin) = &self.admin {
+            let (public, admin) = (self.listen, admin.listen);
+            let same_ip = public.ip() == admin.ip()
+                || public.ip().is_unspecified()
+                || admin.ip().is_unspecified();
+            if public.port() != 0 && public.port() == admin.port() && same_ip {
+                return Err(format!(
+                    "admin.listen ({admin}) must not share the public listener's port ({public}): the admin API has a listener of its own"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -324,6 +335,23 @@ mod tests {
         assert_eq!(config.cache.window_items, 40);
         assert_eq!(config.deadline.default_ms, 800);
         assert!(!config.allow_loopback_partners);
+    }
+
+    #[test]
+    fn the_admin_listener_cannot_share_the_public_port() {
+        for (public, admin) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ] {
+            let text = format!("listen: {public}\nadmin:\n  listen: {admin}\n");
+            let err = GatewayConfig::parse(&text).expect_err("one port for both listeners");
+            assert!(err.contains("admin.listen"), "{err}");
+        }
+        let ok = "listen: 127.0.0.1:9000\nadmin:\n  listen: 127.0.0.1:9001\n";
+        assert!(GatewayConfig::parse(ok).is_ok());
+        // Port 0 on both: each gets a port of its own when the gateway starts.
+        let any = "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\n";
+        assert!(GatewayConfig::parse(any).is_ok());
     }
 
     #[test]

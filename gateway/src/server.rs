@@ -158,12 +158,23 @@ impl Gateway {
         })
     }
 
-    /// The admin listener's address (port 0 replaced), when the admin API is configured.
-    fn admin_addr(&self) -> Result<Option<SocketAddr>, GatewayError> {
-        match (&self.admin, &self.config.admin) {
-            (Some(_), Some(c)) => usable_addr(c.listen).map(Some),
-            _ => Ok(None),
-        }
+    /// The public and admin listeners' addresses, port 0 replaced by a free port. Both
+    /// are probed at once: probing one after the other could hand the admin listener the
+    /// port the public probe had just released, and pingora would then adopt one socket for
+    /// both services (two owners of one descriptor, each closing it at shutdown).
+    fn listen_addrs(&self) -> Result<(SocketAddr, Option<SocketAddr>), GatewayError> {
+        let public = probe(self.config.listen)?;
+        let admin = match (&self.admin, &self.config.admin) {
+            (Some(_), Some(c)) => Some(probe(c.listen)?),
+            _ => None,
+        };
+        let addr = bound(&public, self.config.listen)?;
+        let admin_addr = match (admin, &self.config.admin) {
+            (Some(probe), Some(c)) => Some(bound(&probe, c.listen)?),
+            _ => None,
+        };
+        // The probes close here, just before pingora binds the same addresses.
+        Ok((addr, admin_addr))
     }
 
     /// The directory watcher (and, for `run`, SIGHUP), reloading through the admin API's
@@ -234,8 +245,7 @@ impl Gateway {
     /// pingora cannot report the port it bound) on a thread of its own, and returns once
     /// the listener accepts connections.
     pub fn start(self) -> Result<RunningGateway, GatewayError> {
-        let addr = usable_addr(self.config.listen)?;
-        let admin_addr = self.admin_addr()?;
+        let (addr, admin_addr) = self.listen_addrs()?;
         let health = self.health_checks()?;
         let watcher = self.watcher(false)?;
         let judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
@@ -280,8 +290,7 @@ impl Gateway {
     /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
     /// connections are closed), SIGINT stops at once; SIGHUP reloads the connectors.
     pub fn run(self) -> Result<(), GatewayError> {
-        let addr = usable_addr(self.config.listen)?;
-        let admin_addr = self.admin_addr()?;
+        let (addr, admin_addr) = self.listen_addrs()?;
         let _health = self.health_checks()?;
         let _watcher = self.watcher(true)?;
         let _judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
@@ -321,19 +330,22 @@ impl Drop for RunningGateway {
     }
 }
 
-/// Checks that `addr` can be bound (pingora panics on a failed bind) and replaces port 0
-/// with a free port.
-fn usable_addr(addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
-    let listener = TcpListener::bind(addr).map_err(|e| GatewayError::Listen {
+/// Binds `addr` to check that it can be bound (pingora panics on a failed bind) and, for
+/// port 0, to have the kernel pick a free port; the caller keeps the listener open until
+/// every address is picked.
+fn probe(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(addr).map_err(|e| GatewayError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),
-    })?;
-    let bound = listener.local_addr().map_err(|e| GatewayError::Listen {
-        addr: addr.to_string(),
+    })
+}
+
+/// The address a probe holds (port 0 replaced).
+fn bound(probe: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, GatewayError> {
+    probe.local_addr().map_err(|e| GatewayError::Listen {
+        addr: asked.to_string(),
         reason: e.to_string(),
-    })?;
-    drop(listener);
-    Ok(bound)
+    })
 }
 
 /// `env:VAR` or `file:PATH` (operator config only).
