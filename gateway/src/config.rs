@@ -11,7 +11,7 @@
 //! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000}
 //! admission: {max_in_flight: 2048, client_rps: 50, client_burst: 100}
 //! admin:
-//!   listen: 127.0.0.1:9090
+//!   listen: 127.0.0.1:9090      # never the public listener's port
 //!   tokens:
 //!     - {role: operator, token: env:MALLGATE_ADMIN_TOKEN}
 //!     - {role: "partner:voltmart", sha256: 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8}
