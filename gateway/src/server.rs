@@ -163,18 +163,13 @@ impl Gateway {
     /// port the public probe had just released, and pingora would then adopt one socket for
     /// both services (two owners of one descriptor, each closing it at shutdown).
     fn listen_addrs(&self) -> Result<(SocketAddr, Option<SocketAddr>), GatewayError> {
-        let public = probe(self.config.listen)?;
+        let (_public, addr) = probe(self.config.listen)?;
         let admin = match (&self.admin, &self.config.admin) {
             (Some(_), Some(c)) => Some(probe(c.listen)?),
             _ => None,
         };
-        let addr = bound(&public, self.config.listen)?;
-        let admin_addr = match (admin, &self.config.admin) {
-            (Some(probe), Some(c)) => Some(bound(&probe, c.listen)?),
-            _ => None,
-        };
-        // The probes close here, just before pingora binds the same addresses.
-        Ok((addr, admin_addr))
+        // Both probes close here, just before pingora binds the same addresses.
+        Ok((addr, admin.map(|(_, admin_addr)| admin_addr)))
     }
 
     /// The directory watcher (and, for `run`, SIGHUP), reloading through the admin API's
@@ -331,21 +326,16 @@ impl Drop for RunningGateway {
 }
 
 /// Binds `addr` to check that it can be bound (pingora panics on a failed bind) and, for
-/// port 0, to have the kernel pick a free port; the caller keeps the listener open until
-/// every address is picked.
-fn probe(addr: SocketAddr) -> Result<TcpListener, GatewayError> {
-    TcpListener::bind(addr).map_err(|e| GatewayError::Listen {
+/// port 0, to have the kernel pick a free port: the probe and the address it holds. The
+/// caller keeps the probe open until every address is picked.
+fn probe(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
+    let failed = |e: std::io::Error| GatewayError::Listen {
         addr: addr.to_string(),
         reason: e.to_string(),
-    })
-}
-
-/// The address a probe holds (port 0 replaced).
-fn bound(probe: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, GatewayError> {
-    probe.local_addr().map_err(|e| GatewayError::Listen {
-        addr: asked.to_string(),
-        reason: e.to_string(),
-    })
+    };
+    let listener = TcpListener::bind(addr).map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
 }
 
 /// `env:VAR` or `file:PATH` (operator config only).

@@ -274,16 +274,7 @@ impl CapabilityMapping {
             ..MappedPage::default()
         };
         for (index, record) in selected.into_iter().enumerate() {
-            let source_ref = match &record {
-                Value::Object(map) => {
-                    NATIVE_REF_KEYS.iter().find_map(|key| match map.get(*key)? {
-                        Value::String(s) => Some(s.chars().take(80).collect::<String>()),
-                        Value::Number(n) => Some(n.to_string()),
-                        _ => None,
-                    })
-                }
-                _ => None,
-            };
+            let source_ref = native_ref_json(&record);
             match finish_value(record, &[], schema) {
                 Ok(value) => page.push(value),
                 Err((reason, mapped_ref)) => page.dropped.push(dropped(
@@ -436,6 +427,18 @@ fn record_name(index: usize, source_ref: Option<&str>) -> String {
         Some(r) => format!("record {index} (`{r}`)"),
         None => format!("record {index}"),
     }
+}
+
+/// [`native_ref`] of a record read without jq.
+fn native_ref_json(record: &Value) -> Option<String> {
+    let Value::Object(map) = record else {
+        return None;
+    };
+    NATIVE_REF_KEYS.iter().find_map(|key| match map.get(*key)? {
+        Value::String(s) => Some(s.chars().take(80).collect()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 /// A partner's own id for a record, to name it in warnings: the first of a few usual keys.
