@@ -69,6 +69,11 @@ pub enum ConnectorError {
     /// it is to be quarantined.
     #[error("mapping overran the sandbox: {reason}")]
     MappingOverrun { reason: String },
+    /// Every record the reply gave was dropped by the schema or identity checks: the
+    /// version's mapping does not fit the partner's answers, which is a failure of the
+    /// call, never a `live` answer with nothing in it.
+    #[error("every one of the {dropped} mapped records was dropped; the first: {first}")]
+    MappingRejected { dropped: usize, first: String },
     /// The reply decoded but is not shaped as the connector expects (its `records` selector
     /// failed): schema drift on the partner's side. Quarantined and counted, never cached.
     #[error("malformed reply: {reason}")]
@@ -155,6 +160,7 @@ impl ConnectorError {
             | Self::Decode { .. }
             | Self::InvalidProgram { .. }
             | Self::MappingOverrun { .. }
+            | Self::MappingRejected { .. }
             | Self::MalformedReply { .. } => false,
             // A 200 that carries an error may be transient, but the partner chose to answer:
             // retrying it would only amplify load on a partner that is already struggling.

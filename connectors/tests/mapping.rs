@@ -254,7 +254,7 @@ fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
     let programs = pass_through(".data.products[]", ".");
     let mapping = search(&programs);
     let inline = mapping
-        .map_inline(&body, &Limits::default())
+        .map_inline(&body, &Limits::default(), &globals(json!({"q": "tv"})))
         .expect("a pass-through reads this inline");
     assert_eq!(inline, map(mapping, &body).expect("page"), "inline = jq");
     assert_eq!(
@@ -277,17 +277,25 @@ fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
         json!({"data": {"products": [{"n": 18446744073709551615u64}]}}),
     ] {
         let body = serde_json::to_vec(&odd).expect("json");
-        assert_eq!(mapping.map_inline(&body, &Limits::default()), None, "{odd}");
+        assert_eq!(
+            mapping.map_inline(&body, &Limits::default(), &globals(json!({"q": "tv"}))),
+            None,
+            "{odd}"
+        );
     }
     assert_eq!(
-        mapping.map_inline(b"{\"data\": ", &Limits::default()),
+        mapping.map_inline(
+            b"{\"data\": ",
+            &Limits::default(),
+            &globals(json!({"q": "tv"}))
+        ),
         None,
         "malformed JSON"
     );
     let big = serde_json::to_vec(&json!({"data": {"products": [], "pad": "x".repeat(70_000)}}))
         .expect("json");
     assert_eq!(
-        mapping.map_inline(&big, &Limits::default()),
+        mapping.map_inline(&big, &Limits::default(), &globals(json!({"q": "tv"}))),
         None,
         "larger than the inline limit"
     );
@@ -301,7 +309,11 @@ fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
             ..Limits::default()
         },
     ] {
-        assert_eq!(mapping.map_inline(&body, &strict), None, "{strict:?}");
+        assert_eq!(
+            mapping.map_inline(&body, &strict, &globals(json!({"q": "tv"}))),
+            None,
+            "{strict:?}"
+        );
     }
     assert!(map(mapping, b"{\"data\": ").is_err());
 
@@ -309,7 +321,7 @@ fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
     for (records, map) in [(".data.products[]", ".title"), (".data.products[]?", ".")] {
         let programs = pass_through(records, map);
         assert_eq!(
-            search(&programs).map_inline(&body, &Limits::default()),
+            search(&programs).map_inline(&body, &Limits::default(), &globals(json!({"q": "tv"}))),
             None,
             "{records} | {map}"
         );

@@ -143,7 +143,9 @@ async fn voltmart_catalog_inventory_and_locations() {
     }
 }
 
-/// Drift (a renamed `salePrice`) drops every record with a warning; none has a wrong price.
+/// Drift (a renamed `salePrice`) drops every record with a warning; none has a wrong price,
+/// and a reply of which every record was dropped is a failed call (`mapping`), not an
+/// empty success.
 #[tokio::test]
 async fn schema_drift_drops_records_with_warnings() {
     let h = Harness::start().await;
@@ -154,7 +156,7 @@ async fn schema_drift_drops_records_with_warnings() {
         });
     }
     let c = h.connector(Partner::Voltmart);
-    let out = c
+    let err = c
         .call(
             Capability::CatalogSearch,
             &json!({"q": "laptop"}),
@@ -162,15 +164,13 @@ async fn schema_drift_drops_records_with_warnings() {
             deadline(),
         )
         .await
-        .expect("a drifted reply still answers");
-    assert!(out.records.is_empty(), "no record with a made-up price");
-    assert!(out.stats.selected > 0);
-    assert_eq!(out.warnings.len(), out.stats.selected);
-    assert!(
-        out.warnings.iter().all(|w| w.code == "record_dropped"),
-        "{:?}",
-        out.warnings[0]
-    );
+        .expect_err("nothing valid came back");
+    let ConnectorError::MappingRejected { dropped, first } = &err else {
+        panic!("{err}")
+    };
+    assert!(*dropped > 0);
+    assert!(first.contains("dropped"), "{first}");
+    assert!(!err.is_retryable(), "the same reply drops the same records");
 }
 
 // --- Threadline ---------------------------------------------------------------------
@@ -764,7 +764,7 @@ async fn secrets_never_appear_in_errors_warnings_or_debug() {
         "voltmart-api-key",
         mallgate_partner_sim::partners::voltmart::API_KEY,
     );
-    let out = c
+    let err = c
         .call(
             Capability::CatalogSearch,
             &json!({"q": "tv"}),
@@ -772,8 +772,8 @@ async fn secrets_never_appear_in_errors_warnings_or_debug() {
             deadline(),
         )
         .await
-        .expect("answers");
-    seen.push(format!("{:?}", out.warnings));
+        .expect_err("every record drifted");
+    seen.push(format!("{err} {err:?}"));
     for text in &seen {
         assert!(!text.contains(CANARY), "a secret leaked: {text}");
         assert!(

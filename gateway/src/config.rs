@@ -18,6 +18,11 @@
 //! cursor_secret: env:MALLGATE_CURSOR_SECRET
 //! partner_secrets:
 //!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
+//! sandbox:                      # where partner-owned jq runs: worker processes
+//!   workers: 2
+//!   address_space_mib: 1536
+//!   operator_in_process: true   # trusted operator connectors map on mapping_threads
+//!   quarantine_after: 3         # overruns (kills, deaths, timeouts) before a version is quarantined
 //! ```
 //!
 //! Every field has a default; an unknown field is an error naming its path.
@@ -70,9 +75,48 @@ pub struct GatewayConfig {
     /// Operator-provided partner secrets: partner -> name -> reference (`env:` or `file:`).
     #[serde(default)]
     pub partner_secrets: BTreeMap<String, BTreeMap<String, String>>,
-    /// Mapping pool threads (jq runs there, never on a request thread).
+    /// Mapping pool threads (trusted jq runs there, never on a request thread).
     #[serde(default = "defaults::mapping_threads")]
     pub mapping_threads: usize,
+    /// The sandbox pool that runs partner-owned programs.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// The sandbox pool (DESIGN §5): every jq program of a partner-owned connector runs in one
+/// of these worker processes, never in the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Worker processes running partner programs at once.
+    #[serde(default = "defaults::sandbox_workers")]
+    pub workers: usize,
+    /// The worker executable (it must answer to `sandbox-worker`); absent: this executable.
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+    /// Address-space limit of one worker (it reserves a 256 MiB stack).
+    #[serde(default = "defaults::sandbox_address_space_mib")]
+    pub address_space_mib: u64,
+    /// Operator-owned connectors map in process, on `mapping_threads` (trusted: a hostile
+    /// operator program can take the gateway down). `false`: every connector is isolated.
+    #[serde(default = "defaults::yes")]
+    pub operator_in_process: bool,
+    /// Calls of one version whose mapping overran (worker killed at the deadline, worker
+    /// died, output over the cap) before the version is quarantined and rolled back.
+    #[serde(default = "defaults::quarantine_after")]
+    pub quarantine_after: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            workers: defaults::sandbox_workers(),
+            program: None,
+            address_space_mib: defaults::sandbox_address_space_mib(),
+            operator_in_process: true,
+            quarantine_after: defaults::quarantine_after(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -203,6 +247,18 @@ mod defaults {
     pub(super) fn max_in_flight() -> usize {
         2048
     }
+    pub(super) fn sandbox_workers() -> usize {
+        2
+    }
+    pub(super) fn sandbox_address_space_mib() -> u64 {
+        1536
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn quarantine_after() -> u32 {
+        3
+    }
 }
 
 impl Default for AdmissionConfig {
@@ -260,6 +316,7 @@ impl Default for GatewayConfig {
             cursor_secret: None,
             partner_secrets: BTreeMap::new(),
             mapping_threads: defaults::mapping_threads(),
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -290,8 +347,14 @@ impl GatewayConfig {
 
     /// The rules no single field says (run on every config, parsed or built).
     pub fn check(&self) -> Result<(), String> {
-        if self.threads == 0 || self.mapping_threads == 0 {
-            return Err("threads and mapping_threads must be at least 1".into());
+        if self.threads == 0 || self.mapping_threads == 0 || self.sandbox.workers == 0 {
+            return Err("threads, mapping_threads and sandbox.workers must be at least 1".into());
+        }
+        if self.sandbox.address_space_mib < 512 {
+            return Err("sandbox.address_space_mib must be at least 512 (a worker reserves a 256 MiB stack)".into());
+        }
+        if self.sandbox.quarantine_after == 0 {
+            return Err("sandbox.quarantine_after must be at least 1".into());
         }
         if !(1..=60_000).contains(&self.deadline.default_ms) {
             return Err("deadline.default_ms must be between 1 and 60000".into());

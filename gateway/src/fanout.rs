@@ -183,6 +183,8 @@ pub fn classify(error: &ConnectorError) -> SourceError {
         | ConnectorError::Secret { .. } => "auth",
         ConnectorError::MalformedReply { .. } | ConnectorError::Decode { .. } => "malformed_reply",
         ConnectorError::MappingOverrun { .. }
+        | ConnectorError::MappingRejected { .. }
+        | ConnectorError::InvalidSpec { .. }
         | ConnectorError::MappingBusy
         | ConnectorError::Sandbox { .. }
         | ConnectorError::InvalidProgram { .. } => "mapping",

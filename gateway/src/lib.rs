@@ -12,6 +12,7 @@
 //! - [`api`]: the handlers of the unified API, transport-agnostic.
 //! - [`server`]: the pingora listeners (public and admin) that feed them.
 //! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
+//! - [`sandbox`]: the worker processes that run partner-owned jq, and quarantine.
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
 //! - [`demo`]: the simulator fleet and the gateway in one process.
@@ -30,6 +31,7 @@ pub mod merge;
 pub mod openapi;
 pub mod problem;
 pub mod registry;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod watch;

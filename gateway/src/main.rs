@@ -35,6 +35,15 @@ fn main() -> anyhow::Result<()> {
                 1
             });
         }
+        // A worker of the sandbox pool that runs partner-owned jq (started by the gateway).
+        Some("sandbox-worker") => {
+            let code = mallgate_connectors::mapping::isolated::worker_main(args);
+            std::process::exit(if code == std::process::ExitCode::SUCCESS {
+                0
+            } else {
+                1
+            });
+        }
         Some("connector") => {
             let rest: Vec<String> = args.collect();
             let outcome = match rest.first().map(String::as_str) {

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use mallgate_connectors::mapping::MappingPool;
+use mallgate_connectors::mapping::isolated::IsolatedPool;
 use mallgate_connectors::runtime::guard::AddressGuard;
 use mallgate_connectors::runtime::secrets::SecretStore;
-use mallgate_connectors::runtime::{Connector, PartnerResources, RuntimeConfig};
+use mallgate_connectors::runtime::{Connector, Mapper, PartnerResources, RuntimeConfig};
 use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner, Problem};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +49,8 @@ pub struct VersionStats {
     /// Records dropped by the schema or identity checks.
     pub dropped: AtomicU64,
     pub micros: AtomicU64,
+    /// Why the last overrun happened (worker killed, died, answer over the cap).
+    pub last_overrun: Mutex<Option<String>>,
 }
 
 impl VersionStats {
@@ -67,11 +70,27 @@ impl VersionStats {
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                if matches!(e, ConnectorError::MappingOverrun { .. }) {
-                    self.overruns.fetch_add(1, Ordering::Relaxed);
+                match e {
+                    ConnectorError::MappingOverrun { reason } => {
+                        self.overruns.fetch_add(1, Ordering::Relaxed);
+                        *self.last_overrun.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(reason.clone());
+                    }
+                    // Every record dropped: they count as schema violations too.
+                    ConnectorError::MappingRejected { dropped, .. } => {
+                        self.dropped.fetch_add(*dropped as u64, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
             }
         }
+    }
+
+    pub fn last_overrun(&self) -> Option<String> {
+        self.last_overrun
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn get(&self) -> StatsView {
@@ -203,8 +222,28 @@ pub struct Registry {
     reload_lock: Mutex<()>,
     guard: Arc<dyn AddressGuard>,
     secrets: Arc<dyn SecretStore>,
-    pool: Arc<MappingPool>,
+    mappers: Mappers,
     runtime: RuntimeConfig,
+}
+
+/// Where connector programs run: partner-owned ones always in the sandbox pool; the
+/// operator's on the in-process mapping threads when the operator trusts them.
+#[derive(Debug, Clone)]
+pub struct Mappers {
+    pub trusted: Arc<MappingPool>,
+    pub isolated: Arc<IsolatedPool>,
+    pub operator_in_process: bool,
+}
+
+impl Mappers {
+    fn for_document(&self, doc: &Document) -> Mapper {
+        match &doc.owner {
+            Owner::Operator if self.operator_in_process => {
+                Mapper::InProcess(Arc::clone(&self.trusted))
+            }
+            owner => Mapper::isolated(Arc::clone(&self.isolated), &doc.text, owner),
+        }
+    }
 }
 
 impl fmt::Debug for Registry {
@@ -221,7 +260,7 @@ impl Registry {
     pub fn new(
         guard: Arc<dyn AddressGuard>,
         secrets: Arc<dyn SecretStore>,
-        pool: Arc<MappingPool>,
+        mappers: Mappers,
     ) -> Self {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
@@ -230,7 +269,7 @@ impl Registry {
             reload_lock: Mutex::new(()),
             guard,
             secrets,
-            pool,
+            mappers,
             runtime: RuntimeConfig::default(),
         }
     }
@@ -406,7 +445,7 @@ impl Registry {
             doc.owner.clone(),
             resources,
             Arc::clone(&self.secrets),
-            Arc::clone(&self.pool),
+            self.mappers.for_document(doc),
         )?;
         Ok(LiveConnector {
             connector,

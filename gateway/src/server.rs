@@ -38,7 +38,8 @@ use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::cursor::CursorKey;
 use crate::health::HealthChecker;
 use crate::problem::ApiError;
-use crate::registry::{Registry, documents_in};
+use crate::registry::{Mappers, Registry, documents_in};
+use crate::sandbox::sandbox_pool;
 use crate::store::Store;
 use crate::watch::{ReloadFn, Watcher};
 
@@ -121,9 +122,20 @@ impl Gateway {
             MappingPool::new(config.mapping_threads, 1024)
                 .map_err(|e| GatewayError::Startup(format!("mapping pool: {e}")))?,
         );
+        let mappers = Mappers {
+            trusted: pool,
+            isolated: Arc::new(sandbox_pool(
+                &config.sandbox,
+                config
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.sandbox_program.as_ref()),
+            )?),
+            operator_in_process: config.sandbox.operator_in_process,
+        };
         let store_secrets = Arc::clone(&secrets);
         let secrets: Arc<dyn SecretStore> = secrets;
-        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, pool));
+        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, mappers));
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
         let admin = match &config.admin {
             None => {

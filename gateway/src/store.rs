@@ -5,6 +5,8 @@
 //! <state_dir>/connectors/<id>/v<N>.doc      the document as submitted (YAML or JSON)
 //! <state_dir>/connectors/<id>/v<N>.json     {version, digest, author, created_at, partner}
 //! <state_dir>/connectors/<id>/active        the active version number, or absent
+//! <state_dir>/connectors/<id>/history       every version made active, one a line, in order
+//! <state_dir>/connectors/<id>/v<N>.quarantine  {at, reason}: never activated again until cleared
 //! <state_dir>/audit.log                     JSON lines: who, what, when, result
 //! ```
 //!
@@ -30,6 +32,13 @@ pub struct VersionMeta {
     pub author: String,
     pub created_at: String,
     pub partner: String,
+}
+
+/// Why and when a version was quarantined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    pub at: String,
+    pub reason: String,
 }
 
 /// One audit record.
@@ -58,6 +67,23 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> GatewayError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Appends one line to `path` and syncs it (the file and, when new, its directory).
+fn append_line(path: &Path, line: &str) -> Result<(), GatewayError> {
+    let new = !path.exists();
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .map_err(io(path))?;
+    file.sync_data().map_err(io(path))?;
+    if new && let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
@@ -259,13 +285,81 @@ impl Store {
         Ok(())
     }
 
-    /// Points `id` at `version` (`None`: no active version).
+    /// Points `id` at `version` (`None`: no active version); a version made active is
+    /// appended to the history first.
     pub fn set_active(&self, id: &str, version: Option<u32>) -> Result<(), GatewayError> {
-        let path = self.dir(id)?.join("active");
+        let dir = self.dir(id)?;
+        let path = dir.join("active");
         match version {
-            Some(v) => write_atomic(&path, v.to_string().as_bytes()),
+            Some(v) => {
+                if self.active(id)? != Some(v) {
+                    append_line(&dir.join("history"), &v.to_string())?;
+                }
+                write_atomic(&path, v.to_string().as_bytes())
+            }
             None => remove_durably(&path),
         }
+    }
+
+    /// Quarantines a version: it is never made active (or a canary) again until cleared.
+    pub fn quarantine(&self, id: &str, version: u32, reason: &str) -> Result<(), GatewayError> {
+        let path = self.dir(id)?.join(format!("v{version}.quarantine"));
+        let record = Quarantine {
+            at: jiff::Timestamp::now().to_string(),
+            reason: reason.to_owned(),
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| GatewayError::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&path, &json)
+    }
+
+    /// The quarantine of a version, if it is quarantined.
+    pub fn quarantined(&self, id: &str, version: u32) -> Result<Option<Quarantine>, GatewayError> {
+        let path = self.dir(id)?.join(format!("v{version}.quarantine"));
+        match fs::read(&path) {
+            // A marker that cannot be read still quarantines: never activate on doubt.
+            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Quarantine {
+                at: String::new(),
+                reason: "quarantined (the record is unreadable)".into(),
+            }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Clears a quarantine; `false` when the version was not quarantined.
+    pub fn clear_quarantine(&self, id: &str, version: u32) -> Result<bool, GatewayError> {
+        if self.quarantined(id, version)?.is_none() {
+            return Ok(false);
+        }
+        remove_durably(&self.dir(id)?.join(format!("v{version}.quarantine")))?;
+        Ok(true)
+    }
+
+    /// The version to fall back to from `version`: the latest one made active before it
+    /// that is not quarantined (by the history; without one, the latest stored version
+    /// below it that is not quarantined). `None`: nothing stored to fall back to.
+    pub fn last_good(&self, id: &str, version: u32) -> Result<Option<u32>, GatewayError> {
+        let path = self.dir(id)?.join("history");
+        let history: Vec<u32> = match fs::read_to_string(&path) {
+            Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let stored: Vec<u32> = self.versions(id)?.into_iter().map(|m| m.version).collect();
+        let candidates: Vec<u32> = if history.is_empty() {
+            stored
+        } else {
+            history.into_iter().filter(|v| stored.contains(v)).collect()
+        };
+        for v in candidates.into_iter().rev() {
+            if v != version && v < version && self.quarantined(id, v)?.is_none() {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// The canary of `id`: (version, percent), if any.

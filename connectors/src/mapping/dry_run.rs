@@ -238,7 +238,7 @@ impl Sandbox {
 }
 
 /// A child's error, as the parent's error type.
-fn rebuild(kind: &str, reason: String) -> ConnectorError {
+pub(crate) fn rebuild(kind: &str, reason: String) -> ConnectorError {
     let format = |name: &str| match name {
         "json" => Some("json"),
         "xml" => Some("xml"),
@@ -256,13 +256,14 @@ fn rebuild(kind: &str, reason: String) -> ConnectorError {
             "malformed_reply" => ConnectorError::MalformedReply { reason },
             "partner_reported" => ConnectorError::PartnerReported { message: reason },
             "invalid_program" => ConnectorError::InvalidProgram { reason },
+            "request" => ConnectorError::Request { reason },
             _ => sandbox_error(reason),
         },
     }
 }
 
 /// An error as (kind, reason) for the wire.
-fn parts(e: ConnectorError) -> (String, String) {
+pub(crate) fn parts(e: ConnectorError) -> (String, String) {
     match e {
         ConnectorError::Decode { format, reason } => (format!("decode:{format}"), reason),
         ConnectorError::MappingOverrun { reason } => ("overrun".into(), reason),

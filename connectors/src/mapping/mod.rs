@@ -19,6 +19,8 @@
 
 mod convert;
 mod dry_run;
+mod finish;
+pub mod isolated;
 mod natives;
 mod page;
 mod pool;
@@ -33,11 +35,13 @@ use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 
 pub use convert::{to_json, to_val};
+pub(crate) use dry_run::rebuild as rebuild_error;
 pub use dry_run::{ChildReply, DryRunOutput, DryRunRequest, Sandbox, SandboxLimits, child_main};
+pub use finish::{Identity, RawPage, RawRecord, finish_page, strip_nulls};
 pub use natives::RANGE_BUDGET;
 pub use page::{
     CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, INLINE_REPLY_BYTES,
-    MAX_RECORD_BYTES, MAX_RECORDS_PER_REPLY, MappedPage, strip_nulls,
+    MAX_RECORD_BYTES, MAX_RECORDS_PER_REPLY, MappedPage,
 };
 pub use pool::{ABANDON_AFTER, MappingPool, PoolStats};
 
@@ -51,6 +55,18 @@ pub const MAX_PROGRAM_BYTES: usize = 32 * 1024;
 pub const MAX_NESTING: usize = 64;
 /// Stack of the threads that parse, compile and run programs.
 pub const STACK_BYTES: usize = 256 * 1024 * 1024;
+
+thread_local! {
+    /// Set on threads started with [`STACK_BYTES`] of stack (a sandbox worker's): programs
+    /// compile there directly, without a thread (and a second stack reservation) of their
+    /// own.
+    static ON_BIG_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as started with [`STACK_BYTES`] of stack.
+pub(crate) fn on_big_stack() {
+    ON_BIG_STACK.with(|b| b.set(true));
+}
 
 /// Global variables every program may read.
 pub const GLOBALS: [&str; 3] = ["$provenance", "$query", "$locations"];
@@ -412,6 +428,9 @@ impl Program {
             return Err(invalid(format!(
                 "program nests deeper than {MAX_NESTING} brackets"
             )));
+        }
+        if ON_BIG_STACK.with(std::cell::Cell::get) {
+            return compile_on_this_thread(code).map(|filter| Self { filter });
         }
         let filter = std::thread::scope(|scope| {
             std::thread::Builder::new()

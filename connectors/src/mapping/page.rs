@@ -10,9 +10,12 @@
 use std::time::Instant;
 
 use jaq_json::Val;
-use mallgate_schemas::{Product, UnifiedSchema, Warning, validate_product, validate_record};
+use mallgate_schemas::{Product, Warning};
 use serde_json::Value;
 
+use super::finish::{
+    Identity, RawPage, RawRecord, dropped, finish_page, native_ref, native_ref_json, record_name,
+};
 use super::{Budget, Program, RunError, to_json, to_val};
 use crate::decode::{Limits, decode};
 use crate::error::ConnectorError;
@@ -25,7 +28,8 @@ pub const MAX_RECORDS_PER_REPLY: usize = 100_000;
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// The values every program of a capability reads as `$provenance`, `$query`, `$locations`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Globals {
     /// `partner_id`, `connector_id`, `connector_version`, `fetched_at`.
     pub provenance: Value,
@@ -65,7 +69,7 @@ pub struct MappedPage {
 }
 
 impl MappedPage {
-    fn push(&mut self, (record, product): (Value, Option<Product>)) {
+    pub(super) fn push(&mut self, (record, product): (Value, Option<Product>)) {
         self.records.push(record);
         self.products.extend(product);
     }
@@ -239,7 +243,10 @@ impl CapabilityMapping {
         self.capability
     }
 
-    /// Decodes a reply body in the capability's format, then maps it.
+    /// Decodes a reply body in the capability's format, then maps it (in this process:
+    /// for trusted programs, or inside a sandbox worker through [`map_reply_raw`]).
+    ///
+    /// [`map_reply_raw`]: Self::map_reply_raw
     pub fn map_reply(
         &self,
         body: &[u8],
@@ -251,13 +258,47 @@ impl CapabilityMapping {
         self.map_value(reply, globals, deadline)
     }
 
+    /// The partner's half of [`map_reply`](Self::map_reply): decode and run the programs,
+    /// no validation. A sandbox worker runs this; the gateway finishes the page with
+    /// [`finish_page`].
+    pub fn map_reply_raw(
+        &self,
+        body: &[u8],
+        limits: &Limits,
+        globals: &Globals,
+        deadline: Instant,
+    ) -> Result<RawPage, ConnectorError> {
+        let reply = decode(self.decode, body, limits)?;
+        self.map_raw(reply, globals, deadline)
+    }
+
+    /// The gateway's half: validation and identity checks of a raw page.
+    pub fn finish(&self, raw: RawPage, globals: &Globals) -> MappedPage {
+        finish_page(
+            raw,
+            self.capability.record_schema(),
+            Identity::of(globals).as_ref(),
+        )
+    }
+
+    /// Whether replies are read without jq (see [`map_inline`](Self::map_inline)).
+    pub fn is_pass_through(&self) -> bool {
+        self.native.is_some()
+    }
+
     /// Maps a small reply of a pass-through capability here, without jq and without a
     /// thread hop: the same records, drops and warnings as [`map_reply`](Self::map_reply).
     /// `None` when the capability is not a pass-through, the reply is larger than
     /// [`INLINE_REPLY_BYTES`] or `limits` allow, `limits` are stricter on nesting than
     /// serde_json (128 levels), or the reply is anything but plain JSON the path reads (the
-    /// caller then maps it on the pool, which reports the exact error).
-    pub fn map_inline(&self, body: &[u8], limits: &Limits) -> Option<MappedPage> {
+    /// caller then maps it on the pool, which reports the exact error). No partner code
+    /// runs here: the path is read by the gateway's own code.
+    pub fn map_inline(
+        &self,
+        body: &[u8],
+        limits: &Limits,
+        globals: &Globals,
+    ) -> Option<MappedPage> {
         let steps = self.native.as_ref()?;
         if body.len() > INLINE_REPLY_BYTES.min(limits.max_bytes) || limits.max_depth < 128 {
             return None;
@@ -268,22 +309,21 @@ impl CapabilityMapping {
         for record in &mut selected {
             jq_numbers(record)?;
         }
-        let schema = self.capability.record_schema();
-        let mut page = MappedPage {
+        let raw = RawPage {
             selected: selected.len(),
-            ..MappedPage::default()
+            outputs: selected
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| RawRecord {
+                    index,
+                    source_ref: native_ref_json(&value),
+                    value,
+                    warnings: Vec::new(),
+                })
+                .collect(),
+            ..RawPage::default()
         };
-        for (index, record) in selected.into_iter().enumerate() {
-            let source_ref = native_ref_json(&record);
-            match finish_value(record, &[], schema) {
-                Ok(value) => page.push(value),
-                Err((reason, mapped_ref)) => page.dropped.push(dropped(
-                    &record_name(index, mapped_ref.as_deref().or(source_ref.as_deref())),
-                    &reason,
-                )),
-            }
-        }
-        Some(page)
+        Some(self.finish(raw, globals))
     }
 
     /// Maps an already decoded reply.
@@ -293,32 +333,37 @@ impl CapabilityMapping {
         globals: &Globals,
         deadline: Instant,
     ) -> Result<MappedPage, ConnectorError> {
+        let raw = self.map_raw(reply, globals, deadline)?;
+        Ok(self.finish(raw, globals))
+    }
+
+    /// Runs the error and not-found rules, the pagination program, the selector and the
+    /// map of every record: outputs as JSON, not yet validated.
+    fn map_raw(
+        &self,
+        reply: Val,
+        globals: &Globals,
+        deadline: Instant,
+    ) -> Result<RawPage, ConnectorError> {
         let vals = globals.to_vals();
         let budget = Budget::until(deadline);
         let overrun = |reason: String| ConnectorError::MappingOverrun { reason };
 
         if let Some(rule) = &self.error {
             let verdict = run_rule(rule, &reply, &vals, &budget, "error")?;
-            match verdict {
-                Val::Null | Val::Bool(false) => {}
-                Val::Bool(true) => {
-                    return Err(ConnectorError::PartnerReported {
-                        message: "the reply matched the connector's error rule".into(),
-                    });
-                }
-                Val::TStr(message) => {
-                    return Err(ConnectorError::PartnerReported {
-                        message: String::from_utf8_lossy(&message)
-                            .chars()
-                            .take(500)
-                            .collect(),
-                    });
-                }
-                other => {
-                    return Err(ConnectorError::PartnerReported {
-                        message: other.to_string().chars().take(500).collect(),
-                    });
-                }
+            let message = match verdict {
+                Val::Null | Val::Bool(false) => None,
+                Val::Bool(true) => Some("the reply matched the connector's error rule".into()),
+                Val::TStr(message) => Some(
+                    String::from_utf8_lossy(&message)
+                        .chars()
+                        .take(500)
+                        .collect(),
+                ),
+                other => Some(other.to_string().chars().take(500).collect()),
+            };
+            if let Some(message) = message {
+                return Err(ConnectorError::PartnerReported { message });
             }
         }
         if let Some(rule) = &self.not_found
@@ -327,9 +372,9 @@ impl CapabilityMapping {
                 Val::Bool(true)
             )
         {
-            return Ok(MappedPage {
+            return Ok(RawPage {
                 not_found: true,
-                ..MappedPage::default()
+                ..RawPage::default()
             });
         }
 
@@ -360,33 +405,36 @@ impl CapabilityMapping {
                 RunError::Overrun(reason) => overrun(reason),
             })?;
 
-        let schema = self.capability.record_schema();
-        let mut page = MappedPage {
+        let mut page = RawPage {
             selected: selected.len(),
             paging,
-            ..MappedPage::default()
+            ..RawPage::default()
         };
         for (index, record) in selected.into_iter().enumerate() {
             let source_ref = native_ref(&record);
-            let name = |source_ref: Option<&str>| record_name(index, source_ref);
             let (outputs, warnings) = match self.map.run(record, vals.clone(), &budget) {
                 Ok(done) => done,
                 Err(RunError::Overrun(reason)) => return Err(overrun(reason)),
                 Err(RunError::Failed(reason)) => {
                     page.dropped.push(dropped(
-                        &name(source_ref.as_deref()),
+                        &record_name(index, source_ref.as_deref()),
                         &format!("the map failed: {reason}"),
                     ));
                     continue;
                 }
             };
             for output in outputs {
-                match finish(&output, &warnings, schema) {
-                    Ok(value) => page.push(value),
-                    Err((reason, mapped_ref)) => page.dropped.push(dropped(
-                        &name(mapped_ref.as_deref().or(source_ref.as_deref())),
-                        &reason,
-                    )),
+                let mut cap = MAX_RECORD_BYTES;
+                match to_json(&output, &mut cap) {
+                    Ok(value) => page.outputs.push(RawRecord {
+                        index,
+                        source_ref: source_ref.clone(),
+                        value,
+                        warnings: warnings.clone(),
+                    }),
+                    Err(reason) => page
+                        .dropped
+                        .push(dropped(&record_name(index, source_ref.as_deref()), &reason)),
                 }
             }
         }
@@ -407,126 +455,6 @@ fn run_rule(
         Err(RunError::Failed(reason)) => Err(ConnectorError::MalformedReply {
             reason: format!("the `{which}` rule failed: {reason}"),
         }),
-    }
-}
-
-fn dropped(record: &str, reason: &str) -> Warning {
-    Warning {
-        code: "record_dropped".to_owned(),
-        message: format!("{record} dropped: {reason}"),
-        field: None,
-    }
-}
-
-/// The usual keys of a partner's own id for a record, first match wins.
-const NATIVE_REF_KEYS: [&str; 6] = ["id", "sku", "itemId", "productId", "trackingNumber", "code"];
-
-/// How a warning names a record: its index in the reply, and its id when one is known.
-fn record_name(index: usize, source_ref: Option<&str>) -> String {
-    match source_ref {
-        Some(r) => format!("record {index} (`{r}`)"),
-        None => format!("record {index}"),
-    }
-}
-
-/// [`native_ref`] of a record read without jq.
-fn native_ref_json(record: &Value) -> Option<String> {
-    let Value::Object(map) = record else {
-        return None;
-    };
-    NATIVE_REF_KEYS.iter().find_map(|key| match map.get(*key)? {
-        Value::String(s) => Some(s.chars().take(80).collect()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-/// A partner's own id for a record, to name it in warnings: the first of a few usual keys.
-fn native_ref(record: &Val) -> Option<String> {
-    let Val::Obj(map) = record else {
-        return None;
-    };
-    NATIVE_REF_KEYS
-        .iter()
-        .find_map(|key| match map.get(&crate::decode::text(*key))? {
-            Val::TStr(b) | Val::BStr(b) => {
-                Some(String::from_utf8_lossy(b).chars().take(80).collect())
-            }
-            Val::Num(n) => Some(n.to_string()),
-            _ => None,
-        })
-}
-
-/// A mapped output -> a valid record: JSON, nulls dropped, warnings attached, validated.
-/// Errors give the reason and the record's `source_ref` when it has one.
-fn finish(
-    output: &Val,
-    warnings: &[Warning],
-    schema: UnifiedSchema,
-) -> Result<(Value, Option<Product>), (String, Option<String>)> {
-    let mut cap = MAX_RECORD_BYTES;
-    let value = to_json(output, &mut cap).map_err(|e| (e, None))?;
-    finish_value(value, warnings, schema)
-}
-
-/// A mapped record as JSON -> a valid record: nulls dropped, warnings attached, validated.
-fn finish_value(
-    mut value: Value,
-    warnings: &[Warning],
-    schema: UnifiedSchema,
-) -> Result<(Value, Option<Product>), (String, Option<String>)> {
-    strip_nulls(&mut value);
-    let source_ref = value
-        .pointer("/provenance/source_ref")
-        .and_then(Value::as_str)
-        .map(|s| s.chars().take(80).collect::<String>());
-    let Value::Object(record) = &mut value else {
-        return Err((
-            format!("the map produced {}, not an object", kind(&value)),
-            None,
-        ));
-    };
-    if !warnings.is_empty()
-        && let Some(Value::Object(provenance)) = record.get_mut("provenance")
-    {
-        let list = provenance
-            .entry("warnings")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        if let Value::Array(list) = list {
-            list.extend(warnings.iter().filter_map(|w| serde_json::to_value(w).ok()));
-        }
-    }
-    let invalid = |e: mallgate_schemas::SchemaError| (e.to_string(), source_ref.clone());
-    if schema == UnifiedSchema::Product {
-        let product = validate_product(&value).map_err(invalid)?;
-        return Ok((value, Some(product)));
-    }
-    validate_record(schema, &value).map_err(invalid)?;
-    Ok((value, None))
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Removes object members whose value is null, at every depth: in the unified model a null
-/// member means "absent" (no schema field is nullable), so `as_of: (.x | instant(null))`
-/// just works.
-pub fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
     }
 }
 

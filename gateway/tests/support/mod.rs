@@ -108,6 +108,13 @@ impl Mall {
                 request_timeout_ms: 30_000,
                 ..mallgate::config::LimitsConfig::default()
             },
+            // Partner-owned programs run in workers of the real gateway binary (a test
+            // binary cannot serve as one; the chaos tests, which share this harness, register
+            // no partner-owned connector).
+            sandbox: mallgate::config::SandboxConfig {
+                program: option_env!("CARGO_BIN_EXE_mallgate").map(PathBuf::from),
+                ..mallgate::config::SandboxConfig::default()
+            },
             ..GatewayConfig::default()
         };
         configure(&mut config);

@@ -10,6 +10,8 @@
 //! - Every change, accepted or not, is appended to the audit log with the actor's role,
 //!   never a token or a secret value.
 
+mod quarantine;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,11 +150,7 @@ impl Admin {
         config: &AdminConfig,
         resolve: impl Fn(&str) -> Result<String, String>,
     ) -> Result<Self, GatewayError> {
-        let program = match &config.sandbox_program {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| GatewayError::Startup(format!("cannot find this executable: {e}")))?,
-        };
+        let program = crate::sandbox::sandbox_program(config.sandbox_program.as_ref())?;
         let sandbox = Sandbox::new(
             program,
             vec!["sandbox-child".into()],
@@ -264,6 +262,15 @@ impl Admin {
             }
         }
         for (id, version, text) in stored {
+            // A quarantined version never serves again (the pointer moved when it was
+            // quarantined; this covers a crash in between): its last good one does.
+            let (version, text) = match self.store.quarantined(&id, version)? {
+                None => (version, text),
+                Some(_) => match self.store.last_good(&id, version)? {
+                    Some(good) => (good, self.store.document(&id, good)?),
+                    None => continue,
+                },
+            };
             let owner = self.author_owner(&id, version);
             docs.insert(
                 id.clone(),
@@ -278,6 +285,9 @@ impl Admin {
         }
         let mut out: Vec<Document> = docs.into_values().collect();
         for (id, version, percent, text) in self.store.canary_documents()? {
+            if self.store.quarantined(&id, version)?.is_some() {
+                continue;
+            }
             let owner = self.author_owner(&id, version);
             out.push(Document {
                 name: format!("admin:{id}@v{version} (canary {percent}%)"),
@@ -500,6 +510,18 @@ impl Admin {
             ("POST", ["admin", "v1", "connectors", id, "rollback"]) => {
                 self.rollback(&role, id, &req.body).await
             }
+            (
+                "DELETE",
+                [
+                    "admin",
+                    "v1",
+                    "connectors",
+                    id,
+                    "versions",
+                    version,
+                    "quarantine",
+                ],
+            ) => self.clear_quarantine(&role, id, version),
             (_, ["admin", "v1", ..]) => Err(ApiError::NotFound {
                 kind: "route",
                 detail: format!("no admin route {} {}", req.method, req.path),
@@ -624,6 +646,22 @@ impl Admin {
             });
         }
         self.check_owner(role, id)?;
+        if let Some((version, reason)) = self.quarantined_document(id, text) {
+            self.audit(
+                role,
+                "connector.put",
+                id,
+                Some(version),
+                "rejected",
+                Some("quarantined".into()),
+            );
+            return Err(ApiError::Rejected {
+                detail: format!(
+                    "this document is version {version}, quarantined ({reason}); clear it first: DELETE /admin/v1/connectors/{id}/versions/{version}/quarantine"
+                ),
+                problems: Vec::new(),
+            });
+        }
         let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         // Again under the lock: another partner may have registered this id meanwhile.
         self.check_owner(role, id)?;
@@ -793,6 +831,7 @@ impl Admin {
             .map(|m| {
                 let mut v = serde_json::to_value(&m).unwrap_or(Value::Null);
                 v["active"] = json!(Some(m.version) == active);
+                v["quarantine"] = json!(self.store.quarantined(id, m.version).ok().flatten());
                 v
             })
             .collect();
@@ -826,7 +865,16 @@ impl Admin {
         let versions = self.store.versions(id).map_err(internal)?;
         // The target: a named stored version, else the stored one before the active one,
         // else (the first API version replaced a directory document) the directory's.
+        let quarantined = |v: u32| self.store.quarantined(id, v).ok().flatten();
         let target: Option<u32> = match wanted {
+            Some(v) if let Some(q) = quarantined(v) => {
+                return Err(ApiError::Conflict {
+                    detail: format!(
+                        "version {v} is quarantined ({}); clear it first: DELETE /admin/v1/connectors/{id}/versions/{v}/quarantine",
+                        q.reason
+                    ),
+                });
+            }
             Some(v) if versions.iter().any(|m| m.version == v) => Some(v),
             Some(v) => {
                 return Err(ApiError::NotFound {
@@ -839,7 +887,7 @@ impl Admin {
                     .iter()
                     .rev()
                     .map(|m| m.version)
-                    .find(|v| active.is_some_and(|a| *v < a));
+                    .find(|v| active.is_some_and(|a| *v < a) && quarantined(*v).is_none());
                 match earlier {
                     Some(v) => Some(v),
                     None if active.is_some() && self.in_directory(id) => None,
@@ -1317,6 +1365,18 @@ pub fn verdict(
         return None;
     }
     let rate = |n: u64, d: u64| n as f64 / d.max(1) as f64;
+    let drop_c = rate(canary.dropped, canary.records + canary.dropped);
+    let drop_a = rate(active.dropped, active.records + active.dropped);
+    if drop_c > drop_a + 0.05 {
+        return Some((
+            false,
+            format!(
+                "schema violations: {:.0}% of records dropped against {:.0}%",
+                drop_c * 100.0,
+                drop_a * 100.0
+            ),
+        ));
+    }
     let (err_c, err_a) = (
         rate(canary.failures, canary.calls),
         rate(active.failures, active.calls),
@@ -1328,18 +1388,6 @@ pub fn verdict(
                 "error rate {:.0}% against {:.0}%",
                 err_c * 100.0,
                 err_a * 100.0
-            ),
-        ));
-    }
-    let drop_c = rate(canary.dropped, canary.records + canary.dropped);
-    let drop_a = rate(active.dropped, active.records + active.dropped);
-    if drop_c > drop_a + 0.05 {
-        return Some((
-            false,
-            format!(
-                "schema violations: {:.0}% of records dropped against {:.0}%",
-                drop_c * 100.0,
-                drop_a * 100.0
             ),
         ));
     }
@@ -1380,6 +1428,7 @@ impl CanaryJudge {
                     std::thread::sleep(std::time::Duration::from_millis(200));
                     match admin.upgrade() {
                         Some(a) => {
+                            a.quarantine_overrunning();
                             a.judge_canaries();
                         }
                         None => return,
