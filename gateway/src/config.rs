@@ -21,6 +21,7 @@
 //! sandbox:                      # where partner-owned jq runs: worker processes
 //!   workers: 2
 //!   address_space_mib: 1536
+//!   run_timeout_ms: 2000        # one mapping job at most; a worker past it is killed
 //!   operator_in_process: true   # trusted operator connectors map on mapping_threads
 //!   quarantine_after: 3         # overruns (kills, deaths, timeouts) before a version is quarantined
 //! ```
@@ -101,6 +102,14 @@ pub struct SandboxConfig {
     /// operator program can take the gateway down). `false`: every connector is isolated.
     #[serde(default = "defaults::yes")]
     pub operator_in_process: bool,
+    /// The longest one mapping job (one reply page, one request program) may run in a
+    /// worker before the worker is killed, however long its call may still take.
+    #[serde(default = "defaults::sandbox_run_timeout_ms")]
+    pub run_timeout_ms: u64,
+    /// How often the partner reply recorded per capability (the sample a candidate version
+    /// is tried on at registration) may be replaced by a newer one.
+    #[serde(default = "defaults::sample_refresh_s")]
+    pub sample_refresh_s: u64,
     /// Calls of one version whose mapping overran (worker killed at the deadline, worker
     /// died, output over the cap) before the version is quarantined and rolled back.
     #[serde(default = "defaults::quarantine_after")]
@@ -113,6 +122,8 @@ impl Default for SandboxConfig {
             workers: defaults::sandbox_workers(),
             program: None,
             address_space_mib: defaults::sandbox_address_space_mib(),
+            run_timeout_ms: defaults::sandbox_run_timeout_ms(),
+            sample_refresh_s: defaults::sample_refresh_s(),
             operator_in_process: true,
             quarantine_after: defaults::quarantine_after(),
         }
@@ -253,6 +264,12 @@ mod defaults {
     pub(super) fn sandbox_address_space_mib() -> u64 {
         1536
     }
+    pub(super) fn sandbox_run_timeout_ms() -> u64 {
+        2000
+    }
+    pub(super) fn sample_refresh_s() -> u64 {
+        60
+    }
     pub(super) fn yes() -> bool {
         true
     }
@@ -352,6 +369,9 @@ impl GatewayConfig {
         }
         if self.sandbox.address_space_mib < 512 {
             return Err("sandbox.address_space_mib must be at least 512 (a worker reserves a 256 MiB stack)".into());
+        }
+        if !(10..=60_000).contains(&self.sandbox.run_timeout_ms) {
+            return Err("sandbox.run_timeout_ms must be between 10 and 60000".into());
         }
         if self.sandbox.quarantine_after == 0 {
             return Err("sandbox.quarantine_after must be at least 1".into());

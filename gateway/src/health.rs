@@ -3,7 +3,10 @@
 //! partner-wide state (the same state the exchanges feed). A failing probe counts towards
 //! ejection; an ejected endpoint comes back only when a probe passes after its ejection
 //! time. Probes go through the address guard, follow no redirects, and are not counted as
-//! partner calls.
+//! partner calls. A probe carries the connector's credentials like a call (API key, basic,
+//! bearer, or an OAuth2 token from the partner's shared slot); a 401 or 403, or
+//! credentials that cannot be had, is an auth problem shown on the endpoint's status — the
+//! endpoint answered, so it is never ejected for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mallgate_connectors::runtime::auth::Applied;
 use mallgate_connectors::runtime::guard::{AddressGuard, GuardedResolver};
 use tokio::time::Instant;
 use url::Url;
@@ -106,9 +110,20 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
                 let healthy = check.healthy_statuses.clone();
                 let client = client.clone();
                 let guard = Arc::clone(&guard);
+                let live = Arc::clone(live);
                 running.spawn(async move {
-                    let (ok, error) =
-                        probe(&client, guard.as_ref(), &target, timeout, &healthy).await;
+                    let (ok, error) = match live.connector.probe_credentials(timeout).await {
+                        Ok(auth) => {
+                            let probe = Probe {
+                                target: &target,
+                                timeout,
+                                healthy: &healthy,
+                                auth: &auth,
+                            };
+                            probe.send(&client, guard.as_ref()).await
+                        }
+                        Err(e) => (true, Some(format!("auth problem: no credentials ({e})"))),
+                    };
                     state.record_probe(ok, error);
                 });
             }
@@ -120,34 +135,46 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
     running.abort_all();
 }
 
-async fn probe(
-    client: &reqwest::Client,
-    guard: &dyn AddressGuard,
-    target: &str,
+/// One probe of one endpoint.
+struct Probe<'a> {
+    target: &'a str,
     timeout: Duration,
-    healthy: &[u16],
-) -> (bool, Option<String>) {
-    let url = match Url::parse(target) {
-        Ok(u) => u,
-        Err(e) => return (false, Some(format!("not a URL: {e}"))),
-    };
-    if let Err(reason) = guard.check(&url) {
-        return (false, Some(format!("address refused: {reason}")));
-    }
-    match tokio::time::timeout(timeout, client.get(url).send()).await {
-        Err(_) => (
-            false,
-            Some(format!("no answer within {} ms", timeout.as_millis())),
-        ),
-        Ok(Err(e)) if e.is_connect() => (false, Some("connection refused".into())),
-        Ok(Err(_)) => (false, Some("the exchange failed".into())),
-        Ok(Ok(reply)) => {
-            let status = reply.status().as_u16();
-            if healthy.contains(&status) {
-                (true, None)
-            } else {
-                (false, Some(format!("answered HTTP {status}")))
-            }
+    healthy: &'a [u16],
+    auth: &'a Applied,
+}
+
+impl Probe<'_> {
+    /// (reachable, what went wrong): a 401/403 is reachable with an auth problem.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        guard: &dyn AddressGuard,
+    ) -> (bool, Option<String>) {
+        let url = match Url::parse(self.target) {
+            Ok(u) => u,
+            Err(e) => return (false, Some(format!("not a URL: {e}"))),
+        };
+        if let Err(reason) = guard.check(&url) {
+            return (false, Some(format!("address refused: {reason}")));
+        }
+        let request = self.auth.apply(client.get(url));
+        match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => (
+                false,
+                Some(format!("no answer within {} ms", self.timeout.as_millis())),
+            ),
+            Ok(Err(e)) if e.is_connect() => (false, Some("connection refused".into())),
+            Ok(Err(_)) => (false, Some("the exchange failed".into())),
+            Ok(Ok(reply)) => match reply.status().as_u16() {
+                status if self.healthy.contains(&status) => (true, None),
+                status @ (401 | 403) => (
+                    true,
+                    Some(format!(
+                        "auth problem: answered HTTP {status} to the connector's credentials"
+                    )),
+                ),
+                status => (false, Some(format!("answered HTTP {status}"))),
+            },
         }
     }
 }

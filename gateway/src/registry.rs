@@ -261,6 +261,7 @@ impl Registry {
         guard: Arc<dyn AddressGuard>,
         secrets: Arc<dyn SecretStore>,
         mappers: Mappers,
+        runtime: RuntimeConfig,
     ) -> Self {
         Self {
             current: ArcSwap::from_pointee(Snapshot::default()),
@@ -270,7 +271,7 @@ impl Registry {
             guard,
             secrets,
             mappers,
-            runtime: RuntimeConfig::default(),
+            runtime,
         }
     }
 

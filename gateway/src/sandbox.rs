@@ -30,5 +30,6 @@ pub fn sandbox_pool(
         config.workers,
     );
     isolation.address_space_bytes = config.address_space_mib * 1024 * 1024;
+    isolation.max_run = std::time::Duration::from_millis(config.run_timeout_ms);
     IsolatedPool::start(isolation).map_err(|e| GatewayError::Startup(format!("sandbox pool: {e}")))
 }

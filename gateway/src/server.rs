@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
 use mallgate_connectors::mapping::MappingPool;
+use mallgate_connectors::runtime::RuntimeConfig;
 use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, LoopbackOnly, PublicOnly};
 use mallgate_connectors::runtime::resilience::TokenBucket;
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
@@ -135,7 +136,11 @@ impl Gateway {
         };
         let store_secrets = Arc::clone(&secrets);
         let secrets: Arc<dyn SecretStore> = secrets;
-        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, mappers));
+        let runtime = RuntimeConfig {
+            sample_refresh: Duration::from_secs(config.sandbox.sample_refresh_s),
+            ..RuntimeConfig::default()
+        };
+        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, mappers, runtime));
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
         let admin = match &config.admin {
             None => {

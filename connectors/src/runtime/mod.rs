@@ -15,6 +15,7 @@ pub mod auth;
 pub mod guard;
 pub mod http;
 pub mod resilience;
+pub mod samples;
 pub mod secrets;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ pub struct RuntimeConfig {
     pub max_idle_per_host: usize,
     pub user_agent: String,
     pub resilience: ResilienceConfig,
+    /// How often a partner's recorded sample reply may be replaced by a newer one.
+    pub sample_refresh: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             max_idle_per_host: 64,
             user_agent: concat!("mallgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             resilience: ResilienceConfig::default(),
+            sample_refresh: Duration::from_secs(60),
         }
     }
 }
@@ -79,6 +83,8 @@ pub struct PartnerResources {
     config: RuntimeConfig,
     /// Breakers, ejections, budget, buckets: they outlive connector versions.
     pub guardrails: PartnerGuardrails,
+    /// The partner's last good replies, which candidate versions are tried on.
+    pub samples: samples::SampleBook,
 }
 
 impl fmt::Debug for PartnerResources {
@@ -131,6 +137,7 @@ impl PartnerResources {
             guard,
             tokens: Mutex::new(HashMap::new()),
             guardrails: PartnerGuardrails::new(config.resilience),
+            samples: samples::SampleBook::new(config.sample_refresh),
             config,
         }))
     }
@@ -848,9 +855,20 @@ impl Connector {
                 });
             }
 
-            let page = self
-                .map_page(compiled, reply.body, &globals(), deadline)
-                .await?;
+            let page = if output.stats.pages == 0
+                && self.resources.samples.wants(capability, reply.body.len())
+            {
+                // Kept as the version maps it: a reply whose mapping fails is no sample.
+                let body = reply.body.clone();
+                let page = self
+                    .map_page(compiled, reply.body, &globals(), deadline)
+                    .await?;
+                self.resources.samples.record(capability, &body, query);
+                page
+            } else {
+                self.map_page(compiled, reply.body, &globals(), deadline)
+                    .await?
+            };
             output.stats.pages += 1;
             if page.not_found {
                 if output.stats.pages == 1 {
@@ -1013,6 +1031,37 @@ impl Connector {
     }
 
     /// One attempt's timeout: the policy's, cut to what is left of the deadline.
+    /// The credentials an active health check carries: the same as a call's (an OAuth2
+    /// token from the partner's shared token slot, fetched if it has none), so a probe of
+    /// an authenticated partner is not a 401.
+    pub async fn probe_credentials(&self, timeout: Duration) -> Result<Applied, ConnectorError> {
+        let creds = self.credentials();
+        if let Some(applied) = static_auth(&creds)? {
+            return Ok(applied);
+        }
+        let Auth::Oauth2ClientCredentials {
+            token_url,
+            client_id,
+            ..
+        } = &self.spec.auth
+        else {
+            return Ok(Applied::None);
+        };
+        let slot = self
+            .resources
+            .token_slot(&format!("{token_url} {client_id}"));
+        let (applied, _) = oauth_header(
+            &slot,
+            &creds,
+            &self.resources.client,
+            self.resources.guard.as_ref(),
+            timeout,
+            self.resources.config.max_response_bytes,
+        )
+        .await?;
+        Ok(applied)
+    }
+
     fn attempt_timeout(&self, deadline: Instant) -> Result<Duration, ConnectorError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -11,6 +11,7 @@
 //!   never a token or a secret value.
 
 mod quarantine;
+mod trial;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,6 +84,8 @@ pub struct Admin {
     changes: std::sync::Mutex<()>,
     /// Dry-runs: candidate programs run in a child process under rlimits.
     sandbox: Sandbox,
+    /// Trial runs of candidates on recorded samples: the same child, tighter limits.
+    trials: Sandbox,
     /// Healthy canary calls before promotion.
     promote_after: u64,
 }
@@ -152,9 +155,18 @@ impl Admin {
     ) -> Result<Self, GatewayError> {
         let program = crate::sandbox::sandbox_program(config.sandbox_program.as_ref())?;
         let sandbox = Sandbox::new(
-            program,
+            program.clone(),
             vec!["sandbox-child".into()],
             SandboxLimits::default(),
+        );
+        let trials = Sandbox::new(
+            program,
+            vec!["sandbox-child".into()],
+            SandboxLimits {
+                cpu_seconds: 2,
+                wall: std::time::Duration::from_secs(4),
+                ..SandboxLimits::default()
+            },
         );
         let mut resolved = Vec::new();
         for (i, t) in config.tokens.iter().enumerate() {
@@ -191,6 +203,7 @@ impl Admin {
             tokens: resolved,
             changes: std::sync::Mutex::new(()),
             sandbox,
+            trials,
             promote_after: u64::from(config.canary_promote_after.max(1)),
         })
     }
@@ -342,6 +355,14 @@ impl Admin {
             let Some(active) = snapshot.connectors.iter().find(|c| c.id() == id) else {
                 continue;
             };
+            // An overrun quarantines (persisted), not just a rollback.
+            if canary.live.stats.get().overruns > 0 && self.stored(&canary.live) {
+                let reason = quarantine::overrun_reason(&canary.live);
+                if let Some(outcome) = self.quarantine(&canary.live, &reason) {
+                    done.push((id, outcome));
+                }
+                continue;
+            }
             let verdict = verdict(
                 &canary.live.stats.get(),
                 &active.stats.get(),
@@ -661,6 +682,19 @@ impl Admin {
                 ),
                 problems: Vec::new(),
             });
+        }
+        // The candidate on the partner's recorded replies, before anything is stored.
+        let next = self.served_version(id).unwrap_or(0) + 1;
+        if let Err(refused) = self.trial(&spec, text, &role.owner(), next).await {
+            self.audit(
+                role,
+                "connector.put",
+                id,
+                None,
+                "rejected",
+                Some("failed its trial run on a recorded sample".into()),
+            );
+            return Err(refused);
         }
         let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         // Again under the lock: another partner may have registered this id meanwhile.

@@ -12,6 +12,16 @@ use crate::api::Response;
 use crate::problem::ApiError;
 use crate::registry::LiveConnector;
 
+/// Why a version is quarantined: its overruns and the last one's cause.
+pub(super) fn overrun_reason(live: &LiveConnector) -> String {
+    let overruns = live.stats.get().overruns;
+    format!(
+        "{overruns} mapping overrun{}; the last: {}",
+        if overruns == 1 { "" } else { "s" },
+        live.stats.last_overrun().unwrap_or_default()
+    )
+}
+
 impl Admin {
     /// One look at every serving version: quarantines each that overran `quarantine_after`
     /// times (a canary: once) and rolls its connector back to the last good version.
@@ -30,12 +40,7 @@ impl Admin {
             if overruns < threshold || !self.stored(live) {
                 continue;
             }
-            let reason = format!(
-                "{overruns} mapping overrun{}; the last: {}",
-                if overruns == 1 { "" } else { "s" },
-                live.stats.last_overrun().unwrap_or_default()
-            );
-            if let Some(outcome) = self.quarantine(live, &reason) {
+            if let Some(outcome) = self.quarantine(live, &overrun_reason(live)) {
                 done.push((live.id().to_owned(), outcome));
             }
         }
@@ -44,7 +49,7 @@ impl Admin {
 
     /// Whether `live` is a stored (admin) version: a directory document is the operator's
     /// own file, rolled back by changing the file.
-    fn stored(&self, live: &LiveConnector) -> bool {
+    pub(super) fn stored(&self, live: &LiveConnector) -> bool {
         self.store.versions(live.id()).is_ok_and(|versions| {
             versions
                 .iter()
@@ -52,7 +57,7 @@ impl Admin {
         })
     }
 
-    fn quarantine(&self, live: &LiveConnector, reason: &str) -> Option<String> {
+    pub(super) fn quarantine(&self, live: &LiveConnector, reason: &str) -> Option<String> {
         let (id, version) = (live.id(), live.version());
         let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         if self.store.quarantined(id, version).ok().flatten().is_some() {

@@ -54,6 +54,9 @@ pub struct IsolationConfig {
     pub max_answer_bytes: usize,
     /// How long past a job's deadline a worker may still answer before it is killed.
     pub kill_grace: Duration,
+    /// The longest one job may run, whatever time its call has left: a page of a partner's
+    /// reply maps in milliseconds, so a job at this limit is a runaway.
+    pub max_run: Duration,
 }
 
 impl IsolationConfig {
@@ -70,6 +73,7 @@ impl IsolationConfig {
             cpu_seconds: 600,
             max_answer_bytes: 32 * 1024 * 1024,
             kill_grace: Duration::from_millis(50),
+            max_run: Duration::from_secs(2),
         }
     }
 }
@@ -116,6 +120,7 @@ pub struct IsolatedPool {
     sender: Option<mpsc::Sender<Job>>,
     counters: Arc<Counters>,
     workers: usize,
+    max_run: Duration,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -146,6 +151,7 @@ impl IsolatedPool {
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Counters::default());
         let workers = config.workers.max(1);
+        let max_run = config.max_run;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -174,6 +180,7 @@ impl IsolatedPool {
             sender: Some(sender),
             counters,
             workers,
+            max_run,
             thread: Some(thread),
         })
     }
@@ -183,8 +190,13 @@ impl IsolatedPool {
         self.workers
     }
 
+    /// The longest one job may run.
+    pub fn max_run(&self) -> Duration {
+        self.max_run
+    }
+
     /// Runs `task` of program set `set` (compiled from `source` in the worker on first
-    /// use) on `payload`. A full queue is refused at once ([`ConnectorError::MappingBusy`]);
+    /// use) on `payload`, within `deadline` and at most [`max_run`](Self::max_run). A full queue is refused at once ([`ConnectorError::MappingBusy`]);
     /// an overrun or a worker's death is [`ConnectorError::MappingOverrun`].
     pub async fn run(
         &self,
@@ -196,6 +208,7 @@ impl IsolatedPool {
         deadline: Instant,
     ) -> Result<Answer, ConnectorError> {
         let (reply, answer) = oneshot::channel();
+        let deadline = deadline.min(Instant::now() + self.max_run);
         let job = Job {
             set,
             source: Arc::clone(source),
