@@ -1,6 +1,10 @@
 //! Decode + map + validate of a realistic 100-item catalog page, in Voltmart's JSON and XML
 //! dialects: the connector's jq mapping against a hand-written serde/quick-xml mapping of
 //! the same page to the same records, in the same run. Both paths validate every record.
+//! A third column runs the same jq out of process, as every partner-owned program runs:
+//! in a sandbox worker (`mallgate-jq-sandbox worker`) over its pipes, the gateway
+//! validating what comes back. The worker inherits this process's CPU affinity, so the
+//! figure is the cost of both sides on one core.
 //!
 //! `cargo bench -p mallgate-connectors --bench mapping` (release profile). Prints a table
 //! and one JSON line per dialect; `ops/bench/mapping.sh` runs it.
@@ -15,9 +19,13 @@ mod voltmart_page;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mallgate_connectors::decode::Limits;
+use mallgate_connectors::mapping::isolated::{
+    Answer, IsolatedPool, IsolationConfig, ProgramSource, Task,
+};
 use mallgate_connectors::mapping::{CapabilityMapping, Globals, strip_nulls};
 use mallgate_connectors::prelude::{gtin, money, text};
 use mallgate_connectors::spec::CapabilitySpec;
@@ -242,6 +250,21 @@ fn records_per_second(mut one_page: impl FnMut() -> usize) -> f64 {
     rates[ROUNDS / 2]
 }
 
+/// Voltmart's connector with its search capability reading the XML dialect (the worker
+/// compiles whole connector documents).
+fn xml_connector(json_connector: &str) -> String {
+    let (mut doc, _) =
+        mallgate_connectors::source::parse(json_connector, Format::Yaml).expect("parses");
+    let search = &mut doc["capabilities"]["catalog.search"];
+    search["decode"] = json!("xml");
+    search["records"] = json!(voltmart_page::XML_RECORDS);
+    search["map"] = json!(voltmart_page::XML_MAP);
+    if let Some(m) = search.as_object_mut() {
+        m.remove("pagination");
+    }
+    serde_json::to_string(&doc).expect("json")
+}
+
 fn main() {
     let path = format!("{}/partners/voltmart.yaml", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).expect("voltmart.yaml");
@@ -267,8 +290,21 @@ fn main() {
     println!(
         "mapping benchmark: {ITEMS}-item Voltmart page, decode + map + validate, median of {ROUNDS} rounds"
     );
-    println!("| dialect | jq records/s | hand-written records/s | jq / hand-written time |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| dialect | jq records/s | jq in a sandbox worker records/s | hand-written records/s | jq / hand-written time | worker / in-process time |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pool = IsolatedPool::start(IsolationConfig::new(
+        env!("CARGO_BIN_EXE_mallgate-jq-sandbox"),
+        vec!["worker".into()],
+        1,
+    ))
+    .expect("pool");
+    let shared_globals = Arc::new(globals());
     for (dialect, body, mapping, hand) in [
         (
             "json",
@@ -283,14 +319,54 @@ fn main() {
                 .map_reply(body, &limits, &g, far())
                 .map_or(0, |p| p.records.len())
         });
+        let source = Arc::new(ProgramSource {
+            text: if dialect == "json" {
+                text.clone()
+            } else {
+                xml_connector(&text)
+            },
+            format: if dialect == "json" {
+                Format::Yaml
+            } else {
+                Format::Json
+            },
+            owner: Owner::Operator,
+        });
+        let set = if dialect == "json" { 1 } else { 2 };
+        let isolated = records_per_second(|| {
+            runtime.block_on(async {
+                let answer = pool
+                    .run(
+                        set,
+                        &source,
+                        Task::MapReply {
+                            capability: Capability::CatalogSearch,
+                        },
+                        &shared_globals,
+                        body.clone(),
+                        far(),
+                    )
+                    .await;
+                match answer {
+                    Ok(Answer::Page { page }) => mapping.finish(page, &g).records.len(),
+                    _ => 0,
+                }
+            })
+        });
         let reference = records_per_second(|| hand(body, &provenance));
         let ratio = reference / jq;
-        println!("| {dialect} | {jq:.0} | {reference:.0} | {ratio:.2}x |");
+        let worker_ratio = jq / isolated;
+        println!(
+            "| {dialect} | {jq:.0} | {isolated:.0} | {reference:.0} | {ratio:.2}x | {worker_ratio:.2}x |"
+        );
         println!(
             "{}",
             json!({"bench": "mapping", "dialect": dialect, "items": ITEMS, "jq_records_per_s": jq.round(),
+                   "isolated_records_per_s": isolated.round(),
                    "hand_records_per_s": reference.round(), "jq_time_ratio": (ratio * 100.0).round() / 100.0,
-                   "us_per_record_jq": (1e6 / jq * 100.0).round() / 100.0})
+                   "us_per_record_jq": (1e6 / jq * 100.0).round() / 100.0,
+                   "us_per_record_isolated": (1e6 / isolated * 100.0).round() / 100.0,
+                   "us_per_record_hand": (1e6 / reference * 100.0).round() / 100.0})
         );
     }
 }

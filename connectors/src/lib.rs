@@ -8,6 +8,7 @@
 
 pub mod decode;
 mod error;
+pub mod grants;
 pub mod mapping;
 pub mod prelude;
 pub mod runtime;
@@ -16,5 +17,6 @@ pub mod spec;
 pub mod template;
 
 pub use error::{ConnectorError, Problem};
+pub use grants::Grant;
 pub use source::Format;
 pub use spec::{Capability, ConnectorSpec, Owner, PartnerKind};

@@ -8,7 +8,7 @@
 //! allow_loopback_partners: false
 //! deadline: {default_ms: 800}
 //! cache: {max_bytes: 268435456, window_items: 500, cursor_ttl_s: 900}
-//! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000}
+//! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000, header_timeout_ms: 10000}
 //! admission: {max_in_flight: 2048, client_rps: 50, client_burst: 100}
 //! admin:
 //!   listen: 127.0.0.1:9090      # never the public listener's port
@@ -18,6 +18,9 @@
 //! cursor_secret: env:MALLGATE_CURSOR_SECRET
 //! partner_secrets:
 //!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
+//! partners:                     # grants: kinds, best merge priority, carrier codes
+//!   acme: {kinds: [supplier], priority: 10}
+//!   swiftship: {kinds: [carrier], codes: [swiftship, swift]}
 //! sandbox:                      # where partner-owned jq runs: worker processes
 //!   workers: 2
 //!   address_space_mib: 1536
@@ -82,6 +85,11 @@ pub struct GatewayConfig {
     /// The sandbox pool that runs partner-owned programs.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// What each partner is granted: the connector kinds it may register, the best merge
+    /// priority it may claim, the carrier codes it may answer for. A partner absent here
+    /// may register retailer connectors at the retailers' default priority, no codes.
+    #[serde(default)]
+    pub partners: BTreeMap<String, mallgate_connectors::Grant>,
 }
 
 /// The sandbox pool (DESIGN §5): every jq program of a partner-owned connector runs in one
@@ -165,6 +173,11 @@ pub struct LimitsConfig {
     /// Reading the request and answering it; beyond it the connection is closed.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// A whole request head (line and headers) must arrive within this, counted from the
+    /// connection's accept or its previous answer (so it bounds keep-alive idling too);
+    /// beyond it the connection is closed. A client trickling its head cannot hold one.
+    #[serde(default = "defaults::header_timeout_ms")]
+    pub header_timeout_ms: u64,
 }
 
 /// The admin listener (DESIGN §9), separate from the public one.
@@ -249,6 +262,9 @@ mod defaults {
     pub(super) fn request_timeout_ms() -> u64 {
         10_000
     }
+    pub(super) fn header_timeout_ms() -> u64 {
+        10_000
+    }
     pub(super) fn canary_promote_after() -> u32 {
         20
     }
@@ -312,6 +328,7 @@ impl Default for LimitsConfig {
             max_header_bytes: defaults::max_header_bytes(),
             max_body_bytes: defaults::max_body_bytes(),
             request_timeout_ms: defaults::request_timeout_ms(),
+            header_timeout_ms: defaults::header_timeout_ms(),
         }
     }
 }
@@ -334,11 +351,17 @@ impl Default for GatewayConfig {
             partner_secrets: BTreeMap::new(),
             mapping_threads: defaults::mapping_threads(),
             sandbox: SandboxConfig::default(),
+            partners: BTreeMap::new(),
         }
     }
 }
 
 impl GatewayConfig {
+    /// The grant of `partner` (the default one when the config names none).
+    pub fn grant(&self, partner: &str) -> mallgate_connectors::Grant {
+        self.partners.get(partner).cloned().unwrap_or_default()
+    }
+
     /// Reads and checks a config file; errors name the file and the field's path.
     pub fn load(path: &Path) -> Result<Self, GatewayError> {
         let text = std::fs::read_to_string(path).map_err(|source| GatewayError::Io {
@@ -383,6 +406,12 @@ impl GatewayConfig {
             return Err(format!(
                 "limits.request_timeout_ms ({}) must exceed deadline.default_ms ({}) by at least 1000: an answer is due by the deadline, and the connection is cut at the request timeout",
                 self.limits.request_timeout_ms, self.deadline.default_ms
+            ));
+        }
+        if !(100..=self.limits.request_timeout_ms).contains(&self.limits.header_timeout_ms) {
+            return Err(format!(
+                "limits.header_timeout_ms ({}) must be between 100 and limits.request_timeout_ms ({})",
+                self.limits.header_timeout_ms, self.limits.request_timeout_ms
             ));
         }
         if self.cache.window_items == 0 {

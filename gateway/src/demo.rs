@@ -67,8 +67,36 @@ pub fn demo_config(options: &DemoOptions, admin: Option<AdminConfig>) -> Gateway
         allow_loopback_partners: true,
         state_dir: admin.as_ref().map(|_| demo_state_dir()),
         admin,
+        partners: demo_grants(),
         ..GatewayConfig::default()
     }
+}
+
+/// What the demo partners are granted: what their example connectors declare.
+pub fn demo_grants() -> std::collections::BTreeMap<String, mallgate_connectors::Grant> {
+    use mallgate_connectors::{Grant, PartnerKind};
+    let grant = |kind, priority, codes: &[&str]| Grant {
+        kinds: vec![kind],
+        priority,
+        codes: codes.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    [
+        ("voltmart", grant(PartnerKind::Retailer, None, &[])),
+        ("threadline", grant(PartnerKind::Retailer, None, &[])),
+        ("acme", grant(PartnerKind::Supplier, Some(10), &[])),
+        ("northwind", grant(PartnerKind::Supplier, None, &[])),
+        (
+            "parcelpost",
+            grant(PartnerKind::Carrier, None, &["parcelpost", "pp"]),
+        ),
+        (
+            "swiftship",
+            grant(PartnerKind::Carrier, None, &["swiftship", "swift"]),
+        ),
+    ]
+    .into_iter()
+    .map(|(p, g)| (p.to_owned(), g))
+    .collect()
 }
 
 /// `$TMPDIR/mallgate-demo`: the demo's state directory, emptied at each start.

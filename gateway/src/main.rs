@@ -52,6 +52,10 @@ fn main() -> anyhow::Result<()> {
                     .enable_all()
                     .build()?
                     .block_on(mallgate::cli::push(&rest[1..]))?,
+                Some("-h" | "--help") => mallgate::cli::Outcome {
+                    ok: true,
+                    output: USAGE.to_owned(),
+                },
                 _ => bail!("{USAGE}"),
             };
             println!("{}", outcome.output);
@@ -63,6 +67,10 @@ fn main() -> anyhow::Result<()> {
                 match arg.as_str() {
                     "--config" | "-c" => {
                         config = Some(PathBuf::from(args.next().context("--config needs a file")?))
+                    }
+                    "-h" | "--help" => {
+                        println!("{USAGE}");
+                        return Ok(());
                     }
                     other => bail!("unknown argument `{other}`\n{USAGE}"),
                 }

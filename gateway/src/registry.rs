@@ -224,6 +224,9 @@ pub struct Registry {
     secrets: Arc<dyn SecretStore>,
     mappers: Mappers,
     runtime: RuntimeConfig,
+    /// What partners are granted (kinds, priority, codes); partner-owned documents are
+    /// checked against it at every build, so a narrowed grant applies at the next reload.
+    grants: BTreeMap<String, mallgate_connectors::Grant>,
 }
 
 /// Where connector programs run: partner-owned ones always in the sandbox pool; the
@@ -272,7 +275,24 @@ impl Registry {
             secrets,
             mappers,
             runtime,
+            grants: BTreeMap::new(),
         }
+    }
+
+    /// The partners' grants.
+    #[must_use]
+    pub fn with_grants(mut self, grants: BTreeMap<String, mallgate_connectors::Grant>) -> Self {
+        self.grants = grants;
+        self
+    }
+
+    /// What `spec` (a partner-owned document `text`) declares beyond its partner's grant.
+    pub fn grant_problems(&self, spec: &ConnectorSpec, text: &str) -> Vec<Problem> {
+        self.grants
+            .get(&spec.partner)
+            .cloned()
+            .unwrap_or_default()
+            .problems(spec, text)
     }
 
     /// The snapshot to answer one request from.
@@ -426,8 +446,12 @@ impl Registry {
     ) -> Result<LiveConnector, ConnectorError> {
         let (spec, programs) =
             ConnectorSpec::load_compiled(&doc.text, Format::sniff(&doc.text), &doc.owner)?;
-        // Every address the connector names must pass the SSRF guard before it can serve.
-        let refused = self.address_problems(&spec);
+        // Every address the connector names must pass the SSRF guard before it can serve,
+        // and a partner declares nothing its grant does not give it.
+        let mut refused = self.address_problems(&spec);
+        if matches!(doc.owner, Owner::Partner(_)) {
+            refused.extend(self.grant_problems(&spec, &doc.text));
+        }
         if !refused.is_empty() {
             return Err(ConnectorError::InvalidSpec { problems: refused });
         }

@@ -140,7 +140,10 @@ impl Gateway {
             sample_refresh: Duration::from_secs(config.sandbox.sample_refresh_s),
             ..RuntimeConfig::default()
         };
-        let registry = Arc::new(Registry::new(Arc::clone(&guard), secrets, mappers, runtime));
+        let registry = Arc::new(
+            Registry::new(Arc::clone(&guard), secrets, mappers, runtime)
+                .with_grants(config.partners.clone()),
+        );
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
         let admin = match &config.admin {
             None => {
@@ -573,11 +576,17 @@ impl HttpServerApp for HttpApp {
         let timeout = Duration::from_millis(self.limits.request_timeout_ms);
         http.set_read_timeout(Some(timeout));
         http.set_write_timeout(Some(timeout));
-        match http.read_request().await {
-            Ok(true) => {}
-            // The client left, or sent something that is not HTTP/1.x (pingora refuses heads
-            // over 1 MiB outright); nothing sensible can be answered.
-            Ok(false) | Err(_) => return None,
+        // Pipelined requests are answered one after the other, in order (RFC 9112 §9.3.2),
+        // never one answer and a silent close.
+        http.set_pipelining_enabled(true);
+        // The whole head within the header timeout: a per-read timeout alone lets a client
+        // that trickles one byte at a time hold the connection for ever.
+        let head = Duration::from_millis(self.limits.header_timeout_ms);
+        match tokio::time::timeout(head, http.read_request()).await {
+            Ok(Ok(true)) => {}
+            // The client left, was too slow, or sent something that is not HTTP/1.x (pingora
+            // refuses heads over 1 MiB outright); nothing sensible can be answered.
+            Ok(Ok(false) | Err(_)) | Err(_) => return None,
         }
         let mut close = *shutdown.borrow();
         // Liveness is never refused; everything else passes admission first.

@@ -37,6 +37,7 @@ async fn mall_with(more: impl FnOnce(&mut mallgate::GatewayConfig)) -> Mall {
             }
         },
         |config| {
+            config.partners = mallgate::demo::demo_grants();
             config.state_dir = Some(std::env::temp_dir().join(format!(
                 "mallgate-admin-test-{}-{:x}",
                 std::process::id(),

@@ -16,11 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mallgate::config::{AdminConfig, TokenConfig};
-use mallgate_partner_sim::Partner;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use support::Mall;
+use support::admin::{admin_mall, admin_send, connector_text, serving};
 
 const OPERATOR: &str = "operator-token-for-hostile-01";
 const VOLTMART: &str = "voltmart-token-for-hostile-01";
@@ -166,43 +164,14 @@ const AT_TRIAL: &[(&str, &str)] = &[
     ),
 ];
 
-fn hash(token: &str) -> String {
-    format!("{:x}", Sha256::digest(token.as_bytes()))
-}
-
 async fn mall() -> Mall {
-    Mall::start_configured(
-        // Threadline's own pacing (2 calls/s) lifted: the load sends fresh searches.
-        |partner, text| {
-            if partner == Partner::Threadline {
-                text.replace("rate_limit_rps: 2 ", "rate_limit_rps: 10000 ")
-            } else {
-                text
-            }
-        },
+    admin_mall(
+        &[("operator", OPERATOR), ("partner:voltmart", VOLTMART)],
         |config| {
-            config.state_dir = Some(std::env::temp_dir().join(format!(
-                "mallgate-hostile-test-{}-{:x}",
-                std::process::id(),
-                mallgate::cursor::random_u64()
-            )));
             // A runaway is killed after 1 s, whatever the call's deadline; the warm-up's
             // recorded reply stays the sample (a later `camera` reply would trip the trial).
             config.sandbox.run_timeout_ms = 1000;
             config.sandbox.sample_refresh_s = 86_400;
-            config.admin = Some(AdminConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                tokens: [("operator", OPERATOR), ("partner:voltmart", VOLTMART)]
-                    .into_iter()
-                    .map(|(role, token)| TokenConfig {
-                        role: role.into(),
-                        token: None,
-                        sha256: Some(hash(token)),
-                    })
-                    .collect(),
-                sandbox_program: Some(env!("CARGO_BIN_EXE_mallgate").into()),
-                canary_promote_after: 1_000_000,
-            });
         },
     )
     .await
@@ -214,7 +183,7 @@ const TRIGGER: &str = "camera";
 /// Voltmart's connector with `title` computed by `program`: only for the query [`TRIGGER`] when
 /// `triggered`, else for every record. `tag` makes each document distinct.
 fn hostile(mall: &Mall, program: &str, triggered: bool, tag: &str) -> String {
-    let text = std::fs::read_to_string(mall.dir.join("voltmart.yaml")).expect("voltmart.yaml");
+    let text = connector_text(mall, "voltmart.yaml");
     let title = if triggered {
         format!(
             "(if ($query.q // \"\") == \"{TRIGGER}\" then ({program}) else (.name | clean_text) end)"
@@ -232,32 +201,17 @@ fn hostile(mall: &Mall, program: &str, triggered: bool, tag: &str) -> String {
 }
 
 async fn put(mall: &Mall, document: String, canary: bool) -> (u16, Value) {
-    let addr = mall.gateway.admin_addr.expect("admin listener");
-    let served = serving(mall).unwrap_or(0);
+    let served = serving(mall, "voltmart").unwrap_or(0);
     let query = if canary { "?canary_percent=50" } else { "" };
-    let res = mall
-        .http
-        .put(format!("http://{addr}/admin/v1/connectors/voltmart{query}"))
-        .bearer_auth(VOLTMART)
-        .header("if-match", format!("\"voltmart-v{served}\""))
-        .body(document)
-        .send()
-        .await
-        .expect("the admin listener answers");
-    let status = res.status().as_u16();
-    let body = res.json().await.unwrap_or(Value::Null);
-    (status, body)
-}
-
-fn serving(mall: &Mall) -> Option<u32> {
-    mall.gateway
-        .api
-        .registry
-        .load()
-        .connectors
-        .iter()
-        .find(|c| c.id() == "voltmart")
-        .map(|c| c.version())
+    admin_send(
+        mall,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/connectors/voltmart{query}"),
+        VOLTMART,
+        &[("if-match", format!("\"voltmart-v{served}\""))],
+        Some(document),
+    )
+    .await
 }
 
 /// Whether `version` of Voltmart serves, as the active version or as a canary.

@@ -12,7 +12,14 @@ median of ROUNDS rounds, and each gateway round is followed by the matching ngin
     call (the gateway's CPU per request / FANOUT), ratio. Also reported: the same with one
     connector, where the whole request (listener, merge, window, answer) is charged to its
     single partner call.
-(c) mapping cost per record: the mapping bench (jq vs hand-written), same run.
+    (b-jq) the same four connectors with a jq map (`. as $r | $r`, the same records) run
+    in process on the gateway's mapping threads (operator-owned, trusted).
+    (b-partner) the same jq map run out of process, as every partner-owned program runs:
+    in sandbox worker processes (`sandbox.operator_in_process: false` takes the partner
+    path for these operator files); the workers' CPU is counted with the gateway's. A
+    partner-owned pass-through (`map: .`) is read by the gateway's own code and costs (b).
+(c) mapping cost per record: the mapping bench (jq in process, jq in a sandbox worker,
+    hand-written), same run.
 (d) p50/p99 latency of the gateway in (a) and (b), from wrk --latency.
 """
 import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
@@ -200,11 +207,14 @@ capabilities:
     supports: [q]
     map: .
 """
-    for name, partners in (("pt-one", FANOUT_PARTNERS[:1]), ("pt-fanout", FANOUT_PARTNERS)):
+    jq_map = passthrough.replace("map: .\n", "map: '. as $r | $r'\n")
+    for name, partners, template in (("pt-one", FANOUT_PARTNERS[:1], passthrough),
+                                     ("pt-fanout", FANOUT_PARTNERS, passthrough),
+                                     ("jq-fanout", FANOUT_PARTNERS, jq_map)):
         os.makedirs(os.path.join(tmp, name), exist_ok=True)
         for partner in partners:
             with open(os.path.join(tmp, name, f"{partner}.yaml"), "w") as f:
-                f.write(passthrough.replace("{partner}", partner))
+                f.write(template.replace("{partner}", partner))
     nginx(common.replace("{name}", "static") + f"""
 server {{ listen 127.0.0.1:18092; location / {{ root {tmp}; default_type application/json; }} }} }}
 """, 0, tmp, "static")
@@ -215,8 +225,8 @@ server { listen 127.0.0.1:18093; location / { proxy_pass http://u; proxy_http_ve
 """, 1, tmp, "proxy")
     nginx_proxy_pids = [int(open(f"{tmp}/proxy.pid").read())]
     nginx_proxy_pids += children(nginx_proxy_pids[0])
-    def passthrough_gateway(port, connectors):
-        conf = os.path.join(tmp, f"{connectors}.yaml")
+    def passthrough_gateway(port, connectors, isolated=False):
+        conf = os.path.join(tmp, f"{connectors}-{port}.yaml")
         with open(conf, "w") as f:
             f.write(f"""listen: 127.0.0.1:{port}
 threads: 1
@@ -224,26 +234,38 @@ mapping_threads: 1
 connectors_dir: {tmp}/{connectors}
 allow_loopback_partners: true
 deadline: {{default_ms: 5000}}
+sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
 """)
         gw = start([os.path.join(BIN, "mallgate"), "serve", "--config", conf], 1)
         wait_ok(f"http://127.0.0.1:{port}/readyz")
         return gw
     pt = passthrough_gateway(18081, "pt-fanout")
     one = passthrough_gateway(18082, "pt-one")
-    answer = json.loads(wait_ok("http://127.0.0.1:18081/v1/products?q=check"))
-    live = [s["outcome"] for s in answer["sources"]]
-    offers = [o for v in answer["data"][0]["variants"] for o in v["offers"]] if answer["data"] else []
-    if live != ["live"] * FANOUT or len(answer["data"]) != 1 or len(offers) != FANOUT:
-        sys.exit(f"the fan-out gateway gave sources {live} and {len(offers)} offers, not "
-                 f"{FANOUT} live partners merged into one product")
+    jq = passthrough_gateway(18083, "jq-fanout")
+    iso = passthrough_gateway(18084, "jq-fanout", isolated=True)
+    for port in (18081, 18083, 18084):
+        answer = json.loads(wait_ok(f"http://127.0.0.1:{port}/v1/products?q=check"))
+        live = [s["outcome"] for s in answer["sources"]]
+        offers = [o for v in answer["data"][0]["variants"] for o in v["offers"]] if answer["data"] else []
+        if live != ["live"] * FANOUT or len(answer["data"]) != 1 or len(offers) != FANOUT:
+            sys.exit(f"the fan-out gateway on {port} gave sources {live} and {len(offers)} offers, "
+                     f"not {FANOUT} live partners merged into one product")
+    # The sandbox workers started on the first call: their CPU counts as the gateway's.
+    iso_pids = [iso.pid] + children(iso.pid)
+    if len(iso_pids) < 2:
+        sys.exit("the isolated gateway started no sandbox worker")
     script = os.path.join(tmp, "unique.lua")
     with open(script, "w") as f:
         f.write('counter = 0\nrequest = function()\n  counter = counter + 1\n'
                 '  return wrk.format("GET", "/v1/products?q=u" .. counter .. "x" .. math.random(1, 1000000000))\nend\n')
-    b_gw, b_one, b_ng = [], [], []
+    b_gw, b_one, b_ng, b_jq, b_iso = [], [], [], [], []
     for _ in range(ROUNDS):
         b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
         b_gw[-1]["cpu_us_per_call"] = b_gw[-1]["cpu_us_per_req"] / FANOUT
+        b_jq.append(measure("http://127.0.0.1:18083", [jq.pid], script))
+        b_jq[-1]["cpu_us_per_call"] = b_jq[-1]["cpu_us_per_req"] / FANOUT
+        b_iso.append(measure("http://127.0.0.1:18084", [iso.pid] + children(iso.pid), script))
+        b_iso[-1]["cpu_us_per_call"] = b_iso[-1]["cpu_us_per_req"] / FANOUT
         b_one.append(measure("http://127.0.0.1:18082", [one.pid], script))
         b_ng.append(measure(f"http://127.0.0.1:18093/passthrough-{FANOUT_PARTNERS[0]}.json", nginx_proxy_pids))
 
@@ -260,6 +282,12 @@ deadline: {{default_ms: 5000}}
          med(b_ng, "cpu_us_per_req"),
          f"{med(b_gw, 'cpu_us_per_call') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx (target <= 2.0x)"),
         (f"(b) fan-out requests/s ({FANOUT} partner calls each)", med(b_gw, "rps"), med(b_ng, "rps"), ""),
+        ("(b-jq) the fan-out with a jq map in process, CPU us per partner call", med(b_jq, "cpu_us_per_call"),
+         med(b_ng, "cpu_us_per_req"), f"{med(b_jq, 'cpu_us_per_call') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx"),
+        ("(b-partner) the jq map in sandbox workers, CPU us per partner call (workers included)",
+         med(b_iso, "cpu_us_per_call"), med(b_ng, "cpu_us_per_req"),
+         f"{med(b_iso, 'cpu_us_per_call') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx (target <= 2.5x)"),
+        ("(b-partner) requests/s", med(b_iso, "rps"), med(b_ng, "rps"), ""),
         ("(b) one connector, CPU us per request (= per partner call)", med(b_one, "cpu_us_per_req"),
          med(b_ng, "cpu_us_per_req"), f"{med(b_one, 'cpu_us_per_req') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx"),
         ("(d) p50 ms, cached / uncached fan-out", f"{med(a_gw, 'p50'):.2f} / {med(b_gw, 'p50'):.2f}",
@@ -267,7 +295,7 @@ deadline: {{default_ms: 5000}}
         ("(d) p99 ms, cached / uncached fan-out", f"{med(a_gw, 'p99'):.2f} / {med(b_gw, 'p99'):.2f}",
          f"{med(a_ng, 'p99'):.2f} / {med(b_ng, 'p99'):.2f}", ""),
     ]
-    errors = sum(r["errors"] for r in a_gw + b_gw + b_one)
+    errors = sum(r["errors"] for r in a_gw + b_gw + b_one + b_jq + b_iso)
     print(f"\nbody of (a): {size} bytes; {ROUNDS} rounds of {SECONDS} s, {CONNS} connections, "
           f"wrk on core 0, system under test on core 1; non-2xx answers from the gateway: {errors}\n")
     print("| measure | mallgate | nginx | ratio |")

@@ -112,6 +112,13 @@ fn hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 /// Equal without an early exit.
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -451,8 +458,7 @@ impl Admin {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(bearer_token)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -631,7 +637,10 @@ impl Admin {
                 return Err(rejected(&e));
             }
         };
-        let refused = self.api.registry.address_problems(&spec);
+        let mut refused = self.api.registry.address_problems(&spec);
+        if matches!(role, Role::Partner(_)) {
+            refused.extend(self.api.registry.grant_problems(&spec, text));
+        }
         if !refused.is_empty() {
             let e = ConnectorError::InvalidSpec { problems: refused };
             self.audit(

@@ -2,6 +2,7 @@
 
 use mallgate_connectors::Capability;
 use mallgate_schemas::{ShippingRate, ShippingRateRequest, Tracking};
+use serde_json::Value;
 use serde_json::json;
 
 use super::{Api, Caching, Params, Request, Response, all_failed, envelope, snapshot_of};
@@ -15,6 +16,26 @@ fn bad_body(pointer: impl Into<String>, detail: impl Into<String>) -> ApiError {
     ApiError::BadBody {
         pointer: pointer.into(),
         detail: detail.into(),
+    }
+}
+
+/// A JSON number with no fraction (`62.0`) as an integer, at every depth: JSON Schema counts
+/// it an integer, and so must the typed read.
+fn integral_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let i = f as i64;
+                *n = serde_json::Number::from(i);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        _ => {}
     }
 }
 
@@ -39,45 +60,10 @@ fn rate_request(req: &Request) -> Result<ShippingRateRequest, ApiError> {
             ),
         });
     }
-    let mut de = serde_json::Deserializer::from_slice(&req.body);
-    let request: ShippingRateRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let pointer = e
-            .path()
-            .iter()
-            .map(|seg| match seg {
-                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
-                serde_path_to_error::Segment::Map { key } => {
-                    format!("/{}", mallgate_schemas::escape_token(key))
-                }
-                _ => String::new(),
-            })
-            .collect::<String>();
-        let inner = e.into_inner();
-        let detail = if inner.is_syntax() || inner.is_eof() {
-            format!("malformed JSON: {inner}")
-        } else {
-            inner.to_string()
-        };
-        bad_body(pointer, detail)
-    })?;
-    de.end()
+    // The document first, as JSON: the schema decides what is valid (an integer may be
+    // written `62.0`; an optional member may be absent but not null), then the typed read.
+    let mut value: Value = serde_json::from_slice(&req.body)
         .map_err(|e| bad_body("", format!("malformed JSON: {e}")))?;
-    if request.parcels.is_empty() || request.parcels.len() > MAX_PARCELS {
-        return Err(bad_body(
-            "/parcels",
-            format!("give 1 to {MAX_PARCELS} parcels"),
-        ));
-    }
-    for (i, p) in request.parcels.iter().enumerate() {
-        if p.weight_g == 0 || p.weight_g > 1_000_000 {
-            return Err(bad_body(
-                format!("/parcels/{i}/weight_g"),
-                "must be from 1 to 1000000 grams",
-            ));
-        }
-    }
-    // The rest of the schema (country and postal code patterns, currencies).
-    let value = serde_json::to_value(&request).map_err(|e| bad_body("", e.to_string()))?;
     match mallgate_schemas::validate_value(
         mallgate_schemas::UnifiedSchema::ShippingRateRequest,
         &value,
@@ -91,6 +77,35 @@ fn rate_request(req: &Request) -> Result<ShippingRateRequest, ApiError> {
             ));
         }
         Err(e) => return Err(bad_body("", e.to_string())),
+    }
+    integral_numbers(&mut value);
+    let request: ShippingRateRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let pointer = e
+            .path()
+            .iter()
+            .map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => format!("/{index}"),
+                serde_path_to_error::Segment::Map { key } => {
+                    format!("/{}", mallgate_schemas::escape_token(key))
+                }
+                _ => String::new(),
+            })
+            .collect::<String>();
+        bad_body(pointer, e.into_inner().to_string())
+    })?;
+    if request.parcels.is_empty() || request.parcels.len() > MAX_PARCELS {
+        return Err(bad_body(
+            "/parcels",
+            format!("give 1 to {MAX_PARCELS} parcels"),
+        ));
+    }
+    for (i, p) in request.parcels.iter().enumerate() {
+        if p.weight_g == 0 || p.weight_g > 1_000_000 {
+            return Err(bad_body(
+                format!("/parcels/{i}/weight_g"),
+                "must be from 1 to 1000000 grams",
+            ));
+        }
     }
     Ok(request)
 }

@@ -229,9 +229,8 @@ impl Api {
         let max = self.config.deadline.default_ms;
         let ms = match params.get("timeout_ms") {
             None => max,
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
+            Some(v) => integral(v)
+                .and_then(|ms| u64::try_from(ms).ok())
                 .filter(|ms| (1..=max).contains(ms))
                 .ok_or_else(|| {
                     ApiError::param("timeout_ms", format!("must be an integer from 1 to {max}"))
@@ -525,9 +524,7 @@ impl Params {
     pub(crate) fn integer(&self, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
+            Some(v) => integral(v)
                 .filter(|n| (min..=max).contains(n))
                 .map(Some)
                 .ok_or_else(|| {
@@ -568,4 +565,16 @@ impl Params {
 /// The snapshot a request answers from, and its generation.
 pub(crate) fn snapshot_of(api: &Api) -> Arc<Snapshot> {
     api.registry.load()
+}
+
+/// An integer query value: `62`, or `62.0` (JSON Schema counts a number without a fraction
+/// an integer, and an OpenAPI client may write it so).
+fn integral(text: &str) -> Option<i64> {
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(n);
+    }
+    let (whole, fraction) = text.split_once('.')?;
+    (!fraction.is_empty() && fraction.bytes().all(|b| b == b'0'))
+        .then(|| whole.parse::<i64>().ok())
+        .flatten()
 }
