@@ -10,6 +10,7 @@
 //! cache: {max_bytes: 268435456, window_items: 500, cursor_ttl_s: 900}
 //! limits: {max_header_bytes: 16384, max_body_bytes: 65536, request_timeout_ms: 10000, header_timeout_ms: 10000}
 //! admission: {max_in_flight: 2048, client_rps: 50, client_burst: 100}
+//! connections: {max_total: 8192, max_per_client: 1024}   # the longest-waiting goes first
 //! admin:
 //!   listen: 127.0.0.1:9090      # never the public listener's port
 //!   tokens:
@@ -69,6 +70,9 @@ pub struct GatewayConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub admission: AdmissionConfig,
+    /// Open connections of the public listener, in total and per client address.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// The admin listener; absent: no admin API.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -211,6 +215,28 @@ pub struct TokenConfig {
     pub sha256: Option<String>,
 }
 
+/// Open connections of the public listener: beyond a cap, a new connection takes the place
+/// of the one that has waited longest (idle, or still sending its head); it is refused
+/// only when every connection is busy.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    #[serde(default = "defaults::max_connections")]
+    pub max_total: usize,
+    /// Per client IP address (a frontend's servers may hold many each: not too low).
+    #[serde(default = "defaults::max_connections_per_client")]
+    pub max_per_client: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_total: defaults::max_connections(),
+            max_per_client: defaults::max_connections_per_client(),
+        }
+    }
+}
+
 /// Admission control of the public listener.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +299,12 @@ mod defaults {
     }
     pub(super) fn max_in_flight() -> usize {
         2048
+    }
+    pub(super) fn max_connections() -> usize {
+        8192
+    }
+    pub(super) fn max_connections_per_client() -> usize {
+        1024
     }
     pub(super) fn sandbox_workers() -> usize {
         2
@@ -346,6 +378,7 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             limits: LimitsConfig::default(),
             admission: AdmissionConfig::default(),
+            connections: ConnectionsConfig::default(),
             admin: None,
             cursor_secret: None,
             partner_secrets: BTreeMap::new(),
@@ -413,6 +446,11 @@ impl GatewayConfig {
                 "limits.header_timeout_ms ({}) must be between 100 and limits.request_timeout_ms ({})",
                 self.limits.header_timeout_ms, self.limits.request_timeout_ms
             ));
+        }
+        if self.connections.max_total == 0 || self.connections.max_per_client == 0 {
+            return Err(
+                "connections.max_total and connections.max_per_client must be at least 1".into(),
+            );
         }
         if self.cache.window_items == 0 {
             return Err("cache.window_items must be at least 1".into());

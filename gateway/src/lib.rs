@@ -11,6 +11,7 @@
 //! - [`merge`]: identity, offers merged by GTIN, sort, and the paging window.
 //! - [`api`]: the handlers of the unified API, transport-agnostic.
 //! - [`server`]: the pingora listeners (public and admin) that feed them.
+//! - [`connections`]: open connections bounded in total and per client address.
 //! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
 //! - [`sandbox`]: the worker processes that run partner-owned jq, and quarantine.
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod cursor;
 pub mod demo;
 mod error;

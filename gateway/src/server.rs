@@ -36,6 +36,7 @@ use crate::GatewayError;
 use crate::admin::{Admin, CanaryJudge};
 use crate::api::{Api, Request, Response};
 use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
+use crate::connections::{Bounded, Connections};
 use crate::cursor::CursorKey;
 use crate::health::HealthChecker;
 use crate::problem::ApiError;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub admin: Option<Arc<Admin>>,
     config: GatewayConfig,
     guard: Arc<dyn AddressGuard>,
+    /// The public listener's open connections.
+    connections: Arc<Connections>,
 }
 
 /// A gateway listening on its own thread.
@@ -65,6 +68,8 @@ pub struct RunningGateway {
     /// The admin listener's address and API, when configured.
     pub admin_addr: Option<SocketAddr>,
     pub admin: Option<Arc<Admin>>,
+    /// The public listener's open connections (counts for tests and the status).
+    pub connections: Arc<Connections>,
     stop: Option<oneshot::Sender<ShutdownSignal>>,
     thread: Option<JoinHandle<()>>,
     health: Option<HealthChecker>,
@@ -173,6 +178,7 @@ impl Gateway {
         Ok(Self {
             api,
             admin,
+            connections: Arc::new(Connections::new(config.connections)),
             config,
             guard,
         })
@@ -230,6 +236,10 @@ impl Gateway {
             limits: self.config.limits,
             admission: Some(Admission::new(self.config.admission)),
         };
+        let app = Bounded {
+            inner: Arc::new(app),
+            connections: Arc::clone(&self.connections),
+        };
         let mut service = Service::new("mallgate public".to_owned(), app);
         // A write buffer as large as pingora's read buffer: a typical page (header and a
         // 30 KiB body) leaves in one send instead of two (the default 1460 B buffer flushes
@@ -279,6 +289,7 @@ impl Gateway {
             api: Arc::clone(&self.api),
             admin_addr,
             admin: self.admin.clone(),
+            connections: Arc::clone(&self.connections),
             stop: Some(tx),
             thread: Some(thread),
             health: Some(health),
@@ -582,11 +593,14 @@ impl HttpServerApp for HttpApp {
         // The whole head within the header timeout: a per-read timeout alone lets a client
         // that trickles one byte at a time hold the connection for ever.
         let head = Duration::from_millis(self.limits.header_timeout_ms);
-        match tokio::time::timeout(head, http.read_request()).await {
-            Ok(Ok(true)) => {}
+        let read = crate::connections::unless_evicted(http.read_request());
+        match tokio::time::timeout(head, read).await {
+            Ok(Some(Ok(true))) => {}
+            // Evicted by a newcomer while it waited (the listener is at its cap).
+            Ok(None) => return None,
             // The client left, was too slow, or sent something that is not HTTP/1.x (pingora
             // refuses heads over 1 MiB outright); nothing sensible can be answered.
-            Ok(Ok(false) | Err(_)) | Err(_) => return None,
+            Ok(Some(Ok(false) | Err(_))) | Err(_) => return None,
         }
         let mut close = *shutdown.borrow();
         // Liveness is never refused; everything else passes admission first.
@@ -637,6 +651,7 @@ impl HttpServerApp for HttpApp {
             http.write_response_body(response.body, true).await.ok()?;
         }
         let settings = HttpPersistentSettings::for_session(&http);
+        crate::connections::waiting();
         match http.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,

@@ -166,3 +166,63 @@ async fn health_probes_authenticate_and_keep_every_partner_healthy() {
         assert_ne!(p["health"]["status"], "down", "{p}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_the_longest_waiting_connection_makes_room() {
+    let mall = Mall::start_configured(
+        |_, text| text,
+        |config| {
+            config.connections = mallgate::config::ConnectionsConfig {
+                max_total: 4,
+                max_per_client: 4,
+            };
+        },
+    )
+    .await;
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    // Four connections that never send a head fill the table; the first is the oldest.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(mall.gateway.addr)
+            .await
+            .expect("connect");
+        // A byte of a head that never ends: the server has accepted and holds it.
+        stream.write_all(b"G").await.expect("write");
+        idle.push(stream);
+        // Accepted in this order (each is answered by its own task): wait until the
+        // server holds it before opening the next.
+        tokio::task::yield_now().await;
+    }
+    // A real client still gets in: the longest-waiting connection makes room.
+    for _ in 0..3 {
+        let status = fresh
+            .get(format!("{}/healthz", mall.gateway.url()))
+            .send()
+            .await
+            .expect("a client at the cap is answered")
+            .status();
+        assert_eq!(status, 200);
+    }
+    let (_, refused, evicted) = mall.gateway.connections.counts();
+    assert_eq!(
+        refused, 0,
+        "nobody was refused: waiting connections made room"
+    );
+    assert!(evicted >= 1, "a waiting connection made room");
+    // The evicted one is closed without an answer; the others are still held.
+    let mut closed = 0;
+    for stream in &mut idle {
+        let mut buf = [0u8; 64];
+        let peeked = tokio::time::timeout(Duration::from_millis(200), stream.peek(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = peeked {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed <= evicted as usize,
+        "only evicted connections closed"
+    );
+}
