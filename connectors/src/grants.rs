@@ -72,14 +72,20 @@ impl Grant {
                 ),
             ));
         }
+        // The priority the merge will use: a declared one, else the kind's default (a
+        // grant's floor above that default binds a connector that declares none, too).
         let floor = self
             .priority
             .unwrap_or_else(|| spec.kind.default_priority());
-        if let Some(priority) = spec.priority
-            && priority < floor
-        {
+        let priority = spec.effective_priority();
+        if priority < floor {
+            let pointer = if spec.priority.is_some() {
+                "/priority"
+            } else {
+                "/kind"
+            };
             out.push(at(
-                "/priority".into(),
+                pointer.into(),
                 format!(
                     "priority {priority} would rank partner `{}` above its grant ({floor} at best); merge priority is the operator's grant",
                     spec.partner
@@ -163,5 +169,12 @@ mod tests {
             Grant::default().problems(&higher, &text)[0].pointer,
             "/priority"
         );
+        // Leaving the priority out does not escape a floor above the kind's default.
+        let (silent, text) = spec("kind: retailer\n");
+        let floor = Grant {
+            priority: Some(50),
+            ..Grant::default()
+        };
+        assert_eq!(floor.problems(&silent, &text)[0].pointer, "/kind");
     }
 }

@@ -22,6 +22,8 @@ fn pool(workers: usize) -> IsolatedPool {
         workers,
     );
     config.address_space_bytes = 1024 * 1024 * 1024;
+    // A runaway is killed after 1 s of its own run (calls below leave it the full budget).
+    config.max_run = Duration::from_secs(1);
     IsolatedPool::start(config).expect("pool")
 }
 
@@ -154,7 +156,7 @@ async fn hostile_programs_cost_one_worker_and_one_job() {
                 set,
                 &candidate(program),
                 page,
-                Duration::from_millis(1500),
+                Duration::from_secs(30),
             )
             .await,
         );
@@ -233,4 +235,47 @@ async fn an_answer_over_the_cap_is_refused_and_its_worker_replaced() {
     );
     assert!(reason.contains("the cap is 65536"), "{reason}");
     assert_eq!(pool.stats().killed_total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_behind_a_runaway_gets_its_full_budget() {
+    // One worker, a 500 ms run limit: the runaway holds the worker until it is killed, and
+    // the benign job queued behind it must not be charged for that wait.
+    let mut config = IsolationConfig::new(
+        env!("CARGO_BIN_EXE_mallgate-jq-sandbox"),
+        vec!["worker".into()],
+        1,
+    );
+    config.max_run = Duration::from_millis(500);
+    let pool = Arc::new(IsolatedPool::start(config).expect("pool"));
+    let page = br#"{"products": [{"name": "tv"}]}"#;
+    let hog = candidate(
+        "[range(1000)] as $a | {title: (reduce ($a[] as $x | $a[] as $y | $a[]) as $i (0; . + 1) | tostring)}",
+    );
+    let benign = candidate("{title: .name}");
+    // Both compiled first, so the run below measures nothing but the runs.
+    for (set, source) in [(1, &hog), (2, &benign)] {
+        let _ = map(
+            &pool,
+            set,
+            source,
+            b"{\"products\": []}",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    let runaway = {
+        let pool = Arc::clone(&pool);
+        let hog = Arc::clone(&hog);
+        tokio::spawn(async move { map(&pool, 1, &hog, page, Duration::from_secs(30)).await })
+    };
+    // Queued behind the runaway (the pool is first in, first out).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = map(&pool, 2, &benign, page, Duration::from_secs(30)).await;
+    let reason = overrun(runaway.await.expect("task"));
+    assert!(reason.contains("deadline"), "{reason}");
+    let Ok(Answer::Page { page }) = queued else {
+        panic!("the queued job was charged for the wait: {queued:?}")
+    };
+    assert_eq!(page.outputs[0].value["title"], "tv");
 }

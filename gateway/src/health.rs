@@ -112,17 +112,24 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
                 let guard = Arc::clone(&guard);
                 let live = Arc::clone(live);
                 running.spawn(async move {
-                    let (ok, error) = match live.connector.probe_credentials(timeout).await {
-                        Ok(auth) => {
-                            let probe = Probe {
-                                target: &target,
-                                timeout,
-                                healthy: &healthy,
-                                auth: &auth,
-                            };
-                            probe.send(&client, guard.as_ref()).await
-                        }
-                        Err(e) => (true, Some(format!("auth problem: no credentials ({e})"))),
+                    // Without credentials (a missing secret, a token endpoint down) the
+                    // probe still goes, unauthenticated: the endpoint must be reached to
+                    // count as up, and its 401 is then an auth problem, not an ejection.
+                    let (auth, missing) = match live.connector.probe_credentials(timeout).await {
+                        Ok(auth) => (auth, None),
+                        Err(e) => (Applied::None, Some(e.to_string())),
+                    };
+                    let probe = Probe {
+                        target: &target,
+                        timeout,
+                        healthy: &healthy,
+                        auth: &auth,
+                    };
+                    let (ok, error) = probe.send(&client, guard.as_ref()).await;
+                    let error = match (missing, error) {
+                        (Some(why), Some(e)) => Some(format!("{e} (no credentials: {why})")),
+                        (Some(why), None) => Some(format!("auth problem: no credentials ({why})")),
+                        (None, e) => e,
                     };
                     state.record_probe(ok, error);
                 });

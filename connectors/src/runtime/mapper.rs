@@ -50,12 +50,12 @@ impl Mapper {
     }
 }
 
-/// A version's place in the sandbox pool: its program set's id, and a lane that lets it
-/// hold at most half of the workers, so a version that runs hot (or hostile) leaves the
-/// other half to everyone else.
+/// A version's place in the sandbox pool: its program set's id, and its partner's lane,
+/// which lets all of the partner's versions together hold at most half of the workers, so
+/// a partner whose programs run hot (or hostile) leaves the other half to everyone else.
 pub(super) struct Lane {
     pub(super) set: u64,
-    pub(super) slots: tokio::sync::Semaphore,
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
 }
 
 pub(super) static NEXT_SET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -87,6 +87,9 @@ pub struct PartnerResources {
     pub guardrails: PartnerGuardrails,
     /// The partner's last good replies, which candidate versions are tried on.
     pub samples: samples::SampleBook,
+    /// The partner's share of the sandbox pool: every version of every connector of the
+    /// partner (canaries included) together holds at most half of the workers.
+    sandbox_lane: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 impl fmt::Debug for PartnerResources {
@@ -140,6 +143,7 @@ impl PartnerResources {
             tokens: Mutex::new(HashMap::new()),
             guardrails: PartnerGuardrails::new(config.resilience),
             samples: samples::SampleBook::new(config.sample_refresh),
+            sandbox_lane: std::sync::OnceLock::new(),
             config,
         }))
     }
@@ -343,7 +347,9 @@ impl Connector {
             Mapper::InProcess(_) => None,
             Mapper::Isolated { pool, .. } => Some(Lane {
                 set: NEXT_SET.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                slots: tokio::sync::Semaphore::new((pool.workers() / 2).max(1)),
+                slots: Arc::clone(resources.sandbox_lane.get_or_init(|| {
+                    Arc::new(tokio::sync::Semaphore::new((pool.workers() / 2).max(1)))
+                })),
             }),
         };
         let templates = spec

@@ -296,6 +296,25 @@ impl Admin {
                 },
             };
             let owner = self.author_owner(&id, version);
+            // A partner's version beyond its (since narrowed) grant does not serve, and
+            // does not stop everyone else's from serving: the directory's document, if
+            // any, takes its place.
+            if matches!(owner, Owner::Partner(_))
+                && let Ok(spec) = ConnectorSpec::load(&text, Format::sniff(&text), &owner)
+            {
+                let beyond = self.api.registry.grant_problems(&spec, &text);
+                if !beyond.is_empty() {
+                    self.audit(
+                        &Role::Operator,
+                        "connector.grant",
+                        &id,
+                        Some(version),
+                        "rejected",
+                        Some(ConnectorError::InvalidSpec { problems: beyond }.to_string()),
+                    );
+                    continue;
+                }
+            }
             docs.insert(
                 id.clone(),
                 Document {
@@ -345,14 +364,19 @@ impl Admin {
     }
 
     /// The owner a stored version was submitted as.
+    /// Fails closed: a version whose author cannot be read counts as its partner's
+    /// (untrusted: isolated, granted, partner secrets only), never as the operator's.
     fn author_owner(&self, id: &str, version: u32) -> Owner {
-        self.store
+        let meta = self
+            .store
             .versions(id)
             .ok()
-            .and_then(|v| v.into_iter().find(|m| m.version == version))
-            .and_then(|m| Role::parse(&m.author))
-            .unwrap_or(Role::Operator)
-            .owner()
+            .and_then(|v| v.into_iter().find(|m| m.version == version));
+        match meta {
+            Some(m) => Role::parse(&m.author)
+                .map_or_else(|| Owner::Partner(m.partner.clone()), |r| r.owner()),
+            None => Owner::Partner(String::new()),
+        }
     }
 
     /// Builds and swaps the whole serving set (the startup path).

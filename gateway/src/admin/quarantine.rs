@@ -94,7 +94,13 @@ impl Admin {
                 "no earlier good version: the directory's document, if any, serves".into()
             }
         };
-        let result = self.reload().map_err(|e| e.to_string());
+        let mut result = self.reload().map_err(|e| e.to_string());
+        if result.is_err() && active == Some(version) {
+            // The fallback does not build (a grant narrowed since, a code taken): the
+            // connector leaves the stored set rather than the quarantined version serving.
+            let _ = self.store.set_active(id, None);
+            result = self.reload().map_err(|e| e.to_string());
+        }
         self.audit(
             &Role::Operator,
             "connector.quarantined",

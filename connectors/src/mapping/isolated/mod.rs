@@ -78,6 +78,11 @@ impl IsolationConfig {
     }
 }
 
+/// A job is run only with at least this much of its call's time left.
+const MIN_RUN: Duration = Duration::from_millis(20);
+/// Extra time a job may take when its worker compiles the version's document first.
+const COMPILE_ALLOWANCE: Duration = Duration::from_secs(1);
+
 /// Counters of the pool, for the status page and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IsolationStats {
@@ -196,7 +201,8 @@ impl IsolatedPool {
     }
 
     /// Runs `task` of program set `set` (compiled from `source` in the worker on first
-    /// use) on `payload`, within `deadline` and at most [`max_run`](Self::max_run). A full queue is refused at once ([`ConnectorError::MappingBusy`]);
+    /// use) on `payload`, within `deadline` and at most [`max_run`](Self::max_run) from the
+    /// moment a worker takes it. A full queue is refused at once ([`ConnectorError::MappingBusy`]);
     /// an overrun or a worker's death is [`ConnectorError::MappingOverrun`].
     pub async fn run(
         &self,
@@ -208,7 +214,6 @@ impl IsolatedPool {
         deadline: Instant,
     ) -> Result<Answer, ConnectorError> {
         let (reply, answer) = oneshot::channel();
-        let deadline = deadline.min(Instant::now() + self.max_run);
         let job = Job {
             set,
             source: Arc::clone(source),
@@ -305,7 +310,9 @@ async fn slot(
         if job.reply.is_closed() {
             continue;
         }
-        if Instant::now() >= job.deadline {
+        // Too little of its call's time left to be worth a worker: the wait in the queue
+        // (another version's doing, perhaps) is not this job's program's fault.
+        if job.deadline.saturating_duration_since(Instant::now()) < MIN_RUN {
             counters.expired.fetch_add(1, Ordering::Relaxed);
             let _ = job.reply.send(Err(ConnectorError::MappingBusy));
             continue;
@@ -339,20 +346,32 @@ async fn run_job(
         let Some(worker) = slot.as_mut() else {
             return Err(sandbox_error("no worker"));
         };
+        // The run budget starts now, at the worker: queueing and spawning are not the
+        // program's. A budget cut short by the call's own deadline (a slow partner reply
+        // left little time) is a timeout, never an overrun held against the version.
+        let dispatched = Instant::now();
+        let run_until = job.deadline.min(dispatched + config.max_run);
+        let full_budget = job.deadline >= dispatched + config.max_run;
+        let load = (!worker.loaded.contains(&job.set)).then(|| (*job.source).clone());
+        let compiling = load.is_some();
         let header = JobHeader {
             set: job.set,
-            load: (!worker.loaded.contains(&job.set)).then(|| (*job.source).clone()),
+            load,
             task: job.task.clone(),
             globals: (*job.globals).clone(),
-            deadline_ms: job
-                .deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u64,
+            deadline_ms: u64::try_from(run_until.saturating_duration_since(dispatched).as_millis())
+                .unwrap_or(u64::MAX),
         };
         let header = serde_json::to_vec(&header).map_err(|e| sandbox_error(e.to_string()))?;
         let bytes =
             wire::frame(&[&header, &job.payload]).map_err(|e| sandbox_error(e.to_string()))?;
-        let kill_at = tokio::time::Instant::from_std(job.deadline + config.kill_grace);
+        // The worker starts its own clock after compiling; so does the kill, roughly.
+        let allowance = if compiling {
+            COMPILE_ALLOWANCE
+        } else {
+            Duration::ZERO
+        };
+        let kill_at = tokio::time::Instant::from_std(run_until + config.kill_grace + allowance);
         let exchange = exchange(worker, &bytes, config.max_answer_bytes);
         let outcome = match tokio::time::timeout_at(kill_at, exchange).await {
             Err(_) => Err(Broken::Killed(
@@ -371,7 +390,11 @@ async fn run_job(
                         counters.killed.fetch_add(1, Ordering::Relaxed);
                         let _ = dead.child.start_kill();
                         let _ = dead.child.wait().await;
-                        overrun(reason)
+                        if full_budget || !reason.contains("deadline") {
+                            overrun(reason)
+                        } else {
+                            ConnectorError::DeadlineExceeded { pages: 0 }
+                        }
                     }
                     Broken::Died => {
                         counters.died.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +419,12 @@ async fn run_job(
                 if let Some(worker) = slot.as_mut() {
                     worker.loaded.remove(&job.set);
                 }
+            }
+            // The worker's own deadline check fired on a budget the call had cut short.
+            Answer::Failed { kind, reason }
+                if kind == "overrun" && !full_budget && reason.contains("deadline") =>
+            {
+                return Err(ConnectorError::DeadlineExceeded { pages: 0 });
             }
             answer => return Ok(answer),
         }
