@@ -367,8 +367,9 @@ async fn no_hostile_connector_takes_the_mall_down() {
             }
             .and_then(|v| u32::try_from(v).ok())
             .expect("version");
-            // A canary takes half the calls and is quarantined on its first overrun.
-            let searches = boom_until_quarantined(&mall, version, 12)
+            // A canary takes half the calls and is quarantined on its first overrun: 40
+            // searches miss it with a chance of 2^-40.
+            let searches = boom_until_quarantined(&mall, version, 40)
                 .await
                 .unwrap_or_else(|| panic!("{tag}: v{version} was not quarantined"));
             // The rollback follows the decision (already on disk) within a reload.
