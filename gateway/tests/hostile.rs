@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::Mall;
-use support::admin::{admin_mall, admin_send, connector_text, serving};
+use support::admin::{admin_mall, admin_send, audit_log, connector_text, live, serving};
 
 const OPERATOR: &str = "operator-token-for-hostile-01";
 const VOLTMART: &str = "voltmart-token-for-hostile-01";
@@ -226,14 +226,7 @@ fn serves(mall: &Mall, version: u32) -> bool {
 
 /// Where the serving Voltmart version came from (a file name, or `admin:...`).
 fn source(mall: &Mall) -> Option<String> {
-    mall.gateway
-        .api
-        .registry
-        .load()
-        .connectors
-        .iter()
-        .find(|c| c.id() == "voltmart")
-        .map(|c| c.source.clone())
+    live(mall, "voltmart").map(|c| c.source.clone())
 }
 
 fn quarantined(mall: &Mall, version: u32) -> bool {
@@ -405,14 +398,7 @@ async fn no_hostile_connector_takes_the_mall_down() {
         violations.first()
     );
 
-    let audit = mall
-        .gateway
-        .admin
-        .as_ref()
-        .expect("admin")
-        .store()
-        .audit_log()
-        .expect("audit");
+    let audit = audit_log(&mall);
     assert_eq!(
         audit.matches("\"connector.quarantined\"").count(),
         RUN_TIME.len() * 2,

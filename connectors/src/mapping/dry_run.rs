@@ -277,21 +277,11 @@ pub(crate) fn parts(e: ConnectorError) -> (String, String) {
 /// The child side: set the rlimits given on the command line, read the request and the
 /// payload from stdin, answer on stdout. Returns the process exit code.
 pub fn child_main(args: impl IntoIterator<Item = String>) -> ExitCode {
-    let mut address_space = None;
-    let mut cpu = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--address-space-bytes" => address_space = args.next().and_then(|v| v.parse().ok()),
-            "--cpu-seconds" => cpu = args.next().and_then(|v| v.parse().ok()),
-            _ => {}
-        }
-    }
-    let (Some(address_space), Some(cpu)) = (address_space, cpu) else {
+    let Some(limits) = super::isolated::worker::parse_args(args) else {
         eprintln!("usage: --address-space-bytes N --cpu-seconds N (request on stdin)");
         return ExitCode::from(2);
     };
-    let cpu: u64 = cpu;
+    let (address_space, cpu) = (limits.address_space, limits.cpu_seconds);
     // Limits first, before anything partner-controlled is read. The CPU soft limit sends
     // SIGXCPU, the hard limit a second later SIGKILL.
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, address_space, address_space)

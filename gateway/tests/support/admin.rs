@@ -80,8 +80,8 @@ pub async fn admin_send(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-/// The version of connector `id` serving now.
-pub fn serving(mall: &Mall, id: &str) -> Option<u32> {
+/// The active version of connector `id` serving now.
+pub fn live(mall: &Mall, id: &str) -> Option<std::sync::Arc<mallgate::registry::LiveConnector>> {
     mall.gateway
         .api
         .registry
@@ -89,7 +89,23 @@ pub fn serving(mall: &Mall, id: &str) -> Option<u32> {
         .connectors
         .iter()
         .find(|c| c.id() == id)
-        .map(|c| c.version())
+        .cloned()
+}
+
+/// The version of connector `id` serving now.
+pub fn serving(mall: &Mall, id: &str) -> Option<u32> {
+    live(mall, id).map(|c| c.version())
+}
+
+/// The admin store's audit log.
+pub fn audit_log(mall: &Mall) -> String {
+    mall.gateway
+        .admin
+        .as_ref()
+        .expect("admin")
+        .store()
+        .audit_log()
+        .expect("audit")
 }
 
 /// A connector file of the mall's connectors directory.

@@ -20,7 +20,7 @@
 //! quarantined by the gateway. A job whose deadline passed in the queue is not run.
 
 pub mod wire;
-mod worker;
+pub(crate) mod worker;
 
 use std::collections::HashSet;
 use std::path::PathBuf;

@@ -30,14 +30,14 @@ const KEPT_SETS: usize = 64;
 const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 
-/// The worker's limits, from its command line.
+/// A sandbox process's limits, from its command line (worker and dry-run child alike).
 #[derive(Debug, Clone, Copy)]
-struct WorkerLimits {
-    address_space: u64,
-    cpu_seconds: u64,
+pub(crate) struct WorkerLimits {
+    pub(crate) address_space: u64,
+    pub(crate) cpu_seconds: u64,
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Option<WorkerLimits> {
+pub(crate) fn parse_args(args: impl IntoIterator<Item = String>) -> Option<WorkerLimits> {
     let (mut address_space, mut cpu) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
