@@ -96,6 +96,11 @@ pub enum ConnectorError {
         reason: String,
         connect: bool,
     },
+    /// TLS with the partner failed: its certificate is not trusted, expired or for another
+    /// name, or it refused ours. Nothing was sent, and the same certificates give the same
+    /// answer, so it is no retry; another endpoint may take the call.
+    #[error("TLS with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     /// No (complete) answer within the attempt's time.
     #[error("no answer from {url} within {timeout_ms} ms")]
     Timeout { url: String, timeout_ms: u64 },
@@ -179,6 +184,7 @@ impl ConnectorError {
             | Self::AddressDenied { .. }
             | Self::Request { .. }
             | Self::Unsupported { .. }
+            | Self::Tls { .. }
             | Self::DeadlineExceeded { .. } => false,
             // The gateway's own guardrails refused: retrying now would defeat them.
             Self::Shed { .. } | Self::NoEndpoint => false,
@@ -195,6 +201,9 @@ impl ConnectorError {
 
     /// Whether the call never reached the partner (safe to send elsewhere at no cost).
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, Self::Transport { connect: true, .. })
+        matches!(
+            self,
+            Self::Transport { connect: true, .. } | Self::Tls { .. }
+        )
     }
 }

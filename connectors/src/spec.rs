@@ -322,6 +322,39 @@ impl Auth {
     }
 }
 
+/// TLS to the partner beyond the defaults (platform roots, TLS 1.2+, always verified).
+/// Every field that carries key material is a reference; there is no field that turns
+/// verification off.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificates of CAs trusted for this partner, besides the platform's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretRef>,
+    /// PEM certificate chain for mutual TLS (with `client_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
+    /// The name endpoint certificates are verified against, instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl Tls {
+    /// The reference fields, with their pointer below `/tls`.
+    fn secret_fields(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("ca", &self.ca),
+            ("client_certificate", &self.client_certificate),
+            ("client_key", &self.client_key),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_ref().map(|v| (field, v.0.as_str())))
+        .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -684,6 +717,8 @@ pub struct ConnectorSpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     #[serde(default)]
     pub policies: Policies,
     pub capabilities: BTreeMap<Capability, CapabilitySpec>,
@@ -800,7 +835,17 @@ impl ConnectorSpec {
             ));
         }
 
-        for (field, text) in self.auth.secret_fields() {
+        let auth_fields = self
+            .auth
+            .secret_fields()
+            .into_iter()
+            .map(|(f, t)| ("auth", f, t));
+        let tls_fields = self
+            .tls
+            .iter()
+            .flat_map(Tls::secret_fields)
+            .map(|(f, t)| ("tls", f, t));
+        for (block, field, text) in auth_fields.chain(tls_fields) {
             let Some((source, _)) = SecretRef::parse(text) else {
                 continue;
             };
@@ -811,7 +856,7 @@ impl ConnectorSpec {
                     "file:"
                 };
                 out.push((
-                    format!("/auth/{field}"),
+                    format!("/{block}/{field}"),
                     format!(
                         "`{scheme}` references are allowed only in operator-owned connectors; store the value with PUT /admin/v1/partners/{}/secrets/NAME and write `secret:NAME`",
                         self.partner

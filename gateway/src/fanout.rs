@@ -38,7 +38,7 @@ pub enum Outcome {
 /// Why a source did not answer live.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SourceError {
-    /// A stable code: `timeout`, `connect_failed`, `transport`, `rate_limited`,
+    /// A stable code: `timeout`, `connect_failed`, `tls`, `transport`, `rate_limited`,
     /// `partner_error`, `auth`, `malformed_reply`, `mapping`, `partner_reported`,
     /// `too_large`, `address_denied`, `shed` (the partner's concurrency limit),
     /// `unavailable` (every endpoint ejected or its breaker open), `not_applicable`,
@@ -175,6 +175,7 @@ pub fn classify(error: &ConnectorError) -> SourceError {
     let code = match error {
         ConnectorError::Transport { connect: true, .. } => "connect_failed",
         ConnectorError::Transport { .. } => "transport",
+        ConnectorError::Tls { .. } => "tls",
         ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. } => "timeout",
         ConnectorError::RateLimited { .. } => "rate_limited",
         ConnectorError::PartnerStatus { .. } => "partner_error",
@@ -226,6 +227,7 @@ fn public_message(error: &ConnectorError) -> String {
             format!("the partner's reply is larger than {limit} bytes")
         }
         ConnectorError::AddressDenied { .. } => "the partner's address is not allowed".into(),
+        ConnectorError::Tls { reason, .. } => format!("TLS with the partner failed: {reason}"),
         other => other.to_string(),
     }
 }

@@ -14,6 +14,7 @@
 pub mod control;
 pub mod faults;
 pub mod partners;
+pub mod pki;
 pub mod rng;
 pub mod server;
 pub mod shipping;
@@ -38,6 +39,8 @@ pub enum SimError {
     },
     #[error("no such replica: {partner} #{replica}")]
     NoSuchReplica { partner: String, replica: usize },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// How to start a fleet.
@@ -52,6 +55,8 @@ pub struct FleetConfig {
     /// partner of [`Partner::ALL`] on `base + 100 * (i + 1) + 1 + r` (with 18000: Voltmart
     /// on 18101, 18102..., Threadline on 18201..., as the example connectors expect).
     pub base_port: Option<u16>,
+    /// Serve every replica over TLS with this configuration (see [`pki`]), or plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for FleetConfig {
@@ -61,6 +66,7 @@ impl Default for FleetConfig {
             replicas: 2,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             base_port: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +113,7 @@ impl Fleet {
                     addr,
                     partners::router(partner),
                     axum::Router::new(),
+                    config.tls.clone(),
                 )
                 .map_err(|source| SimError::Bind { addr, source })?;
                 list.push(replica);
@@ -167,11 +174,9 @@ impl Fleet {
             })
     }
 
-    /// `http://ADDR` of a replica.
+    /// `http://ADDR` (or `https://` over TLS) of a replica.
     pub fn url(&self, partner: Partner, index: usize) -> Option<String> {
-        self.replicas(partner)
-            .get(index)
-            .map(|r| format!("http://{}", r.addr))
+        self.replicas(partner).get(index).map(|r| r.url())
     }
 
     /// Every address, as the binary prints it.
@@ -183,7 +188,7 @@ impl Fleet {
                 (
                     p.id().to_owned(),
                     list.iter()
-                        .map(|r| serde_json::Value::String(format!("http://{}", r.addr)))
+                        .map(|r| serde_json::Value::String(r.url()))
                         .collect(),
                 )
             })

@@ -197,7 +197,8 @@ impl ReplicaState {
     }
 
     /// Requests served so far, by `METHOD route` (route templates, e.g.
-    /// `GET /v1/products/{sku}`) and by `METHOD path` under `path:`.
+    /// `GET /v1/products/{sku}`), by `METHOD path` under `path:` and by HTTP version under
+    /// `version:` (`version:HTTP/2.0`).
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.counters
             .lock()
@@ -223,6 +224,7 @@ async fn faults_and_counters(State(state): State<AppState>, req: Request, next: 
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_owned(), |m| m.as_str().to_owned());
     state.replica.count(format!("{} {route}", req.method()));
+    state.replica.count(format!("version:{:?}", req.version()));
     state
         .replica
         .count(format!("path:{} {}", req.method(), req.uri().path()));
@@ -293,6 +295,8 @@ pub struct Replica {
     pub state: Arc<ReplicaState>,
     pub addr: SocketAddr,
     app: Router,
+    /// Served over TLS with this configuration, or plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     running: Mutex<Option<(oneshot::Sender<()>, JoinHandle<()>)>>,
 }
 
@@ -313,6 +317,7 @@ impl Replica {
         addr: SocketAddr,
         dialect: Router<AppState>,
         extra: Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> std::io::Result<Arc<Self>> {
         let state = Arc::new(ReplicaState {
             partner,
@@ -337,6 +342,7 @@ impl Replica {
             state,
             addr,
             app,
+            tls,
             running: Mutex::new(None),
         });
         replica.serve(listener);
@@ -346,13 +352,16 @@ impl Replica {
     fn serve(&self, listener: tokio::net::TcpListener) {
         let (stop, stopped) = oneshot::channel::<()>();
         let app = self.app.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let task = match &self.tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            }),
+            Some(config) => tokio::spawn(serve_tls(listener, app, Arc::clone(config), stopped)),
+        };
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, task));
     }
 
@@ -383,6 +392,16 @@ impl Replica {
         }
     }
 
+    /// `https` when the replica serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The replica's base URL.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.addr)
+    }
+
     /// Serves again on the same port.
     pub async fn restart(&self) -> std::io::Result<()> {
         if self.is_running() {
@@ -391,5 +410,42 @@ impl Replica {
         let listener = listener(self.addr)?;
         self.serve(listener);
         Ok(())
+    }
+}
+
+/// Serves `app` over TLS until `stopped` fires; dropping the connection set then closes
+/// every open connection. A failed handshake (a client that does not trust the CA, or
+/// has no certificate where one is required) ends that connection only.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: Arc<rustls::ServerConfig>,
+    stopped: oneshot::Receiver<()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stopped = std::pin::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                connections.spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
     }
 }

@@ -33,6 +33,13 @@ fn reason(e: reqwest::Error) -> String {
 }
 
 fn transport(url: &Url, e: reqwest::Error, timeout: Duration) -> ConnectorError {
+    // A certificate problem is its own failure, whatever layer reported it.
+    if let Some(reason) = super::tls::failure(&e) {
+        return ConnectorError::Tls {
+            url: redact(url),
+            reason,
+        };
+    }
     if e.is_timeout() {
         return ConnectorError::Timeout {
             url: redact(url),

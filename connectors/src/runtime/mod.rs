@@ -18,6 +18,7 @@ mod mapper;
 pub mod resilience;
 pub mod samples;
 pub mod secrets;
+pub mod tls;
 
 pub use self::mapper::Mapper;
 use self::mapper::{Lane, NEXT_SET};
@@ -40,6 +41,7 @@ use self::resilience::{
     select, should_hedge,
 };
 use self::secrets::SecretStore;
+use self::tls::TlsMaterial;
 use crate::decode::Limits;
 use crate::error::ConnectorError;
 use crate::mapping::{ConnectorPrograms, Globals};
@@ -79,7 +81,11 @@ impl Default for RuntimeConfig {
 /// A partner's long-lived resources, shared by every version of its connectors.
 pub struct PartnerResources {
     partner: String,
+    /// The pooled client of connectors without a `tls` block (platform roots).
     client: Client,
+    /// Pooled clients per TLS identity (digest of the resolved `tls` material): every
+    /// connector of the partner presenting the same certificates shares one pool.
+    tls_clients: Mutex<HashMap<[u8; 32], Client>>,
     guard: Arc<dyn AddressGuard>,
     tokens: Mutex<HashMap<String, Arc<TokenSlot>>>,
     config: RuntimeConfig,
@@ -109,36 +115,11 @@ impl PartnerResources {
         guard: Arc<dyn AddressGuard>,
         config: RuntimeConfig,
     ) -> Result<Arc<Self>, ConnectorError> {
-        let redirect_guard = Arc::clone(&guard);
-        let client = Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            // Names resolve through the guard: the connection goes to a checked address, and
-            // never through a proxy from the environment (which would resolve them itself).
-            .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
-            .no_proxy()
-            .user_agent(config.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 5 {
-                    return attempt.error("more than 5 redirects");
-                }
-                match redirect_guard.check(attempt.url()) {
-                    Ok(()) => attempt.follow(),
-                    Err(reason) => {
-                        let shown = redact(attempt.url());
-                        attempt.error(format!("redirect to {shown} refused: {reason}"))
-                    }
-                }
-            }))
-            .build()
-            .map_err(|e| ConnectorError::Request {
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+        let client = build_client(&guard, &config, tls::default_config()?)?;
         Ok(Arc::new(Self {
             partner: partner.to_owned(),
             client,
+            tls_clients: Mutex::new(HashMap::new()),
             guard,
             tokens: Mutex::new(HashMap::new()),
             guardrails: PartnerGuardrails::new(config.resilience),
@@ -148,10 +129,74 @@ impl PartnerResources {
         }))
     }
 
+    /// The pooled client for a TLS identity, built on first use.
+    fn tls_client(
+        &self,
+        material: &TlsMaterial,
+        hosts: &[String],
+    ) -> Result<Client, ConnectorError> {
+        let key = material.digest();
+        let mut clients = self.tls_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(
+            &self.guard,
+            &self.config,
+            tls::client_config(material, hosts)?,
+        )?;
+        // A rotated certificate leaves its old pool behind; a partner has few identities,
+        // but a bound keeps a rotation loop from growing the map.
+        if clients.len() >= 16 {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
     pub fn partner(&self) -> &str {
         &self.partner
     }
+}
 
+/// A pooled client (keep-alive, connect timeout, redirects re-checked by `guard`) speaking
+/// TLS with `tls`.
+fn build_client(
+    guard: &Arc<dyn AddressGuard>,
+    config: &RuntimeConfig,
+    tls: rustls::ClientConfig,
+) -> Result<Client, ConnectorError> {
+    let redirect_guard = Arc::clone(guard);
+    Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_max_idle_per_host(config.max_idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        // Names resolve through the guard: the connection goes to a checked address, and
+        // never through a proxy from the environment (which would resolve them itself).
+        .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(guard))))
+        .no_proxy()
+        .use_preconfigured_tls(tls)
+        .user_agent(config.user_agent.clone())
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.error("more than 5 redirects");
+            }
+            match redirect_guard.check(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(reason) => {
+                    let shown = redact(attempt.url());
+                    attempt.error(format!("redirect to {shown} refused: {reason}"))
+                }
+            }
+        }))
+        .build()
+        .map_err(|e| ConnectorError::Request {
+            reason: format!("cannot build the HTTP client: {e}"),
+        })
+}
+
+impl PartnerResources {
     fn token_slot(&self, key: &str) -> Arc<TokenSlot> {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(tokens.entry(key.to_owned()).or_default())
@@ -216,6 +261,16 @@ pub struct Connector {
     lane: Option<Lane>,
     /// The endpoints, by priority, each bound to its partner-wide state.
     routes: Vec<Route>,
+    /// With a `tls` block: the client of the identity it last resolved to.
+    tls: Option<TlsBinding>,
+}
+
+/// A connector's `tls` block, bound: the endpoint hosts its `server_name` applies to, and
+/// the pooled client of the material last resolved (a rotated secret switches pools on
+/// the next call).
+struct TlsBinding {
+    hosts: Vec<String>,
+    current: Mutex<Option<(TlsMaterial, Client)>>,
 }
 
 /// A capability's request templates, parsed. A jq query value has no template (`None`).
@@ -375,7 +430,15 @@ impl Connector {
             .collect::<Result<Vec<_>, ConnectorError>>()?;
         routes.sort_by_key(|r| r.priority);
         resources.guardrails.configure(&spec.policies);
+        let tls = spec.tls.as_ref().map(|_| TlsBinding {
+            hosts: routes
+                .iter()
+                .filter_map(|r| r.base.host_str().map(str::to_owned))
+                .collect(),
+            current: Mutex::new(None),
+        });
         Ok(Self {
+            tls,
             routes,
             spec,
             programs,
@@ -400,6 +463,31 @@ impl Connector {
 
     pub fn resources(&self) -> &Arc<PartnerResources> {
         &self.resources
+    }
+
+    /// The pooled client this connector's exchanges go through: the partner's default,
+    /// or the one of the TLS identity its `tls` block resolves to now.
+    pub fn http_client(&self) -> Result<Client, ConnectorError> {
+        let (Some(tls), Some(binding)) = (&self.spec.tls, &self.tls) else {
+            return Ok(self.resources.client.clone());
+        };
+        let material = TlsMaterial::resolve(tls, |reference| {
+            secrets::resolve(
+                reference,
+                &self.spec.partner,
+                &self.owner,
+                self.secrets.as_ref(),
+            )
+        })?;
+        let mut current = binding.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, client)) = current.as_ref()
+            && *known == material
+        {
+            return Ok(client.clone());
+        }
+        let client = self.resources.tls_client(&material, &binding.hosts)?;
+        *current = Some((material, client.clone()));
+        Ok(client)
     }
 
     fn credentials(&self) -> Credentials<'_> {
@@ -571,6 +659,7 @@ impl Connector {
         };
 
         let static_auth = static_auth(&self.credentials())?;
+        let client = self.http_client()?;
         let idempotent = cap.is_idempotent();
         let max_pages = cap.pagination.as_ref().map_or(1, Pagination::max_pages);
         let mut output = CallOutput {
@@ -619,10 +708,7 @@ impl Connector {
                 _ => (first_url.clone(), true),
             };
             let build = |applied: &Option<Applied>, target: &Url| {
-                let mut request = self
-                    .resources
-                    .client
-                    .request(method.clone(), target.clone());
+                let mut request = client.request(method.clone(), target.clone());
                 if is_templated {
                     request = request.query(&params);
                     if let Some(sp) = &size_param {
@@ -839,12 +925,13 @@ impl Connector {
             .resources
             .token_slot(&format!("{token_url} {client_id}"));
         let creds = self.credentials();
+        let client = self.http_client()?;
         for refreshed in [false, true] {
             let attempt = self.attempt_timeout(deadline)?;
             let (applied, token) = oauth_header(
                 &slot,
                 &creds,
-                &self.resources.client,
+                &client,
                 self.resources.guard.as_ref(),
                 attempt,
                 max,
@@ -886,10 +973,11 @@ impl Connector {
         let slot = self
             .resources
             .token_slot(&format!("{token_url} {client_id}"));
+        let client = self.http_client()?;
         let (applied, _) = oauth_header(
             &slot,
             &creds,
-            &self.resources.client,
+            &client,
             self.resources.guard.as_ref(),
             timeout,
             self.resources.config.max_response_bytes,

@@ -37,13 +37,17 @@ pub(crate) fn file(partner: Partner) -> &'static str {
 impl Harness {
     /// A fleet with its clock frozen on Black Friday, and every partner's demo secrets.
     pub(crate) async fn start() -> Self {
-        let fleet = Fleet::start(FleetConfig {
+        Self::start_with(FleetConfig {
             seed: 7,
             replicas: 2,
             ..FleetConfig::default()
         })
         .await
-        .expect("fleet starts");
+    }
+
+    /// [`Harness::start`] with a fleet configured by `config` (TLS, say).
+    pub(crate) async fn start_with(config: FleetConfig) -> Self {
+        let fleet = Fleet::start(config).await.expect("fleet starts");
         fleet.clock().freeze(BLACK_FRIDAY);
         let secrets = Arc::new(MemorySecretStore::new());
         for (partner, name, value) in mallgate_partner_sim::partners::demo_secrets() {

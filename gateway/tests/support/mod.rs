@@ -163,7 +163,9 @@ impl Mall {
             .state
             .counters()
             .iter()
-            .filter(|(k, _)| !k.starts_with("path:") && k.contains(route))
+            .filter(|(k, _)| {
+                !k.starts_with("path:") && !k.starts_with("version:") && k.contains(route)
+            })
             .map(|(_, v)| v)
             .sum()
     }
