@@ -205,21 +205,17 @@ pub struct Endpoint {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     pub path: String,
-    #[serde(default = "HealthCheck::default_interval_s")]
-    pub interval_s: u32,
-    #[serde(default = "HealthCheck::default_timeout_ms")]
-    pub timeout_ms: u32,
+    /// `None`: the operator's `resilience` default (10 s unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
+    /// `None`: the operator's `resilience` default (1000 ms unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
     #[serde(default = "HealthCheck::default_healthy_statuses")]
     pub healthy_statuses: Vec<u16>,
 }
 
 impl HealthCheck {
-    fn default_interval_s() -> u32 {
-        10
-    }
-    fn default_timeout_ms() -> u32 {
-        1000
-    }
     fn default_healthy_statuses() -> Vec<u16> {
         vec![200]
     }
@@ -362,8 +358,9 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     #[serde(default = "RetryPolicy::default_backoff_ms")]
     pub backoff_ms: u32,
-    #[serde(default = "RetryPolicy::default_budget_percent")]
-    pub budget_percent: u32,
+    /// Retries as a share of exchanges; `None`: the operator's `resilience` default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<u32>,
 }
 
 impl RetryPolicy {
@@ -373,9 +370,6 @@ impl RetryPolicy {
     fn default_backoff_ms() -> u32 {
         25
     }
-    fn default_budget_percent() -> u32 {
-        10
-    }
 }
 
 impl Default for RetryPolicy {
@@ -383,7 +377,7 @@ impl Default for RetryPolicy {
         Self {
             max_attempts: Self::default_max_attempts(),
             backoff_ms: Self::default_backoff_ms(),
-            budget_percent: Self::default_budget_percent(),
+            budget_percent: None,
         }
     }
 }

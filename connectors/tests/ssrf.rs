@@ -5,7 +5,9 @@
 //! unit tests; names resolving to loopback by the resolver's.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mallgate_connectors::mapping::MappingPool;
 use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, PublicOnly};

@@ -341,7 +341,7 @@ async fn one(
     let start_call = || {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let own = Duration::from_millis(u64::from(spec.policies.timeout_ms));
-        let call_deadline = std::time::Instant::now() + remaining.max(own);
+        let call_deadline = Instant::now() + remaining.max(own);
         let c = Arc::clone(&connector);
         let q = query.clone();
         let rid = request_id.to_owned();

@@ -1,12 +1,14 @@
 //! Active health checks: a background thread probes every endpoint of every connector that
-//! declares a `health_check`, at its interval, and feeds the result into the endpoint's
-//! partner-wide state (the same state the exchanges feed). A failing probe counts towards
+//! declares a `health_check`, at its interval (the operator's `resilience` default unless
+//! the connector says), and feeds the result into the endpoint's partner-wide state (the
+//! same state the exchanges feed). A probe goes through the endpoint's own stack — the
+//! address guard, the breaker (a failed probe counts like a failed call), the connector's
+//! TLS identity — and is not counted as a partner call. A failing probe counts towards
 //! ejection; an ejected endpoint comes back only when a probe passes after its ejection
-//! time. Probes go through the address guard, follow no redirects, and are not counted as
-//! partner calls. A probe carries the connector's credentials like a call (API key, basic,
-//! bearer, or an OAuth2 token from the partner's shared slot); a 401 or 403, or
-//! credentials that cannot be had, is an auth problem shown on the endpoint's status — the
-//! endpoint answered, so it is never ejected for it.
+//! time. A probe carries the connector's credentials like a call (API key, basic, bearer,
+//! or an OAuth2 token from the partner's shared slot); a 401 or 403, or credentials that
+//! cannot be had, is an auth problem shown on the endpoint's status — the endpoint
+//! answered, so it is never ejected for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mallgate_connectors::ConnectorError;
 use mallgate_connectors::runtime::auth::Applied;
-use mallgate_connectors::runtime::guard::{AddressGuard, GuardedResolver};
+use mallgate_connectors::runtime::guard::AddressGuard;
+use mallgate_connectors::runtime::http::Reply;
 use tokio::time::Instant;
-use url::Url;
 
 use crate::GatewayError;
 use crate::registry::Registry;
@@ -68,17 +71,7 @@ impl Drop for HealthChecker {
     }
 }
 
-async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<AtomicBool>) {
-    let Ok(client) = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
-        .no_proxy()
-        .pool_max_idle_per_host(2)
-        .user_agent(concat!("mallgate-health/", env!("CARGO_PKG_VERSION")))
-        .build()
-    else {
-        return;
-    };
+async fn run(registry: Arc<Registry>, _guard: Arc<dyn AddressGuard>, stop: Arc<AtomicBool>) {
     // When each (endpoint, path) was last probed.
     let mut last: HashMap<String, Instant> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();
@@ -93,23 +86,22 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
                 }
                 continue;
             };
-            let interval = Duration::from_secs(u64::from(check.interval_s.max(1)));
-            for route in live.connector.routes() {
+            let defaults = live.connector.resources().config().resilience;
+            let interval = check.interval_s.map_or(defaults.health_interval, |s| {
+                Duration::from_secs(u64::from(s.max(1)))
+            });
+            let timeout = check.timeout_ms.map_or(defaults.health_timeout, |ms| {
+                Duration::from_millis(u64::from(ms))
+            });
+            for (index, route) in live.connector.routes().iter().enumerate() {
                 let key = format!("{} {}", route.base, check.path);
                 if last.get(&key).is_some_and(|at| now < *at + interval) {
                     continue;
                 }
                 last.insert(key, now);
-                let target = format!(
-                    "{}/{}",
-                    route.base.as_str().trim_end_matches('/'),
-                    check.path.trim_start_matches('/')
-                );
                 let state = Arc::clone(&route.state);
-                let timeout = Duration::from_millis(u64::from(check.timeout_ms));
                 let healthy = check.healthy_statuses.clone();
-                let client = client.clone();
-                let guard = Arc::clone(&guard);
+                let path = check.path.clone();
                 let live = Arc::clone(live);
                 running.spawn(async move {
                     // Without credentials (a missing secret, a token endpoint down) the
@@ -119,13 +111,8 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
                         Ok(auth) => (auth, None),
                         Err(e) => (Applied::None, Some(e.to_string())),
                     };
-                    let probe = Probe {
-                        target: &target,
-                        timeout,
-                        healthy: &healthy,
-                        auth: &auth,
-                    };
-                    let (ok, error) = probe.send(&client, guard.as_ref()).await;
+                    let reply = live.connector.probe(index, &path, auth, timeout).await;
+                    let (ok, error) = verdict(reply, &healthy, timeout);
                     let error = match (missing, error) {
                         (Some(why), Some(e)) => Some(format!("{e} (no credentials: {why})")),
                         (Some(why), None) => Some(format!("auth problem: no credentials ({why})")),
@@ -142,46 +129,32 @@ async fn run(registry: Arc<Registry>, guard: Arc<dyn AddressGuard>, stop: Arc<At
     running.abort_all();
 }
 
-/// One probe of one endpoint.
-struct Probe<'a> {
-    target: &'a str,
+/// (reachable, what went wrong): a 401/403 is reachable with an auth problem.
+fn verdict(
+    reply: Result<Reply, ConnectorError>,
+    healthy: &[u16],
     timeout: Duration,
-    healthy: &'a [u16],
-    auth: &'a Applied,
-}
-
-impl Probe<'_> {
-    /// (reachable, what went wrong): a 401/403 is reachable with an auth problem.
-    async fn send(
-        &self,
-        client: &reqwest::Client,
-        guard: &dyn AddressGuard,
-    ) -> (bool, Option<String>) {
-        let url = match Url::parse(self.target) {
-            Ok(u) => u,
-            Err(e) => return (false, Some(format!("not a URL: {e}"))),
-        };
-        if let Err(reason) = guard.check(&url) {
-            return (false, Some(format!("address refused: {reason}")));
+) -> (bool, Option<String>) {
+    match reply {
+        Err(ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. }) => (
+            false,
+            Some(format!("no answer within {} ms", timeout.as_millis())),
+        ),
+        Err(ConnectorError::Tls { reason, .. }) => (false, Some(format!("TLS failed: {reason}"))),
+        Err(e) if e.is_connect_failure() => (false, Some("connection refused".into())),
+        Err(ConnectorError::AddressDenied { reason, .. }) => {
+            (false, Some(format!("address refused: {reason}")))
         }
-        let request = self.auth.apply(client.get(url));
-        match tokio::time::timeout(self.timeout, request.send()).await {
-            Err(_) => (
-                false,
-                Some(format!("no answer within {} ms", self.timeout.as_millis())),
+        Err(_) => (false, Some("the exchange failed".into())),
+        Ok(reply) => match reply.status.as_u16() {
+            status if healthy.contains(&status) => (true, None),
+            status @ (401 | 403) => (
+                true,
+                Some(format!(
+                    "auth problem: answered HTTP {status} to the connector's credentials"
+                )),
             ),
-            Ok(Err(e)) if e.is_connect() => (false, Some("connection refused".into())),
-            Ok(Err(_)) => (false, Some("the exchange failed".into())),
-            Ok(Ok(reply)) => match reply.status().as_u16() {
-                status if self.healthy.contains(&status) => (true, None),
-                status @ (401 | 403) => (
-                    true,
-                    Some(format!(
-                        "auth problem: answered HTTP {status} to the connector's credentials"
-                    )),
-                ),
-                status => (false, Some(format!("answered HTTP {status}"))),
-            },
-        }
+            status => (false, Some(format!("answered HTTP {status}"))),
+        },
     }
 }

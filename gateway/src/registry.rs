@@ -399,14 +399,6 @@ impl Registry {
         });
         *self.versions.lock().unwrap_or_else(|p| p.into_inner()) = next_versions;
         self.current.store(Arc::clone(&snapshot));
-        // Partner limits follow the active versions (a canary or a rejected build may have
-        // configured them while it was bound).
-        for c in &snapshot.connectors {
-            c.connector
-                .resources()
-                .guardrails
-                .configure(&c.spec().policies);
-        }
         Ok(snapshot)
     }
 

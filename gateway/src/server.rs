@@ -21,8 +21,8 @@ use http::Method;
 use mallgate_connectors::mapping::MappingPool;
 use mallgate_connectors::runtime::RuntimeConfig;
 use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, LoopbackOnly, PublicOnly};
-use mallgate_connectors::runtime::resilience::TokenBucket;
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
+use mallgate_connectors::runtime::stack::admission::{Limiter, limiter, try_take};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -143,6 +143,7 @@ impl Gateway {
         let secrets: Arc<dyn SecretStore> = secrets;
         let runtime = RuntimeConfig {
             sample_refresh: Duration::from_secs(config.sandbox.sample_refresh_s),
+            resilience: config.resilience.runtime(),
             ..RuntimeConfig::default()
         };
         let registry = Arc::new(
@@ -413,7 +414,7 @@ enum Handler {
 struct Admission {
     config: AdmissionConfig,
     in_flight: AtomicUsize,
-    clients: Option<moka::sync::Cache<String, Arc<TokenBucket>>>,
+    clients: Option<moka::sync::Cache<String, Option<Arc<Limiter>>>>,
 }
 
 /// A request counted in flight until dropped.
@@ -456,9 +457,11 @@ impl Admission {
             }
             for (name, factor) in buckets {
                 let bucket = clients.get_with_by_ref(&name, || {
-                    Arc::new(TokenBucket::new(rps * factor, burst * factor))
+                    limiter(Some(rps * factor), Some((burst * factor).ceil() as u32)).map(Arc::new)
                 });
-                if let Err(wait) = bucket.take() {
+                if let Some(bucket) = bucket
+                    && let Err(wait) = try_take(&bucket)
+                {
                     return Err(ApiError::TooManyRequests {
                         retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
                     });

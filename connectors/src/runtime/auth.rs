@@ -3,16 +3,19 @@
 //! fetched by one caller while the others wait (no stampede), and dropped when the partner
 //! answers 401 so the next call fetches a fresh one exactly once.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::{Client, RequestBuilder};
+use reqwest::{Client, Method, RequestBuilder};
 use serde_json::Value;
+use tokio::time::Instant;
+use tower::ServiceExt;
 use url::Url;
 
 use super::guard::{AddressGuard, redact};
-use super::http::exchange;
 use super::secrets::{Secret, SecretStore, resolve};
+use super::stack::{Attempt, EndpointStack, Exchange, Prepared, Trace};
 use crate::error::ConnectorError;
 use crate::spec::{Auth, ClientAuth, KeyLocation, Owner};
 
@@ -92,6 +95,15 @@ fn with_scheme(scheme: &str, token: &Secret) -> Secret {
     }
 }
 
+/// Where OAuth2 token requests go: the token URL's endpoint stack (breaker, attempt
+/// timeout) and the connector's client (its TLS identity).
+#[derive(Debug, Clone)]
+pub struct TokenRoute {
+    pub stack: EndpointStack,
+    pub client: Client,
+    pub guard: Arc<dyn AddressGuard>,
+}
+
 /// The static part of the auth (everything but OAuth2).
 pub fn static_auth(creds: &Credentials<'_>) -> Result<Option<Applied>, ConnectorError> {
     Ok(Some(match creds.auth {
@@ -138,16 +150,14 @@ fn expires_in(body: &Value) -> Option<u64> {
     }
 }
 
-/// The OAuth2 token header for a call: the cached token, or one fetched now (by one caller;
-/// concurrent callers wait for it). Returns the header and the token (to invalidate it on a
-/// 401).
+/// The OAuth2 token header for a call: the cached token, or one fetched now through
+/// `route` (by one caller; concurrent callers wait for it) before `deadline`. Returns the
+/// header and the token (to invalidate it on a 401).
 pub async fn oauth_header(
     slot: &TokenSlot,
     creds: &Credentials<'_>,
-    client: &Client,
-    guard: &dyn AddressGuard,
-    timeout: Duration,
-    max_bytes: usize,
+    route: Option<&TokenRoute>,
+    deadline: Instant,
 ) -> Result<(Applied, Secret), ConnectorError> {
     let Auth::Oauth2ClientCredentials {
         token_url,
@@ -164,20 +174,24 @@ pub async fn oauth_header(
             reason: "the connector's auth is not OAuth2".into(),
         });
     };
+    let applied = |token: &Secret| Applied::Header {
+        name: header.clone(),
+        value: with_scheme(scheme, token),
+    };
     let mut current = slot.current.lock().await;
     if let Some((token, until)) = current.as_ref()
         && Instant::now() < *until
     {
-        let applied = Applied::Header {
-            name: header.clone(),
-            value: with_scheme(scheme, token),
-        };
-        return Ok((applied, token.clone()));
+        return Ok((applied(token), token.clone()));
     }
+    let route = route.ok_or_else(|| ConnectorError::Request {
+        reason: "the connector has no token route".into(),
+    })?;
     let url = Url::parse(token_url).map_err(|e| ConnectorError::Request {
         reason: format!("token_url is not a URL: {e}"),
     })?;
-    guard
+    route
+        .guard
         .check(&url)
         .map_err(|reason| ConnectorError::AddressDenied {
             url: redact(&url),
@@ -185,32 +199,33 @@ pub async fn oauth_header(
         })?;
     let id = creds.resolve(client_id)?;
     let secret = creds.resolve(&client_secret.0)?;
-    let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
-    if let Some(scope) = scope {
-        form.push(("scope", scope));
-    }
-    let mut request = client
-        .post(url.clone())
-        .header("accept", "application/json");
-    match client_auth {
-        ClientAuth::Basic => request = request.basic_auth(id.expose(), Some(secret.expose())),
-        ClientAuth::Body => {
-            form.push(("client_id", id.expose()));
-            form.push(("client_secret", secret.expose()));
+    // The serializer is not Send: the form is finished before anything awaits.
+    let (form, auth) = {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", "client_credentials");
+        if let Some(scope) = scope {
+            form.append_pair("scope", scope);
         }
-    }
+        let auth = match client_auth {
+            ClientAuth::Basic => Applied::Basic {
+                username: id,
+                password: secret,
+            },
+            ClientAuth::Body => {
+                form.append_pair("client_id", id.expose());
+                form.append_pair("client_secret", secret.expose());
+                Applied::None
+            }
+        };
+        (form.finish(), auth)
+    };
     slot.requests.fetch_add(1, Ordering::Relaxed);
+    let reply = token_exchange(route, &url, form, auth, deadline).await?;
     let failed = |reason: String, retryable: bool| ConnectorError::Token {
         url: redact(&url),
         reason,
         retryable,
     };
-    let reply = exchange(request.form(&form), &url, timeout, max_bytes)
-        .await
-        .map_err(|e| {
-            let retryable = e.is_retryable();
-            failed(e.to_string(), retryable)
-        })?;
     if !reply.status.is_success() {
         let status = reply.status.as_u16();
         return Err(failed(
@@ -230,9 +245,52 @@ pub async fn oauth_header(
     // Refresh a little early, but keep a token at least a second.
     let keep = lifetime.saturating_sub(u64::from(*refresh_before_s)).max(1);
     *current = Some((token.clone(), Instant::now() + Duration::from_secs(keep)));
-    let applied = Applied::Header {
-        name: header.clone(),
-        value: with_scheme(scheme, &token),
+    Ok((applied(&token), token))
+}
+
+/// The token request, through the token URL's endpoint stack. The form carries the
+/// client secret (with `client_auth: body`), so it lives in the request only.
+async fn token_exchange(
+    route: &TokenRoute,
+    url: &Url,
+    form: String,
+    auth: Applied,
+    deadline: Instant,
+) -> Result<super::http::Reply, ConnectorError> {
+    let prepared = Prepared {
+        client: route.client.clone(),
+        method: Method::POST,
+        query: Vec::new(),
+        headers: vec![("accept".to_owned(), "application/json".to_owned())],
+        body: Some((form.into_bytes(), "application/x-www-form-urlencoded")),
+        auth,
+        templated: true,
     };
-    Ok((applied, token))
+    let attempt = Attempt {
+        exchange: Exchange {
+            prepared: Arc::new(prepared),
+            url: url.clone(),
+            rest: None,
+            idempotent: false,
+            deadline,
+            trace: Arc::new(Trace::default()),
+        },
+        target: url.clone(),
+        timeout: None,
+        probe: false,
+    };
+    route
+        .stack
+        .clone()
+        .oneshot(attempt)
+        .await
+        .map_err(|e| match e {
+            // A certificate problem stays one, wherever it happened.
+            ConnectorError::Tls { .. } => e,
+            other => ConnectorError::Token {
+                url: redact(url),
+                retryable: other.is_retryable(),
+                reason: other.to_string(),
+            },
+        })
 }

@@ -32,18 +32,12 @@ fn reason(e: reqwest::Error) -> String {
     text
 }
 
-fn transport(url: &Url, e: reqwest::Error, timeout: Duration) -> ConnectorError {
+fn transport(url: &Url, e: reqwest::Error) -> ConnectorError {
     // A certificate problem is its own failure, whatever layer reported it.
     if let Some(reason) = super::tls::failure(&e) {
         return ConnectorError::Tls {
             url: redact(url),
             reason,
-        };
-    }
-    if e.is_timeout() {
-        return ConnectorError::Timeout {
-            url: redact(url),
-            timeout_ms: timeout.as_millis() as u64,
         };
     }
     // The redirect policy refused (the address guard, or more than 5 hops): never worth
@@ -62,57 +56,44 @@ fn transport(url: &Url, e: reqwest::Error, timeout: Duration) -> ConnectorError 
     }
 }
 
-/// Sends `request` (built for `url`) and reads the whole reply within `timeout`, refusing
-/// bodies over `max_bytes` (by `Content-Length` first, then as they stream).
-pub async fn exchange(
+/// Sends `request` (built for `url`) and reads the whole reply, refusing bodies over
+/// `max_bytes` (by `Content-Length` first, then as they stream). No timeout of its own:
+/// the partner stack's attempt timeout bounds it.
+pub async fn send(
     request: RequestBuilder,
     url: &Url,
-    timeout: Duration,
     max_bytes: usize,
 ) -> Result<Reply, ConnectorError> {
-    let work = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| transport(url, e, timeout))?;
-        if response
-            .content_length()
-            .is_some_and(|n| n > max_bytes as u64)
-        {
+    // reqwest has only a connect timeout (a connect failure); the stack's attempt timeout
+    // is the one that reports a timeout.
+    let failed = |e| transport(url, e);
+    let mut response = request.send().await.map_err(failed)?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_bytes as u64)
+    {
+        return Err(ConnectorError::TooLarge {
+            url: redact(url),
+            limit: max_bytes,
+        });
+    }
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > max_bytes {
             return Err(ConnectorError::TooLarge {
                 url: redact(url),
                 limit: max_bytes,
             });
         }
-        let status = response.status();
-        let headers = response.headers().clone();
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport(url, e, timeout))?
-        {
-            if body.len() + chunk.len() > max_bytes {
-                return Err(ConnectorError::TooLarge {
-                    url: redact(url),
-                    limit: max_bytes,
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(ConnectorError::Timeout {
-            url: redact(url),
-            timeout_ms: timeout.as_millis() as u64,
-        }),
+        body.extend_from_slice(&chunk);
     }
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// `Retry-After` as a delay: whole or decimal seconds (`2`, `2.0`), or an HTTP date.

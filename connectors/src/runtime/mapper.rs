@@ -3,7 +3,7 @@
 //! program) — and the calls that run them.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use jaq_json::Val;
 use serde_json::Value;
@@ -91,8 +91,9 @@ impl Connector {
             Mapper::InProcess(pool) => pool,
         };
         let programs = Arc::clone(&self.programs);
+        let std_deadline = deadline.into_std();
         let globals = Arc::clone(globals);
-        let receiver = pool.execute(deadline, move || {
+        let receiver = pool.execute(std_deadline, move || {
             let compiled = programs.capabilities.get(&capability)?;
             let program = match &which {
                 Some(name) => compiled.query.get(name)?,
@@ -106,7 +107,7 @@ impl Connector {
             ];
             Some(
                 program
-                    .run(input, vals, &Budget::until(deadline))
+                    .run(input, vals, &Budget::until(std_deadline))
                     .map(|(out, _)| {
                         out.into_iter().next().and_then(|v| {
                             let mut cap = 1024 * 1024;
@@ -141,13 +142,19 @@ impl Connector {
                 reason: "this version maps in process".into(),
             });
         };
-        let until = tokio::time::Instant::from_std(deadline);
-        let _slot = match tokio::time::timeout_at(until, lane.slots.acquire()).await {
+        let _slot = match tokio::time::timeout_at(deadline, lane.slots.acquire()).await {
             Ok(Ok(permit)) => permit,
             _ => return Err(ConnectorError::MappingBusy),
         };
-        pool.run(lane.set, source, task, globals, payload, deadline)
-            .await
+        pool.run(
+            lane.set,
+            source,
+            task,
+            globals,
+            payload,
+            deadline.into_std(),
+        )
+        .await
     }
 
     /// Maps one reply: a pass-through read by the gateway's own code, else the programs
@@ -169,7 +176,7 @@ impl Connector {
                     body,
                     self.limits,
                     Arc::clone(globals),
-                    deadline,
+                    deadline.into_std(),
                 )?
                 .await
                 .map_err(|_| ConnectorError::MappingOverrun {

@@ -1,30 +1,22 @@
-//! Resilience (DESIGN §7): the state that decides where, whether and how often an HTTP
-//! exchange goes to a partner. Everything here is built once per partner and kept in
-//! [`PartnerResources`](super::PartnerResources), so a new connector version inherits
-//! its breakers, ejections, budget and buckets.
-//!
-//! - per partner: load shed + concurrency limit (a semaphore tried, never waited on), a
-//!   token-bucket rate limit, a retry budget (tower's [`TpsBudget`]: retries may add about
-//!   `budget_percent` of the calls, plus a small reserve), a `Retry-After` block after a
-//!   429, and the hedging decision;
-//! - per endpoint: a circuit breaker (closed, open, one half-open probe) and outlier
-//!   ejection with exponential back-off, fed by the exchanges and by active health checks.
+//! Resilience state (DESIGN §7) the partner stack's layers ([`super::stack`]) decide with:
+//! per endpoint, a circuit breaker (closed, open, one half-open probe) and outlier
+//! ejection with exponential back-off, fed by the exchanges and by active health checks;
+//! the endpoint selection over a version's routes; the retry back-off; and the operator's
+//! [`ResilienceConfig`]. Endpoint state is the partner's, keyed by URL in
+//! [`PartnerResources`](super::PartnerResources), so a new connector version inherits its
+//! breakers and ejections.
 //!
 //! Time is tokio's, so the unit tests run on paused time.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::spec::Policies;
-
-/// Breaker and ejection tunables (operator settings, the same for every partner).
+/// The operator's resilience settings (the gateway config's `resilience:`), the same for
+/// every partner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResilienceConfig {
     /// Consecutive failed exchanges that open an endpoint's breaker.
@@ -38,6 +30,11 @@ pub struct ResilienceConfig {
     pub eject_max: Duration,
     /// Retries always allowed per second, whatever the budget says (the reserve).
     pub retry_reserve_per_s: u32,
+    /// Retries (and hedges) as a share of exchanges, for connectors that do not say.
+    pub retry_budget_percent: u32,
+    /// Health-check interval and timeout, for health checks that do not say.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
 }
 
 impl Default for ResilienceConfig {
@@ -49,6 +46,9 @@ impl Default for ResilienceConfig {
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             retry_reserve_per_s: 1,
+            retry_budget_percent: 10,
+            health_interval: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -138,6 +138,25 @@ impl Breaker {
                 Admission::Probe
             }
             _ => Admission::Refused,
+        }
+    }
+
+    /// [`admit`](Self::admit), unless `bypass` (a health probe passes an open breaker:
+    /// it is how recovery is seen, and it never takes the half-open probe).
+    pub fn admit_unless(&self, bypass: bool) -> Admission {
+        if bypass {
+            Admission::Pass
+        } else {
+            self.admit()
+        }
+    }
+
+    /// A passing health probe: it clears the failure count of a closed breaker, but only
+    /// a real exchange (the half-open probe) closes an open one.
+    pub fn on_probe_success(&self) {
+        let mut inner = self.lock();
+        if inner.state == BreakerState::Closed {
+            inner.consecutive_failures = 0;
         }
     }
 
@@ -360,6 +379,15 @@ impl EndpointState {
         }
     }
 
+    /// A health probe's exchange, for the breaker (the probe's verdict on ejection is
+    /// [`record_probe`](Self::record_probe)). Probes are not calls: the figures stay.
+    pub fn record_probe_exchange(&self, outcome: ExchangeOutcome) {
+        match outcome {
+            ExchangeOutcome::Success => self.breaker.on_probe_success(),
+            ExchangeOutcome::ConnectFailed | ExchangeOutcome::Failed => self.breaker.on_failure(),
+        }
+    }
+
     /// An active health check's result. From the first probe on, an ejected endpoint
     /// returns only through a passing probe.
     pub fn record_probe(&self, ok: bool, error: Option<String>) {
@@ -462,258 +490,6 @@ pub fn select<'a>(routes: &'a [Route], exclude: &[usize], turn: u64) -> Option<(
     None
 }
 
-/// A token bucket: `rate` tokens per second, up to `burst`.
-#[derive(Debug)]
-pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
-}
-
-impl TokenBucket {
-    pub fn new(rate: f64, burst: f64) -> Self {
-        let burst = burst.max(1.0);
-        Self {
-            rate: rate.max(0.001),
-            burst,
-            state: Mutex::new((burst, Instant::now())),
-        }
-    }
-
-    /// Takes a token, or says how long until one is there.
-    pub fn take(&self) -> Result<(), Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
-        state.0 = (state.0 + elapsed * self.rate).min(self.burst);
-        state.1 = now;
-        if state.0 >= 1.0 {
-            state.0 -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - state.0) / self.rate))
-        }
-    }
-}
-
-/// Why the partner stack refused an exchange before sending it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Every concurrency slot is taken: shed at once.
-    Shed,
-    /// The partner's own rate limit, or its 429 `Retry-After`, says wait this long.
-    RateLimited(Duration),
-}
-
-/// The per-partner half of the stack.
-pub struct PartnerGuardrails {
-    config: ResilienceConfig,
-    slots: Arc<Semaphore>,
-    max_concurrency: Mutex<u32>,
-    bucket: Mutex<Option<Arc<TokenBucket>>>,
-    budget: Mutex<(u32, Arc<TpsBudget>)>,
-    blocked_until: Mutex<Option<Instant>>,
-    endpoints: Mutex<HashMap<String, Arc<EndpointState>>>,
-    turn: AtomicU64,
-    /// Figures: exchanges sent first time, retries, hedges, retries refused by the budget,
-    /// shed and locally rate-limited exchanges.
-    pub counters: GuardrailCounters,
-}
-
-/// Counters of a partner's stack.
-#[derive(Debug, Default, Serialize)]
-pub struct GuardrailCounters {
-    pub exchanges: AtomicU64,
-    pub retries: AtomicU64,
-    pub hedges: AtomicU64,
-    pub budget_refused: AtomicU64,
-    pub shed: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub failovers: AtomicU64,
-}
-
-impl std::fmt::Debug for PartnerGuardrails {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartnerGuardrails")
-            .field("counters", &self.counters)
-            .finish_non_exhaustive()
-    }
-}
-
-fn tps_budget(percent: u32, reserve: u32) -> TpsBudget {
-    // tower asserts its arguments; these are in range by construction.
-    TpsBudget::new(
-        Duration::from_secs(10),
-        reserve.min(1000),
-        (percent.min(1000) as f32) / 100.0,
-    )
-}
-
-impl PartnerGuardrails {
-    pub fn new(config: ResilienceConfig) -> Self {
-        let policies = Policies::default();
-        Self {
-            config,
-            slots: Arc::new(Semaphore::new(policies.max_concurrency as usize)),
-            max_concurrency: Mutex::new(policies.max_concurrency),
-            bucket: Mutex::new(None),
-            budget: Mutex::new((
-                policies.retry.budget_percent,
-                Arc::new(tps_budget(
-                    policies.retry.budget_percent,
-                    config.retry_reserve_per_s,
-                )),
-            )),
-            blocked_until: Mutex::new(None),
-            endpoints: Mutex::new(HashMap::new()),
-            turn: AtomicU64::new(0),
-            counters: GuardrailCounters::default(),
-        }
-    }
-
-    pub fn config(&self) -> &ResilienceConfig {
-        &self.config
-    }
-
-    /// Applies a connector version's policies (concurrency, rate, budget), keeping the
-    /// state when they did not change.
-    pub fn configure(&self, policies: &Policies) {
-        let mut max = self
-            .max_concurrency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let want = policies.max_concurrency.max(1);
-        if want > *max {
-            self.slots.add_permits((want - *max) as usize);
-            *max = want;
-        } else if want < *max {
-            // Only free permits can be forgotten; the rest go when their holders finish
-            // and the next configure takes them.
-            let forgotten = self.slots.forget_permits((*max - want) as usize);
-            *max -= u32::try_from(forgotten).unwrap_or(0);
-        }
-        drop(max);
-        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        match policies.rate_limit_rps {
-            Some(rps) if rps > 0.0 => {
-                let burst = policies
-                    .rate_limit_burst
-                    .map_or(rps.max(1.0), |b| f64::from(b.max(1)));
-                if bucket.as_ref().is_none_or(|b| {
-                    (b.rate - rps).abs() > f64::EPSILON || (b.burst - burst).abs() > f64::EPSILON
-                }) {
-                    *bucket = Some(Arc::new(TokenBucket::new(rps, burst)));
-                }
-            }
-            _ => *bucket = None,
-        }
-        drop(bucket);
-        let mut budget = self.budget.lock().unwrap_or_else(|p| p.into_inner());
-        if budget.0 != policies.retry.budget_percent {
-            *budget = (
-                policies.retry.budget_percent,
-                Arc::new(tps_budget(
-                    policies.retry.budget_percent,
-                    self.config.retry_reserve_per_s,
-                )),
-            );
-        }
-    }
-
-    /// The shared state of the endpoint at `url`, created on first use.
-    pub fn endpoint(&self, url: &str) -> Arc<EndpointState> {
-        let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            map.entry(url.to_owned())
-                .or_insert_with(|| Arc::new(EndpointState::new(url, &self.config))),
-        )
-    }
-
-    pub fn next_turn(&self) -> u64 {
-        self.turn.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Admission for one exchange: not blocked by a 429, within the rate (waiting for a
-    /// token up to `patience`), and a free concurrency slot (never waited for).
-    pub async fn admit_within(&self, patience: Duration) -> Result<OwnedSemaphorePermit, Refusal> {
-        // One patience for the whole wait, however many callers race for the tokens.
-        let until = Instant::now() + patience;
-        loop {
-            match self.admit() {
-                Err(Refusal::RateLimited(wait))
-                    if Instant::now() + wait <= until && !self.is_blocked() =>
-                {
-                    tokio::time::sleep(wait).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn is_blocked(&self) -> bool {
-        self.blocked_until
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|u| Instant::now() < u)
-    }
-
-    /// Admission for one exchange, now: not blocked by a 429, within the rate, and a free
-    /// concurrency slot (never waited for).
-    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
-        if let Some(until) = *self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()) {
-            let now = Instant::now();
-            if now < until {
-                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                return Err(Refusal::RateLimited(until - now));
-            }
-        }
-        let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
-            self.counters.shed.fetch_add(1, Ordering::Relaxed);
-            Refusal::Shed
-        })?;
-        let bucket = self
-            .bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(bucket) = bucket
-            && let Err(wait) = bucket.take()
-        {
-            self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-            return Err(Refusal::RateLimited(wait));
-        }
-        Ok(permit)
-    }
-
-    /// The partner answered 429: nothing more goes to it until `retry_after` has passed.
-    pub fn block_for(&self, retry_after: Duration) {
-        let until = Instant::now() + retry_after;
-        let mut blocked = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner());
-        if blocked.is_none_or(|b| b < until) {
-            *blocked = Some(until);
-        }
-    }
-
-    fn budget(&self) -> Arc<TpsBudget> {
-        Arc::clone(&self.budget.lock().unwrap_or_else(|p| p.into_inner()).1)
-    }
-
-    /// A first attempt: it earns the budget its share of retries.
-    pub fn deposit(&self) {
-        self.counters.exchanges.fetch_add(1, Ordering::Relaxed);
-        self.budget().deposit();
-    }
-
-    /// A retry or a hedge asks the budget; false when it is spent.
-    pub fn withdraw(&self) -> bool {
-        let ok = self.budget().withdraw();
-        if !ok {
-            self.counters.budget_refused.fetch_add(1, Ordering::Relaxed);
-        }
-        ok
-    }
-}
-
 /// Whether to retry after a failed attempt: the request is idempotent, the error is worth
 /// it, attempts remain, and the back-off ends well before the deadline. The budget is
 /// asked after this (asking spends it). A 429 never gets here: its `Retry-After` blocks
@@ -732,21 +508,6 @@ pub fn retry_delay(
     let wait = backoff.saturating_mul(1 << (attempt - 1).min(8));
     // Leave at least as long again for the retry itself.
     (wait.saturating_mul(2) < remaining).then_some(wait)
-}
-
-/// Whether to send a hedge now: reads only, a hedge delay configured and passed, no hedge
-/// sent yet, and time left for one to matter.
-pub fn should_hedge(
-    idempotent: bool,
-    hedge_after: Option<Duration>,
-    elapsed: Duration,
-    hedged: bool,
-    remaining: Duration,
-) -> bool {
-    match hedge_after {
-        Some(after) if idempotent && !hedged => elapsed >= after && remaining > after,
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -848,32 +609,6 @@ mod tests {
         assert!(s.available());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn retry_budget_allows_a_tenth_plus_the_reserve() {
-        let g = PartnerGuardrails::new(ResilienceConfig {
-            retry_reserve_per_s: 1,
-            ..ResilienceConfig::default()
-        });
-        for _ in 0..1000 {
-            g.deposit();
-        }
-        let mut allowed = 0;
-        while g.withdraw() {
-            allowed += 1;
-        }
-        // 10% of 1000 calls, plus the reserve of 1 per second over the 10 s window.
-        assert!((100..=111).contains(&allowed), "allowed {allowed}");
-        assert!(!g.withdraw(), "spent");
-        assert!(g.counters.budget_refused.load(Ordering::Relaxed) >= 2);
-        // Without new calls the budget does not come back within its window...
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let mut more = 0;
-        while g.withdraw() {
-            more += 1;
-        }
-        assert!(more <= 2, "only the reserve refills: {more}");
-    }
-
     #[test]
     fn retry_decisions() {
         let ms = Duration::from_millis;
@@ -902,32 +637,6 @@ mod tests {
             retry_delay(true, true, 1, 2, ms(300), ms(500)),
             None,
             "never past the deadline"
-        );
-    }
-
-    #[test]
-    fn hedge_decisions() {
-        let ms = Duration::from_millis;
-        assert!(should_hedge(true, Some(ms(150)), ms(150), false, ms(400)));
-        assert!(
-            !should_hedge(true, Some(ms(150)), ms(149), false, ms(400)),
-            "too early"
-        );
-        assert!(
-            !should_hedge(false, Some(ms(150)), ms(200), false, ms(400)),
-            "writes never"
-        );
-        assert!(
-            !should_hedge(true, None, ms(200), false, ms(400)),
-            "not configured"
-        );
-        assert!(
-            !should_hedge(true, Some(ms(150)), ms(200), true, ms(400)),
-            "one hedge"
-        );
-        assert!(
-            !should_hedge(true, Some(ms(150)), ms(200), false, ms(100)),
-            "no time left"
         );
     }
 
@@ -968,44 +677,5 @@ mod tests {
             "fails over"
         );
         assert!(select(&routes, &[2], 0).is_none(), "nothing left");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn admission_sheds_and_honours_429() {
-        let g = PartnerGuardrails::new(ResilienceConfig::default());
-        g.configure(&Policies {
-            max_concurrency: 2,
-            rate_limit_rps: Some(2.0),
-            ..Policies::default()
-        });
-        let a = g.admit().expect("first");
-        let b = g.admit().expect("second");
-        assert_eq!(
-            g.admit().err(),
-            Some(Refusal::Shed),
-            "both slots taken: shed at once"
-        );
-        drop(a);
-        assert_eq!(
-            g.admit().err(),
-            Some(Refusal::RateLimited(Duration::from_millis(500))),
-            "a slot, but the burst of 2 is spent"
-        );
-        tokio::time::advance(Duration::from_millis(200)).await;
-        let c = g
-            .admit_within(Duration::from_secs(1))
-            .await
-            .expect("waits 300 ms for its token");
-        drop((b, c));
-        g.block_for(Duration::from_secs(3));
-        assert!(
-            matches!(
-                g.admit_within(Duration::from_secs(10)).await,
-                Err(Refusal::RateLimited(_))
-            ),
-            "a partner's 429 is not waited out inside a call"
-        );
-        tokio::time::advance(Duration::from_secs(3)).await;
-        assert!(g.admit().is_ok(), "after Retry-After");
     }
 }

@@ -2,7 +2,9 @@
 //! pointed at it, and the demo secrets in a store.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mallgate_connectors::Owner;
 use mallgate_connectors::mapping::MappingPool;

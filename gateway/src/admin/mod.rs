@@ -1083,7 +1083,7 @@ impl Admin {
                     "endpoints": c.connector.routes().iter()
                         .map(|r| serde_json::to_value(r.state.report(r.priority, r.weight, true)).unwrap_or(Value::Null))
                         .collect::<Vec<_>>(),
-                    "guardrails": serde_json::to_value(&c.connector.resources().guardrails.counters).unwrap_or(Value::Null),
+                    "guardrails": serde_json::to_value(c.connector.counters()).unwrap_or(Value::Null),
                     "token_requests": c.connector.resources().token_requests(),
                 })
             })

@@ -283,9 +283,7 @@ impl Api {
                     .connectors
                     .iter()
                     .find(|c| c.partner() == partner)
-                    .and_then(|c| {
-                        serde_json::to_value(&c.connector.resources().guardrails.counters).ok()
-                    })
+                    .and_then(|c| serde_json::to_value(c.connector.counters()).ok())
                     .unwrap_or(Value::Null);
                 json!({
                     "partner": partner,

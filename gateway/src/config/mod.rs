@@ -22,6 +22,9 @@
 //! partners:                     # grants: kinds, best merge priority, carrier codes
 //!   acme: {kinds: [supplier], priority: 10}
 //!   swiftship: {kinds: [carrier], codes: [swiftship, swift]}
+//! resilience:                   # breaker, ejection, retry budget, health-check defaults
+//!   breaker_failures: 5         # (every field: see `config::resilience`)
+//!   eject_max_ms: 30000
 //! sandbox:                      # where partner-owned jq runs: worker processes
 //!   workers: 2
 //!   address_space_mib: 1536
@@ -39,6 +42,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::GatewayError;
+
+mod resilience;
+pub use self::resilience::ResilienceConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +95,9 @@ pub struct GatewayConfig {
     /// The sandbox pool that runs partner-owned programs.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// Breaker, ejection, retry-budget and health-check defaults of every partner stack.
+    #[serde(default)]
+    pub resilience: ResilienceConfig,
     /// What each partner is granted: the connector kinds it may register, the best merge
     /// priority it may claim, the carrier codes it may answer for. A partner absent here
     /// may register retailer connectors at the retailers' default priority, no codes.
@@ -384,6 +393,7 @@ impl Default for GatewayConfig {
             partner_secrets: BTreeMap::new(),
             mapping_threads: defaults::mapping_threads(),
             sandbox: SandboxConfig::default(),
+            resilience: ResilienceConfig::default(),
             partners: BTreeMap::new(),
         }
     }
@@ -429,6 +439,7 @@ impl GatewayConfig {
         if !(10..=60_000).contains(&self.sandbox.run_timeout_ms) {
             return Err("sandbox.run_timeout_ms must be between 10 and 60000".into());
         }
+        self.resilience.check()?;
         if self.sandbox.quarantine_after == 0 {
             return Err("sandbox.quarantine_after must be at least 1".into());
         }

@@ -1,0 +1,328 @@
+//! The partner stack (DESIGN §7): one HTTP exchange — one page, one token request, one
+//! health probe — goes through `tower` layers composed once per connector version with
+//! [`ServiceBuilder`], outermost first:
+//!
+//! ```text
+//! deadline → 429 block → load shed → concurrency limit → rate limit (governor)
+//!   → retry (TpsBudget) → hedge → endpoint selection (priority, weight, ejection)
+//!     → per endpoint: breaker → attempt timeout → pooled client (rustls)
+//! ```
+//!
+//! The state behind the layers lives elsewhere, so a new version of a connector reuses it:
+//! endpoint state (breaker, ejection, figures) is the partner's, keyed by endpoint URL;
+//! admission state (concurrency slots, rate bucket, retry budget, 429 block) is the
+//! connector's own ([`Shared`], keyed by connector id and its admission policies), so a
+//! partner's two connectors never reconfigure each other. Time is tokio's throughout:
+//! every layer is tested under paused time.
+
+pub mod admission;
+pub mod endpoint;
+pub mod hedge;
+pub mod retry;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::{Client, Method, RequestBuilder};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder};
+use url::Url;
+
+pub use self::admission::{Limiter, TokioClock};
+pub use self::endpoint::{Attempt, EndpointStack, endpoint_stack};
+use super::auth::Applied;
+use super::guard::AddressGuard;
+use super::http::Reply;
+use super::resilience::{ResilienceConfig, Route};
+use crate::error::ConnectorError;
+use crate::spec::Policies;
+
+/// The composed stack of a connector version.
+pub type Stack = BoxCloneSyncService<Exchange, Reply, ConnectorError>;
+
+/// A request rendered once and sendable to any endpoint: the connector re-bases it onto
+/// the endpoint each attempt selects.
+#[derive(Clone)]
+pub struct Prepared {
+    pub client: Client,
+    pub method: Method,
+    /// Query pairs added to a templated URL (template, walk, auth in the query).
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<(Vec<u8>, &'static str)>,
+    pub auth: Applied,
+    /// `false` for a URL followed exactly as given (a `Link` or next URL): no template
+    /// query or body is added to it.
+    pub templated: bool,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Query values and headers may carry keys: only their names are shown.
+        f.debug_struct("Prepared")
+            .field("method", &self.method)
+            .field(
+                "query",
+                &self.query.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// The request for `target`.
+    pub fn build(&self, target: &Url) -> RequestBuilder {
+        let mut request = self.client.request(self.method.clone(), target.clone());
+        if self.templated {
+            if !self.query.is_empty() {
+                request = request.query(&self.query);
+            }
+            if let Some((bytes, kind)) = &self.body {
+                request = request.header("content-type", *kind).body(bytes.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        if !self.auth.present_in(target) {
+            request = self.auth.apply(request);
+        }
+        request
+    }
+}
+
+/// What the attempts of one exchange share: the endpoints tried (a retry and a hedge
+/// prefer others), the requests sent and the endpoint that answered last.
+#[derive(Debug, Default)]
+pub struct Trace {
+    tried: Mutex<Vec<usize>>,
+    requests: AtomicU32,
+    endpoint: Mutex<Option<String>>,
+}
+
+impl Trace {
+    pub fn tried(&self) -> Vec<usize> {
+        self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn mark(&self, endpoint: usize) {
+        let mut tried = self.tried.lock().unwrap_or_else(|p| p.into_inner());
+        if !tried.contains(&endpoint) {
+            tried.push(endpoint);
+        }
+    }
+
+    /// An attempt goes to `target`.
+    fn sent(&self, target: &Url) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(super::guard::redact(target));
+    }
+
+    /// HTTP requests sent for the exchange (attempts, retries and hedges).
+    pub fn requests(&self) -> u32 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The endpoint (redacted) of the last attempt sent.
+    pub fn endpoint(&self) -> Option<String> {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// One HTTP exchange through the stack.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub prepared: Arc<Prepared>,
+    /// The URL as built (against the first endpoint, or a link).
+    pub url: Url,
+    /// What follows the endpoint's base URL, when `url` is on one of the version's
+    /// endpoints (`None`: a link elsewhere, called as it is).
+    pub rest: Option<String>,
+    pub idempotent: bool,
+    /// The capability call's deadline: no attempt, back-off or hedge outlives it.
+    pub deadline: Instant,
+    pub trace: Arc<Trace>,
+}
+
+/// Counters of a connector's stack (shown in the partner report and the admin status).
+#[derive(Debug, Default, Serialize)]
+pub struct GuardrailCounters {
+    /// Exchanges admitted (first attempts).
+    pub exchanges: AtomicU64,
+    pub retries: AtomicU64,
+    pub hedges: AtomicU64,
+    /// Retries and hedges the budget refused.
+    pub budget_refused: AtomicU64,
+    pub shed: AtomicU64,
+    /// Exchanges refused by the rate limit or a 429 block.
+    pub rate_limited: AtomicU64,
+    /// Refused connections moved to another endpoint at no cost to the budget.
+    pub failovers: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The admission state of one connector's stack: it outlives versions that keep the
+/// same admission policies.
+pub struct Shared {
+    slots: Arc<Semaphore>,
+    max_concurrency: u32,
+    limiter: Option<Arc<Limiter>>,
+    budget: TpsBudget,
+    blocked_until: Mutex<Option<Instant>>,
+    turn: AtomicU64,
+    pub counters: GuardrailCounters,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("max_concurrency", &self.max_concurrency)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The policies [`Shared`] is built from, as a key: versions agreeing on them share it.
+pub fn admission_key(connector: &str, policies: &Policies) -> String {
+    format!(
+        "{connector} c{} r{:?} b{:?} p{}",
+        policies.max_concurrency,
+        policies.rate_limit_rps,
+        policies.rate_limit_burst,
+        policies.retry.budget_percent.unwrap_or(u32::MAX),
+    )
+}
+
+impl Shared {
+    pub fn new(policies: &Policies, config: &ResilienceConfig) -> Self {
+        let max_concurrency = policies.max_concurrency.max(1);
+        let percent = policies
+            .retry
+            .budget_percent
+            .unwrap_or(config.retry_budget_percent);
+        Self {
+            slots: Arc::new(Semaphore::new(max_concurrency as usize)),
+            max_concurrency,
+            limiter: admission::limiter(policies.rate_limit_rps, policies.rate_limit_burst)
+                .map(Arc::new),
+            // tower asserts its arguments; these are in range by construction.
+            budget: TpsBudget::new(
+                Duration::from_secs(10),
+                config.retry_reserve_per_s.min(1000),
+                (percent.min(1000) as f32) / 100.0,
+            ),
+            blocked_until: Mutex::new(None),
+            turn: AtomicU64::new(0),
+            counters: GuardrailCounters::default(),
+        }
+    }
+
+    fn next_turn(&self) -> u64 {
+        self.turn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A first attempt: it earns the budget its share of retries.
+    fn deposit(&self) {
+        bump(&self.counters.exchanges);
+        self.budget.deposit();
+    }
+
+    /// A retry or a hedge asks the budget; false when it is spent.
+    fn withdraw(&self) -> bool {
+        let ok = self.budget.withdraw();
+        if !ok {
+            bump(&self.counters.budget_refused);
+        }
+        ok
+    }
+
+    /// How long the partner's 429 still blocks this connector, if it does.
+    fn blocked_for(&self) -> Option<Duration> {
+        let until = (*self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let now = Instant::now();
+        (now < until).then(|| until - now)
+    }
+
+    /// The partner answered 429: nothing more goes until `retry_after` has passed.
+    fn block_for(&self, retry_after: Duration) {
+        let until = Instant::now() + retry_after;
+        let mut blocked = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner());
+        if blocked.is_none_or(|b| b < until) {
+            *blocked = Some(until);
+        }
+    }
+}
+
+/// A load-shed refusal as the connector error it is; any other error is the stack's own.
+fn typed(max_concurrency: u32) -> impl Fn(BoxError) -> ConnectorError + Clone {
+    move |error| match error.downcast::<ConnectorError>() {
+        Ok(e) => *e,
+        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => ConnectorError::Shed {
+            limit: max_concurrency,
+        },
+        Err(e) => ConnectorError::Request {
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// What a version's stack is built from.
+#[derive(Debug, Clone)]
+pub struct StackParts {
+    pub shared: Arc<Shared>,
+    pub policies: Policies,
+    pub routes: Arc<[Route]>,
+    /// One per route, same order.
+    pub endpoints: Arc<[EndpointStack]>,
+    /// For links outside the version's endpoints: timeout and client, no breaker.
+    pub elsewhere: EndpointStack,
+    pub guard: Arc<dyn AddressGuard>,
+}
+
+/// Composes a version's stack, in DESIGN §7's order.
+pub fn build(parts: StackParts) -> Stack {
+    let StackParts {
+        shared,
+        policies,
+        routes,
+        endpoints,
+        elsewhere,
+        guard,
+    } = parts;
+    let select = endpoint::Select::new(routes, endpoints, elsewhere, guard, Arc::clone(&shared));
+    let stack = ServiceBuilder::new()
+        .layer(admission::DeadlineLayer)
+        .layer(admission::BlockLayer::new(Arc::clone(&shared)))
+        .map_err(typed(shared.max_concurrency))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            Arc::clone(&shared.slots),
+        ))
+        .layer(admission::RateLayer::new(Arc::clone(&shared)))
+        .layer(tower::retry::RetryLayer::new(retry::RetryPolicy::new(
+            Arc::clone(&shared),
+            &policies.retry,
+        )))
+        .layer(hedge::HedgeLayer::new(
+            Arc::clone(&shared),
+            policies.hedge_after_ms,
+        ))
+        .service(select);
+    BoxCloneSyncService::new(stack)
+}
+
+#[cfg(test)]
+mod tests;
