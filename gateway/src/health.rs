@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use mallgate_connectors::ConnectorError;
 use mallgate_connectors::runtime::auth::Applied;
-use mallgate_connectors::runtime::guard::AddressGuard;
 use mallgate_connectors::runtime::http::Reply;
 use tokio::time::Instant;
 
@@ -36,10 +35,7 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn start(
-        registry: Arc<Registry>,
-        guard: Arc<dyn AddressGuard>,
-    ) -> Result<Self, GatewayError> {
+    pub fn start(registry: Arc<Registry>) -> Result<Self, GatewayError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -52,7 +48,7 @@ impl HealthChecker {
                     Ok(r) => r,
                     Err(_) => return,
                 };
-                runtime.block_on(run(registry, guard, flag));
+                runtime.block_on(run(registry, flag));
             })
             .map_err(|e| GatewayError::Startup(format!("cannot start health checks: {e}")))?;
         Ok(Self {
@@ -71,7 +67,7 @@ impl Drop for HealthChecker {
     }
 }
 
-async fn run(registry: Arc<Registry>, _guard: Arc<dyn AddressGuard>, stop: Arc<AtomicBool>) {
+async fn run(registry: Arc<Registry>, stop: Arc<AtomicBool>) {
     // When each (endpoint, path) was last probed.
     let mut last: HashMap<String, Instant> = HashMap::new();
     let mut running = tokio::task::JoinSet::new();

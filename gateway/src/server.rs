@@ -55,7 +55,6 @@ pub struct Gateway {
     /// The admin API, when the config has an `admin` section.
     pub admin: Option<Arc<Admin>>,
     config: GatewayConfig,
-    guard: Arc<dyn AddressGuard>,
     /// The public listener's open connections.
     connections: Arc<Connections>,
 }
@@ -147,7 +146,7 @@ impl Gateway {
             ..RuntimeConfig::default()
         };
         let registry = Arc::new(
-            Registry::new(Arc::clone(&guard), secrets, mappers, runtime)
+            Registry::new(guard, secrets, mappers, runtime)
                 .with_grants(config.partners.clone()),
         );
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
@@ -181,7 +180,6 @@ impl Gateway {
             admin,
             connections: Arc::new(Connections::new(config.connections)),
             config,
-            guard,
         })
     }
 
@@ -220,7 +218,7 @@ impl Gateway {
     }
 
     fn health_checks(&self) -> Result<HealthChecker, GatewayError> {
-        HealthChecker::start(Arc::clone(&self.api.registry), Arc::clone(&self.guard))
+        HealthChecker::start(Arc::clone(&self.api.registry))
     }
 
     fn server(&self, addr: SocketAddr, admin_addr: Option<SocketAddr>, grace_s: u64) -> Server {

@@ -73,10 +73,20 @@ impl Mall {
         patch: impl Fn(Partner, String) -> String,
         configure: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
+        Self::start_fleet(FleetConfig::default(), patch, configure).await
+    }
+
+    /// As [`Mall::start_configured`], with the fleet started from `fleet` (TLS, say; seed
+    /// 7 and two replicas per partner always).
+    pub async fn start_fleet(
+        fleet: FleetConfig,
+        patch: impl Fn(Partner, String) -> String,
+        configure: impl FnOnce(&mut GatewayConfig),
+    ) -> Self {
         let fleet = Fleet::start(FleetConfig {
             seed: 7,
             replicas: 2,
-            ..FleetConfig::default()
+            ..fleet
         })
         .await
         .expect("fleet starts");
