@@ -146,8 +146,7 @@ impl Gateway {
             ..RuntimeConfig::default()
         };
         let registry = Arc::new(
-            Registry::new(guard, secrets, mappers, runtime)
-                .with_grants(config.partners.clone()),
+            Registry::new(guard, secrets, mappers, runtime).with_grants(config.partners.clone()),
         );
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
         let admin = match &config.admin {

@@ -18,6 +18,10 @@ median of ROUNDS rounds, and each gateway round is followed by the matching ngin
     in sandbox worker processes (`sandbox.operator_in_process: false` takes the partner
     path for these operator files); the workers' CPU is counted with the gateway's. A
     partner-owned pass-through (`map: .`) is read by the gateway's own code and costs (b).
+(b-tls) the pass-through fan-out with the upstream on HTTPS (nginx serving the same files
+    with a certificate from a CA the simulator generates; HTTP/1.1 keep-alive, as nginx's
+    upstream side speaks it), each connector trusting the CA through `tls.ca`, vs nginx
+    proxy_pass to the same HTTPS upstream (verifying it, sessions reused, keep-alive).
 (c) mapping cost per record: the mapping bench (jq in process, jq in a sandbox worker,
     hand-written), same run.
 (d) p50/p99 latency of the gateway in (a) and (b), from wrk --latency.
@@ -30,7 +34,8 @@ CONNS = int(os.environ.get("CONNECTIONS", "32"))
 FANOUT_PARTNERS = ["voltmart", "threadline", "acme", "northwind"]
 FANOUT = len(FANOUT_PARTNERS)
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BIN = os.path.join(ROOT, "target", "release")
+# BENCH_BIN and SKIP_MAPPING=1 are for a quick check of this script (a debug build, no (c)).
+BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "target", "release"))
 TICK = os.sysconf("SC_CLK_TCK")
 procs = []
 
@@ -208,15 +213,29 @@ capabilities:
     map: .
 """
     jq_map = passthrough.replace("map: .\n", "map: '. as $r | $r'\n")
+    # The HTTPS upstream's certificates, from the simulator's CA (a short-lived instance).
+    tls_dir = os.path.join(tmp, "tls")
+    pki = start([os.path.join(BIN, "partner-sim"), "--seed", "7", "--base-port", "19000",
+                 "--tls", tls_dir], 0)
+    pki.stdout.readline()
+    pki.send_signal(signal.SIGTERM)
+    pki.wait(timeout=10)
+    os.chmod(tls_dir, 0o755)
+    tls_map = passthrough.replace("http://127.0.0.1:18092", "https://127.0.0.1:18094").replace(
+        "capabilities:\n", f"tls:\n  ca: file:{tls_dir}/ca.pem\ncapabilities:\n")
     for name, partners, template in (("pt-one", FANOUT_PARTNERS[:1], passthrough),
                                      ("pt-fanout", FANOUT_PARTNERS, passthrough),
-                                     ("jq-fanout", FANOUT_PARTNERS, jq_map)):
+                                     ("jq-fanout", FANOUT_PARTNERS, jq_map),
+                                     ("tls-fanout", FANOUT_PARTNERS, tls_map)):
         os.makedirs(os.path.join(tmp, name), exist_ok=True)
         for partner in partners:
             with open(os.path.join(tmp, name, f"{partner}.yaml"), "w") as f:
                 f.write(template.replace("{partner}", partner))
     nginx(common.replace("{name}", "static") + f"""
-server {{ listen 127.0.0.1:18092; location / {{ root {tmp}; default_type application/json; }} }} }}
+server {{ listen 127.0.0.1:18092; location / {{ root {tmp}; default_type application/json; }} }}
+server {{ listen 127.0.0.1:18094 ssl; ssl_certificate {tls_dir}/server.pem;
+  ssl_certificate_key {tls_dir}/server-key.pem; keepalive_requests 1000000;
+  location / {{ root {tmp}; default_type application/json; }} }} }}
 """, 0, tmp, "static")
     nginx(common.replace("{name}", "proxy") + """
 upstream u { server 127.0.0.1:18092; keepalive 64; }
@@ -225,6 +244,15 @@ server { listen 127.0.0.1:18093; location / { proxy_pass http://u; proxy_http_ve
 """, 1, tmp, "proxy")
     nginx_proxy_pids = [int(open(f"{tmp}/proxy.pid").read())]
     nginx_proxy_pids += children(nginx_proxy_pids[0])
+    nginx(common.replace("{name}", "tlsproxy") + f"""
+upstream ut {{ server 127.0.0.1:18094; keepalive 64; }}
+server {{ listen 127.0.0.1:18095; location / {{ proxy_pass https://ut; proxy_http_version 1.1;
+  proxy_set_header Connection ""; proxy_ssl_trusted_certificate {tls_dir}/ca.pem;
+  proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_server_name on;
+  proxy_ssl_session_reuse on; }} }} }}
+""", 1, tmp, "tlsproxy")
+    nginx_tls_pids = [int(open(f"{tmp}/tlsproxy.pid").read())]
+    nginx_tls_pids += children(nginx_tls_pids[0])
     def passthrough_gateway(port, connectors, isolated=False):
         conf = os.path.join(tmp, f"{connectors}-{port}.yaml")
         with open(conf, "w") as f:
@@ -243,7 +271,9 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
     one = passthrough_gateway(18082, "pt-one")
     jq = passthrough_gateway(18083, "jq-fanout")
     iso = passthrough_gateway(18084, "jq-fanout", isolated=True)
-    for port in (18081, 18083, 18084):
+    tls = passthrough_gateway(18085, "tls-fanout")
+    wait_ok(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json")
+    for port in (18081, 18083, 18084, 18085):
         answer = json.loads(wait_ok(f"http://127.0.0.1:{port}/v1/products?q=check"))
         live = [s["outcome"] for s in answer["sources"]]
         offers = [o for v in answer["data"][0]["variants"] for o in v["offers"]] if answer["data"] else []
@@ -258,7 +288,7 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
     with open(script, "w") as f:
         f.write('counter = 0\nrequest = function()\n  counter = counter + 1\n'
                 '  return wrk.format("GET", "/v1/products?q=u" .. counter .. "x" .. math.random(1, 1000000000))\nend\n')
-    b_gw, b_one, b_ng, b_jq, b_iso = [], [], [], [], []
+    b_gw, b_one, b_ng, b_jq, b_iso, b_tls, b_ngtls = [], [], [], [], [], [], []
     for _ in range(ROUNDS):
         b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
         b_gw[-1]["cpu_us_per_call"] = b_gw[-1]["cpu_us_per_req"] / FANOUT
@@ -268,10 +298,14 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         b_iso[-1]["cpu_us_per_call"] = b_iso[-1]["cpu_us_per_req"] / FANOUT
         b_one.append(measure("http://127.0.0.1:18082", [one.pid], script))
         b_ng.append(measure(f"http://127.0.0.1:18093/passthrough-{FANOUT_PARTNERS[0]}.json", nginx_proxy_pids))
+        b_tls.append(measure("http://127.0.0.1:18085", [tls.pid], script))
+        b_tls[-1]["cpu_us_per_call"] = b_tls[-1]["cpu_us_per_req"] / FANOUT
+        b_ngtls.append(measure(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json", nginx_tls_pids))
 
     # --- (c) mapping cost per record (the connectors crate's bench) ------------------
-    mapping = subprocess.run(["taskset", "-c", "1", "cargo", "bench", "-q", "-p", "mallgate-connectors",
-                              "--bench", "mapping"], cwd=ROOT, capture_output=True, text=True).stdout
+    mapping = "(skipped)" if os.environ.get("SKIP_MAPPING") == "1" else subprocess.run(
+        ["taskset", "-c", "1", "cargo", "bench", "-q", "-p", "mallgate-connectors", "--bench", "mapping"],
+        cwd=ROOT, capture_output=True, text=True).stdout
 
     med = lambda rs, k: statistics.median(r[k] for r in rs)
     rows = [
@@ -288,6 +322,10 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
          med(b_iso, "cpu_us_per_call"), med(b_ng, "cpu_us_per_req"),
          f"{med(b_iso, 'cpu_us_per_call') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx (target <= 2.5x)"),
         ("(b-partner) requests/s", med(b_iso, "rps"), med(b_ng, "rps"), ""),
+        ("(b-tls) the fan-out to an HTTPS upstream, CPU us per partner call", med(b_tls, "cpu_us_per_call"),
+         med(b_ngtls, "cpu_us_per_req"),
+         f"{med(b_tls, 'cpu_us_per_call') / med(b_ngtls, 'cpu_us_per_req'):.2f}x nginx over HTTPS"),
+        ("(b-tls) requests/s", med(b_tls, "rps"), med(b_ngtls, "rps"), ""),
         ("(b) one connector, CPU us per request (= per partner call)", med(b_one, "cpu_us_per_req"),
          med(b_ng, "cpu_us_per_req"), f"{med(b_one, 'cpu_us_per_req') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx"),
         ("(d) p50 ms, cached / uncached fan-out", f"{med(a_gw, 'p50'):.2f} / {med(b_gw, 'p50'):.2f}",
@@ -295,7 +333,7 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         ("(d) p99 ms, cached / uncached fan-out", f"{med(a_gw, 'p99'):.2f} / {med(b_gw, 'p99'):.2f}",
          f"{med(a_ng, 'p99'):.2f} / {med(b_ng, 'p99'):.2f}", ""),
     ]
-    errors = sum(r["errors"] for r in a_gw + b_gw + b_one + b_jq + b_iso)
+    errors = sum(r["errors"] for r in a_gw + b_gw + b_one + b_jq + b_iso + b_tls)
     print(f"\nbody of (a): {size} bytes; {ROUNDS} rounds of {SECONDS} s, {CONNS} connections, "
           f"wrk on core 0, system under test on core 1; non-2xx answers from the gateway: {errors}\n")
     print("| measure | mallgate | nginx | ratio |")

@@ -2,16 +2,17 @@
 //! [--tls DIR [--mtls]]`: serves the simulated partner fleet and prints every address as
 //! one JSON line, then runs until Ctrl-C. With `--base-port`, ports are fixed (see
 //! `FleetConfig::base_port`). With `--tls DIR`, every replica serves HTTPS with a
-//! certificate from a CA generated now, whose PEM is written to `DIR/ca.pem`; `--mtls`
-//! also requires a client certificate from that CA (written to `DIR/client.pem` and
-//! `DIR/client-key.pem`).
+//! certificate from a CA generated now, whose PEM is written to `DIR/ca.pem` (the server
+//! certificate and key too, `DIR/server.pem` and `DIR/server-key.pem`, for a proxy or a
+//! benchmark upstream to serve with); `--mtls` also requires a client certificate from
+//! that CA (written to `DIR/client.pem` and `DIR/client-key.pem`).
 
 use std::net::SocketAddr;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use mallgate_partner_sim::pki::{Alpn, Leaf, Pki};
+use mallgate_partner_sim::pki::{Alpn, Leaf, Pki, server_config};
 use mallgate_partner_sim::{Fleet, FleetConfig};
 
 struct Args {
@@ -78,8 +79,13 @@ fn tls(
     let pki = Pki::generate("mallgate partner-sim CA")?;
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, pki.ca_pem()).with_context(|| format!("writing {}", ca.display()))?;
-    config.tls = Some(pki.server_config(&Leaf::Good, mtls.then_some(&pki), Alpn::Both)?);
-    let mut shown = serde_json::json!({ "ca": ca });
+    let server = pki.server(&Leaf::Good)?;
+    let (cert, key) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(&cert, &server.cert_pem)?;
+    std::fs::write(&key, &server.key_pem)?;
+    let client_ca = mtls.then(|| pki.ca_pem().to_owned());
+    config.tls = Some(server_config(&server, client_ca.as_deref(), Alpn::Both)?);
+    let mut shown = serde_json::json!({ "ca": ca, "server_certificate": cert, "server_key": key });
     if mtls {
         let client = pki.client("mallgate")?;
         let (cert, key) = (dir.join("client.pem"), dir.join("client-key.pem"));
