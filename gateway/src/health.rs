@@ -3,7 +3,8 @@
 //! the connector says), and feeds the result into the endpoint's partner-wide state (the
 //! same state the exchanges feed). A probe goes through the endpoint's own stack — the
 //! address guard, the breaker (a failed probe counts like a failed call), the connector's
-//! TLS identity — and is not counted as a partner call. A failing probe counts towards
+//! TLS identity, its redirect policy (at most 5, each re-checked by the guard) — and is
+//! not counted as a partner call. A failing probe counts towards
 //! ejection; an ejected endpoint comes back only when a probe passes after its ejection
 //! time. A probe carries the connector's credentials like a call (API key, basic, bearer,
 //! or an OAuth2 token from the partner's shared slot); a 401 or 403, or credentials that

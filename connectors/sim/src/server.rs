@@ -429,12 +429,18 @@ async fn serve_tls(
         tokio::select! {
             _ = &mut stopped => break,
             accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
+                let Ok((tcp, _)) = accepted else {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 connections.spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
+                    // A client that never finishes its handshake is dropped after a while.
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp));
+                    let Ok(Ok(tls)) = handshake.await else {
                         return;
                     };
                     let service = hyper_util::service::TowerToHyperService::new(app);

@@ -408,9 +408,17 @@ impl Connector {
                 Next::Header(name, value) => page.headers.push((name.clone(), value.clone())),
                 _ => {}
             }
+            let pages = output.stats.pages;
             let reply = self
                 .send(page, &url, idempotent, context.deadline, &mut output.stats)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // The stack does not know how far the walk got.
+                    ConnectorError::DeadlineExceeded { .. } => {
+                        ConnectorError::DeadlineExceeded { pages }
+                    }
+                    other => other,
+                })?;
             output.stats.bytes += reply.body.len() as u64;
             if !reply.status.is_success() {
                 let first = output.stats.pages == 0;

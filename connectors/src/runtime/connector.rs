@@ -22,8 +22,8 @@ use super::resilience::Route;
 use super::resources::PartnerResources;
 use super::secrets::{self, SecretStore};
 use super::stack::{
-    self, Attempt, EndpointStack, Exchange, GuardrailCounters, Prepared, Shared, Stack, StackParts,
-    Trace, endpoint_stack,
+    self, AdmissionState, Attempt, EndpointStack, Exchange, GuardrailCounters, Prepared, Stack,
+    StackParts, Trace, endpoint_stack,
 };
 use super::tls::TlsMaterial;
 use super::{CallStats, RequestTemplates};
@@ -55,7 +55,7 @@ pub struct Connector {
     /// Each route's per-endpoint stack (health probes), and the token URL's.
     endpoints: Arc<[EndpointStack]>,
     token: Option<EndpointStack>,
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 /// A connector's `tls` block, bound: the endpoint hosts its `server_name` applies to, and

@@ -30,7 +30,7 @@ use std::time::Duration;
 use mallgate_schemas::Warning;
 use serde_json::Value;
 
-use self::resilience::ResilienceConfig;
+use self::resilience::ResilienceSettings;
 use self::secrets::SecretStore;
 use crate::error::ConnectorError;
 use crate::spec::{ConnectorSpec, Owner, QueryValue};
@@ -45,7 +45,7 @@ pub struct RuntimeConfig {
     /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
     pub user_agent: String,
-    pub resilience: ResilienceConfig,
+    pub resilience: ResilienceSettings,
     /// How often a partner's recorded sample reply may be replaced by a newer one.
     pub sample_refresh: Duration,
 }
@@ -57,7 +57,7 @@ impl Default for RuntimeConfig {
             connect_timeout: Duration::from_secs(2),
             max_idle_per_host: 64,
             user_agent: concat!("mallgate/", env!("CARGO_PKG_VERSION")).to_owned(),
-            resilience: ResilienceConfig::default(),
+            resilience: ResilienceSettings::default(),
             sample_refresh: Duration::from_secs(60),
         }
     }

@@ -2,7 +2,7 @@
 //! per endpoint, a circuit breaker (closed, open, one half-open probe) and outlier
 //! ejection with exponential back-off, fed by the exchanges and by active health checks;
 //! the endpoint selection over a version's routes; the retry back-off; and the operator's
-//! [`ResilienceConfig`]. Endpoint state is the partner's, keyed by URL in
+//! [`ResilienceSettings`]. Endpoint state is the partner's, keyed by URL in
 //! [`PartnerResources`](super::PartnerResources), so a new connector version inherits its
 //! breakers and ejections.
 //!
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// The operator's resilience settings (the gateway config's `resilience:`), the same for
 /// every partner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResilienceConfig {
+pub struct ResilienceSettings {
     /// Consecutive failed exchanges that open an endpoint's breaker.
     pub breaker_failures: u32,
     /// How long an open breaker refuses before it lets one probe through.
@@ -37,7 +37,7 @@ pub struct ResilienceConfig {
     pub health_timeout: Duration,
 }
 
-impl Default for ResilienceConfig {
+impl Default for ResilienceSettings {
     fn default() -> Self {
         Self {
             breaker_failures: 5,
@@ -67,7 +67,9 @@ struct BreakerInner {
     state: BreakerState,
     consecutive_failures: u32,
     open_until: Instant,
-    probe_in_flight: bool,
+    /// The ticket of the half-open probe in flight, if one is.
+    probe: Option<u64>,
+    tickets: u64,
     opened_total: u64,
 }
 
@@ -84,9 +86,15 @@ pub struct Breaker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Pass,
-    Probe,
+    /// The half-open probe; its ticket gives it back if it ends without a verdict.
+    Probe(ProbeTicket),
     Refused,
 }
+
+/// Who holds the half-open probe: only its holder can give it back, so a late or a
+/// cancelled exchange never frees another one's probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTicket(u64);
 
 impl Breaker {
     pub fn new(failures: u32, open_for: Duration) -> Self {
@@ -97,7 +105,8 @@ impl Breaker {
                 state: BreakerState::Closed,
                 consecutive_failures: 0,
                 open_until: Instant::now(),
-                probe_in_flight: false,
+                probe: None,
+                tickets: 0,
                 opened_total: 0,
             }),
         }
@@ -122,7 +131,7 @@ impl Breaker {
         match inner.state {
             BreakerState::Closed => true,
             BreakerState::Open => Instant::now() >= inner.open_until,
-            BreakerState::HalfOpen => !inner.probe_in_flight,
+            BreakerState::HalfOpen => inner.probe.is_none(),
         }
     }
 
@@ -132,10 +141,11 @@ impl Breaker {
         match inner.state {
             BreakerState::Closed => Admission::Pass,
             BreakerState::Open if Instant::now() < inner.open_until => Admission::Refused,
-            BreakerState::Open | BreakerState::HalfOpen if !inner.probe_in_flight => {
+            BreakerState::Open | BreakerState::HalfOpen if inner.probe.is_none() => {
                 inner.state = BreakerState::HalfOpen;
-                inner.probe_in_flight = true;
-                Admission::Probe
+                inner.tickets += 1;
+                inner.probe = Some(inner.tickets);
+                Admission::Probe(ProbeTicket(inner.tickets))
             }
             _ => Admission::Refused,
         }
@@ -164,11 +174,23 @@ impl Breaker {
         let mut inner = self.lock();
         inner.state = BreakerState::Closed;
         inner.consecutive_failures = 0;
-        inner.probe_in_flight = false;
+        inner.probe = None;
     }
 
     pub fn on_failure(&self) {
         let mut inner = self.lock();
+        self.fail(&mut inner);
+        inner.probe = None;
+    }
+
+    /// A failed health probe: it counts and opens like a failed call, but leaves the
+    /// half-open probe (if one is out) to its exchange.
+    pub fn on_probe_failure(&self) {
+        let mut inner = self.lock();
+        self.fail(&mut inner);
+    }
+
+    fn fail(&self, inner: &mut BreakerInner) {
         inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
         let reopen = inner.state == BreakerState::HalfOpen;
         if reopen || inner.consecutive_failures >= self.failures {
@@ -178,13 +200,14 @@ impl Breaker {
             inner.state = BreakerState::Open;
             inner.open_until = Instant::now() + self.open_for;
         }
-        inner.probe_in_flight = false;
     }
 
-    /// A probe that ended without a verdict (cancelled, or a hedge lost the race).
-    pub fn on_abandoned(&self, probe: bool) {
-        if probe {
-            self.lock().probe_in_flight = false;
+    /// A probe that ended without a verdict (cancelled, or a hedge lost the race): it is
+    /// given back, if it is still the one out.
+    pub fn on_abandoned(&self, ticket: ProbeTicket) {
+        let mut inner = self.lock();
+        if inner.probe == Some(ticket.0) {
+            inner.probe = None;
         }
     }
 
@@ -335,7 +358,7 @@ pub struct EndpointReport {
 }
 
 impl EndpointState {
-    pub fn new(url: &str, config: &ResilienceConfig) -> Self {
+    pub fn new(url: &str, config: &ResilienceSettings) -> Self {
         Self {
             url: url.to_owned(),
             breaker: Breaker::new(config.breaker_failures, config.breaker_open),
@@ -384,7 +407,9 @@ impl EndpointState {
     pub fn record_probe_exchange(&self, outcome: ExchangeOutcome) {
         match outcome {
             ExchangeOutcome::Success => self.breaker.on_probe_success(),
-            ExchangeOutcome::ConnectFailed | ExchangeOutcome::Failed => self.breaker.on_failure(),
+            ExchangeOutcome::ConnectFailed | ExchangeOutcome::Failed => {
+                self.breaker.on_probe_failure();
+            }
         }
     }
 
@@ -533,7 +558,7 @@ mod tests {
         assert_eq!(b.admit(), Admission::Refused, "still open before its time");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert_eq!(b.admit(), Admission::Probe, "one probe");
+        assert!(matches!(b.admit(), Admission::Probe(_)), "one probe");
         assert_eq!(b.admit(), Admission::Refused, "only one probe at a time");
         b.on_failure();
         assert_eq!(
@@ -543,13 +568,21 @@ mod tests {
         );
         assert_eq!(b.opened_total(), 2);
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(b.admit(), Admission::Probe);
-        b.on_abandoned(true);
+        let Admission::Probe(first) = b.admit() else {
+            panic!("a probe after the open time");
+        };
+        b.on_abandoned(first);
+        let Admission::Probe(second) = b.admit() else {
+            panic!("an abandoned probe frees the slot");
+        };
+        b.on_abandoned(first);
         assert_eq!(
             b.admit(),
-            Admission::Probe,
-            "an abandoned probe frees the slot"
+            Admission::Refused,
+            "a stale ticket frees nothing: the second probe is still out"
         );
+        b.on_abandoned(second);
+        assert!(matches!(b.admit(), Admission::Probe(_)));
         b.on_success();
         assert_eq!(b.state(), BreakerState::Closed);
         assert_eq!(b.admit(), Admission::Pass);
@@ -594,7 +627,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn probes_end_ejections_only_after_their_time() {
-        let s = EndpointState::new("http://127.0.0.1:1", &ResilienceConfig::default());
+        let s = EndpointState::new("http://127.0.0.1:1", &ResilienceSettings::default());
         s.set_probed(true);
         s.record_probe(false, Some("refused".into()));
         s.record_probe(false, Some("refused".into()));
@@ -642,7 +675,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn selection_fails_over_by_priority_and_weighs() {
-        let config = ResilienceConfig::default();
+        let config = ResilienceSettings::default();
         let route = |url: &str, priority, weight| Route {
             state: Arc::new(EndpointState::new(url, &config)),
             base: url::Url::parse(url).expect("url"),

@@ -15,7 +15,7 @@ use super::auth::TokenSlot;
 use super::guard::{AddressGuard, GuardedResolver, redact};
 use super::resilience::EndpointState;
 use super::samples::SampleBook;
-use super::stack::{Shared, admission_key};
+use super::stack::{AdmissionState, RateBlock, admission_key};
 use super::tls::{self, TlsMaterial};
 use crate::error::ConnectorError;
 use crate::spec::Policies;
@@ -34,7 +34,9 @@ pub struct PartnerResources {
     endpoints: Mutex<HashMap<String, Arc<EndpointState>>>,
     /// Each connector's admission state, by connector and admission policies; held by the
     /// versions using it, so it lives as long as one of them does.
-    admission: Mutex<HashMap<String, Weak<Shared>>>,
+    admission: Mutex<HashMap<String, Weak<AdmissionState>>>,
+    /// Each connector's 429 block, by connector id (whatever its versions' policies).
+    blocks: Mutex<HashMap<String, Arc<RateBlock>>>,
     pub(super) config: RuntimeConfig,
     /// The partner's last good replies, which candidate versions are tried on.
     pub samples: SampleBook,
@@ -68,6 +70,7 @@ impl PartnerResources {
             tokens: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
             admission: Mutex::new(HashMap::new()),
+            blocks: Mutex::new(HashMap::new()),
             samples: SampleBook::new(config.sample_refresh),
             sandbox_lane: std::sync::OnceLock::new(),
             config,
@@ -88,7 +91,7 @@ impl PartnerResources {
         material: &TlsMaterial,
         hosts: &[String],
     ) -> Result<Client, ConnectorError> {
-        let key = material.digest();
+        let key = material.digest(hosts);
         let mut clients = self.tls_clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
@@ -130,14 +133,25 @@ impl PartnerResources {
 
     /// The admission state of `connector` under `policies`: the one its other versions
     /// with the same admission policies hold, or a new one.
-    pub(super) fn admission(&self, connector: &str, policies: &Policies) -> Arc<Shared> {
+    pub(super) fn admission(&self, connector: &str, policies: &Policies) -> Arc<AdmissionState> {
         let key = admission_key(connector, policies);
         let mut map = self.admission.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(shared) = map.get(&key).and_then(Weak::upgrade) {
             return shared;
         }
         map.retain(|_, weak| weak.strong_count() > 0);
-        let shared = Arc::new(Shared::new(policies, &self.config.resilience));
+        let block = Arc::clone(
+            self.blocks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(connector.to_owned())
+                .or_default(),
+        );
+        let shared = Arc::new(AdmissionState::new(
+            policies,
+            &self.config.resilience,
+            block,
+        ));
         map.insert(key, Arc::downgrade(&shared));
         shared
     }

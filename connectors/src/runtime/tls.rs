@@ -87,8 +87,10 @@ impl TlsMaterial {
         })
     }
 
-    /// A digest of everything the configuration is built from (the pool key).
-    pub fn digest(&self) -> [u8; 32] {
+    /// A digest of everything the configuration for `hosts` is built from (the pool key):
+    /// with a `server_name`, the hosts it applies to are part of it, so a client never
+    /// verifies hosts it was not built for against the override.
+    pub fn digest(&self, hosts: &[String]) -> [u8; 32] {
         let mut hash = Sha256::new();
         let mut put = |tag: &[u8], value: &str| {
             hash.update(tag);
@@ -104,6 +106,12 @@ impl TlsMaterial {
         }
         if let Some(name) = &self.server_name {
             put(b"name", name);
+            let mut hosts = hosts.to_vec();
+            hosts.sort_unstable();
+            hosts.dedup();
+            for host in &hosts {
+                put(b"host", host);
+            }
         }
         hash.finalize().into()
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+use mallgate_connectors::runtime::stack::GuardrailFigures;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -279,12 +280,16 @@ impl Api {
                     None => "unknown",
                     Some(_) => "healthy",
                 };
-                let guardrails = snapshot
+                // Every connector of the partner has its own stack: their figures add up.
+                let mut figures = GuardrailFigures::default();
+                for c in snapshot
                     .connectors
                     .iter()
-                    .find(|c| c.partner() == partner)
-                    .and_then(|c| serde_json::to_value(c.connector.counters()).ok())
-                    .unwrap_or(Value::Null);
+                    .filter(|c| c.partner() == partner)
+                {
+                    figures += c.connector.counters().figures();
+                }
+                let guardrails = serde_json::to_value(figures).unwrap_or(Value::Null);
                 json!({
                     "partner": partner,
                     "connectors": connectors,

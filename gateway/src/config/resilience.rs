@@ -36,7 +36,7 @@ pub struct ResilienceConfig {
 
 impl Default for ResilienceConfig {
     fn default() -> Self {
-        let runtime = mallgate_connectors::runtime::resilience::ResilienceConfig::default();
+        let runtime = mallgate_connectors::runtime::resilience::ResilienceSettings::default();
         let ms = |d: Duration| d.as_millis() as u64;
         Self {
             breaker_failures: runtime.breaker_failures,
@@ -54,8 +54,8 @@ impl Default for ResilienceConfig {
 
 impl ResilienceConfig {
     /// The runtime's form.
-    pub fn runtime(&self) -> mallgate_connectors::runtime::resilience::ResilienceConfig {
-        mallgate_connectors::runtime::resilience::ResilienceConfig {
+    pub fn runtime(&self) -> mallgate_connectors::runtime::resilience::ResilienceSettings {
+        mallgate_connectors::runtime::resilience::ResilienceSettings {
             breaker_failures: self.breaker_failures,
             breaker_open: Duration::from_millis(self.breaker_open_ms),
             eject_failures: self.eject_failures,
@@ -115,7 +115,7 @@ mod tests {
         let config = ResilienceConfig::default();
         assert_eq!(
             config.runtime(),
-            mallgate_connectors::runtime::resilience::ResilienceConfig::default()
+            mallgate_connectors::runtime::resilience::ResilienceSettings::default()
         );
         assert!(config.check().is_ok());
         let bad = ResilienceConfig {

@@ -68,6 +68,21 @@ fn parse(args: impl Iterator<Item = String>) -> anyhow::Result<Args> {
     })
 }
 
+/// Writes a private key readable by its owner only.
+fn write_key(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(pem.as_bytes())?;
+    Ok(())
+}
+
 /// Generates the CA (and a client identity for `--mtls`) into `dir`; returns what the
 /// address line reports.
 fn tls(
@@ -82,7 +97,7 @@ fn tls(
     let server = pki.server(&Leaf::Good)?;
     let (cert, key) = (dir.join("server.pem"), dir.join("server-key.pem"));
     std::fs::write(&cert, &server.cert_pem)?;
-    std::fs::write(&key, &server.key_pem)?;
+    write_key(&key, &server.key_pem)?;
     let client_ca = mtls.then(|| pki.ca_pem().to_owned());
     config.tls = Some(server_config(&server, client_ca.as_deref(), Alpn::Both)?);
     let mut shown = serde_json::json!({ "ca": ca, "server_certificate": cert, "server_key": key });
@@ -90,7 +105,7 @@ fn tls(
         let client = pki.client("mallgate")?;
         let (cert, key) = (dir.join("client.pem"), dir.join("client-key.pem"));
         std::fs::write(&cert, &client.cert_pem)?;
-        std::fs::write(&key, &client.key_pem)?;
+        write_key(&key, &client.key_pem)?;
         shown["client_certificate"] = serde_json::json!(cert);
         shown["client_key"] = serde_json::json!(key);
     }

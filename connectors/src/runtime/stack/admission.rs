@@ -15,7 +15,7 @@ use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{Exchange, Shared, bump};
+use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
 use crate::runtime::guard::redact;
 use crate::runtime::http::Reply;
@@ -54,10 +54,14 @@ pub fn try_take(limiter: &Limiter) -> Result<(), Duration> {
 }
 
 /// `rps` per second with bursts of `burst` (default: one second's worth, at least one).
+/// Both are clamped (0.001..=1,000,000 per second, bursts up to 100,000) so no value a
+/// partner writes can overflow the limiter's arithmetic.
 pub fn limiter(rps: Option<f64>, burst: Option<u32>) -> Option<Limiter> {
-    let rps = rps.filter(|r| r.is_finite() && *r > 0.0)?;
-    let period = Duration::from_secs_f64(1.0 / rps.min(1_000_000.0));
-    let burst = burst.unwrap_or(rps.ceil().max(1.0) as u32).max(1);
+    let rps = rps
+        .filter(|r| r.is_finite() && *r > 0.0)?
+        .clamp(0.001, 1_000_000.0);
+    let period = Duration::try_from_secs_f64(1.0 / rps).ok()?;
+    let burst = burst.unwrap_or(rps.ceil() as u32).clamp(1, 100_000);
     let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst)?);
     Some(RateLimiter::direct_with_clock(quota, TokioClock::default()))
 }
@@ -110,11 +114,11 @@ where
 /// answers `RateLimited` at once (the source is served stale or failed meanwhile).
 #[derive(Debug, Clone)]
 pub struct BlockLayer {
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 impl BlockLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<AdmissionState>) -> Self {
         Self { shared }
     }
 }
@@ -133,7 +137,7 @@ impl<S> Layer<S> for BlockLayer {
 #[derive(Debug, Clone)]
 pub struct Block<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 impl<S> Service<Exchange> for Block<S>
@@ -180,11 +184,11 @@ where
 /// call's remaining time is left; past that, or while a 429 block is on, it is refused.
 #[derive(Debug, Clone)]
 pub struct RateLayer {
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 impl RateLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<AdmissionState>) -> Self {
         Self { shared }
     }
 }
@@ -203,11 +207,15 @@ impl<S> Layer<S> for RateLayer {
 #[derive(Debug, Clone)]
 pub struct Rate<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 /// Waits for a token of `limiter` until `until`; the wait still needed when it cannot.
-async fn wait_turn(limiter: &Limiter, shared: &Shared, until: Instant) -> Result<(), Duration> {
+async fn wait_turn(
+    limiter: &Limiter,
+    shared: &AdmissionState,
+    until: Instant,
+) -> Result<(), Duration> {
     loop {
         let Err(not_until) = limiter.check() else {
             return Ok(());

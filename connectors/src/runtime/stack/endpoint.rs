@@ -21,14 +21,16 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use url::Url;
 
-use super::{Exchange, Shared, bump};
+use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
 use crate::runtime::guard::{AddressGuard, redact};
 use crate::runtime::http::{Reply, send};
-use crate::runtime::resilience::{Admission, EndpointState, ExchangeOutcome, Route, select};
+use crate::runtime::resilience::{
+    Admission, EndpointState, ExchangeOutcome, ProbeTicket, Route, select,
+};
 
 /// One attempt at one endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Attempt {
     pub exchange: Exchange,
     pub target: Url,
@@ -37,6 +39,17 @@ pub struct Attempt {
     /// A health probe: it passes an open breaker (it is how recovery is seen) and its
     /// outcome feeds the breaker, not the endpoint's call figures.
     pub probe: bool,
+}
+
+impl std::fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A next-page link may carry a key in its query: the target is shown redacted.
+        f.debug_struct("Attempt")
+            .field("target", &redact(&self.target))
+            .field("timeout", &self.timeout)
+            .field("probe", &self.probe)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The per-endpoint stack.
@@ -103,12 +116,21 @@ pub struct Breaker<S> {
 /// (a hedge that lost, a deadline) gives the probe back.
 struct ProbeSlot {
     state: Arc<EndpointState>,
-    probe: bool,
+    ticket: Option<ProbeTicket>,
+}
+
+impl ProbeSlot {
+    /// The attempt has its verdict: nothing to give back.
+    fn settle(&mut self) {
+        self.ticket = None;
+    }
 }
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
-        self.state.breaker.on_abandoned(self.probe);
+        if let Some(ticket) = self.ticket.take() {
+            self.state.breaker.on_abandoned(ticket);
+        }
     }
 }
 
@@ -127,16 +149,16 @@ where
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
         let health_probe = attempt.probe;
-        let half_open = match (health_probe, self.state.breaker.admit_unless(health_probe)) {
-            (_, Admission::Refused) => {
+        let ticket = match self.state.breaker.admit_unless(health_probe) {
+            Admission::Refused => {
                 return Box::pin(async { Err(ConnectorError::NoEndpoint) });
             }
-            (_, Admission::Probe) => true,
-            (_, Admission::Pass) => false,
+            Admission::Probe(ticket) => Some(ticket),
+            Admission::Pass => None,
         };
-        let slot = ProbeSlot {
+        let mut slot = ProbeSlot {
             state: Arc::clone(&self.state),
-            probe: half_open,
+            ticket,
         };
         let future = self.inner.call(attempt);
         Box::pin(async move {
@@ -147,8 +169,8 @@ where
             } else {
                 slot.state.record(outcome);
             }
-            // The verdict is in: the probe is not abandoned.
-            std::mem::forget(slot);
+            // The verdict is in: the probe is settled, not abandoned.
+            slot.settle();
             result
         })
     }
@@ -207,14 +229,20 @@ where
         }
         let timeout = attempt.timeout.unwrap_or(self.timeout).min(left);
         let url = redact(&attempt.target);
+        // From here the request goes out: it counts, and its endpoint answers for the
+        // exchange if it is the one that finishes.
+        let trace = Arc::clone(&attempt.exchange.trace);
+        trace.sent();
         let future = self.inner.call(attempt);
         Box::pin(async move {
-            tokio::time::timeout(timeout, future)
-                .await
-                .unwrap_or(Err(ConnectorError::Timeout {
-                    url,
+            let result = tokio::time::timeout(timeout, future).await.unwrap_or(Err(
+                ConnectorError::Timeout {
+                    url: url.clone(),
                     timeout_ms: timeout.as_millis() as u64,
-                }))
+                },
+            ));
+            trace.answered(url);
+            result
         })
     }
 }
@@ -250,7 +278,7 @@ pub struct Select {
     endpoints: Arc<[EndpointStack]>,
     elsewhere: EndpointStack,
     guard: Arc<dyn AddressGuard>,
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
 }
 
 impl Select {
@@ -259,7 +287,7 @@ impl Select {
         endpoints: Arc<[EndpointStack]>,
         elsewhere: EndpointStack,
         guard: Arc<dyn AddressGuard>,
-        shared: Arc<Shared>,
+        shared: Arc<AdmissionState>,
     ) -> Self {
         Self {
             routes,
@@ -315,7 +343,6 @@ impl Service<Exchange> for Select {
                     timeout: None,
                     probe: false,
                 };
-                exchange.trace.sent(&attempt.target);
                 return this.elsewhere.clone().oneshot(attempt).await;
             };
             loop {
@@ -329,7 +356,6 @@ impl Service<Exchange> for Select {
                 };
                 exchange.trace.mark(i);
                 let target = this.target(&this.routes[i], &exchange, &rest)?;
-                exchange.trace.sent(&target);
                 let attempt = Attempt {
                     exchange: exchange.clone(),
                     target,

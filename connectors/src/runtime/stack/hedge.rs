@@ -1,9 +1,11 @@
-//! Hedged reads: an idempotent exchange still unanswered after `hedge_after_ms` is sent
-//! once more — to another endpoint when one is available (the endpoint selection skips
-//! the ones this exchange is on) — if the retry budget allows it. The first good answer
-//! wins and the other attempt is dropped (its breaker probe, if it held one, is released
-//! by the breaker layer). tower's own `Hedge` hedges at a latency percentile; a partner's
-//! contract states a fixed delay, so this one takes the connector's.
+//! Hedged reads: an idempotent exchange on the connector's endpoints still unanswered after
+//! `hedge_after_ms` is sent once more — to another endpoint when one is available (the
+//! endpoint selection skips the ones this exchange is on) — if a concurrency slot is free,
+//! a rate token is there, no 429 block is on and the retry budget allows it. The hedge
+//! ends when the first attempt would have (`timeout_ms` after it started). The first good
+//! answer wins and the other attempt is dropped (its breaker probe, if it held one, is
+//! given back by the breaker layer). tower's own `Hedge` hedges at a latency percentile;
+//! a partner's contract states a fixed delay, so this one takes the connector's.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -13,21 +15,28 @@ use futures_util::future::{BoxFuture, Either, select};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
-use super::{Exchange, Shared, bump};
+use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
 use crate::runtime::http::Reply;
+use crate::spec::Policies;
 
 #[derive(Debug, Clone)]
 pub struct HedgeLayer {
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
     after: Option<Duration>,
+    attempt: Duration,
 }
 
 impl HedgeLayer {
-    pub fn new(shared: Arc<Shared>, after_ms: Option<u32>) -> Self {
+    /// Hedging by `policies.hedge_after_ms`, a hedge lasting at most what is left of the
+    /// first attempt's `timeout_ms`.
+    pub fn new(shared: Arc<AdmissionState>, policies: &Policies) -> Self {
         Self {
             shared,
-            after: after_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            after: policies
+                .hedge_after_ms
+                .map(|ms| Duration::from_millis(u64::from(ms))),
+            attempt: Duration::from_millis(u64::from(policies.timeout_ms)),
         }
     }
 }
@@ -40,6 +49,7 @@ impl<S> Layer<S> for HedgeLayer {
             inner,
             shared: Arc::clone(&self.shared),
             after: self.after,
+            attempt: self.attempt,
         }
     }
 }
@@ -47,8 +57,9 @@ impl<S> Layer<S> for HedgeLayer {
 #[derive(Debug, Clone)]
 pub struct Hedge<S> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
     after: Option<Duration>,
+    attempt: Duration,
 }
 
 /// An answer worth keeping: not a failure and not a 5xx.
@@ -72,14 +83,18 @@ where
     }
 
     fn call(&mut self, exchange: Exchange) -> Self::Future {
-        let remaining = exchange.deadline.saturating_duration_since(Instant::now());
+        let started = Instant::now();
+        let remaining = exchange.deadline.saturating_duration_since(started);
         let after = match self.after {
-            Some(after) if exchange.idempotent && remaining > after => after,
+            Some(after) if exchange.idempotent && exchange.rest.is_some() && remaining > after => {
+                after
+            }
             _ => return Box::pin(self.inner.call(exchange)),
         };
         let hedge_service = self.inner.clone();
         let shared = Arc::clone(&self.shared);
-        let second = exchange.clone();
+        let mut second = exchange.clone();
+        second.deadline = second.deadline.min(started + self.attempt);
         let primary = self.inner.call(exchange);
         Box::pin(async move {
             let mut primary = std::pin::pin!(primary);
@@ -87,7 +102,11 @@ where
             if let Either::Left((result, _)) = select(primary.as_mut(), delay).await {
                 return result;
             }
-            if !shared.withdraw() {
+            // The hedge is one more request in flight: it needs a slot of its own.
+            let Ok(_slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+                return primary.await;
+            };
+            if !shared.may_send_more() || !shared.withdraw() {
                 return primary.await;
             }
             bump(&shared.counters.hedges);

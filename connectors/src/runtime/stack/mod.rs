@@ -11,7 +11,7 @@
 //! The state behind the layers lives elsewhere, so a new version of a connector reuses it:
 //! endpoint state (breaker, ejection, figures) is the partner's, keyed by endpoint URL;
 //! admission state (concurrency slots, rate bucket, retry budget, 429 block) is the
-//! connector's own ([`Shared`], keyed by connector id and its admission policies), so a
+//! connector's own ([`AdmissionState`], keyed by connector id and its admission policies), so a
 //! partner's two connectors never reconfigure each other. Time is tokio's throughout:
 //! every layer is tested under paused time.
 
@@ -38,7 +38,7 @@ pub use self::endpoint::{Attempt, EndpointStack, endpoint_stack};
 use super::auth::Applied;
 use super::guard::AddressGuard;
 use super::http::Reply;
-use super::resilience::{ResilienceConfig, Route};
+use super::resilience::{ResilienceSettings, Route};
 use crate::error::ConnectorError;
 use crate::spec::Policies;
 
@@ -118,11 +118,15 @@ impl Trace {
         }
     }
 
-    /// An attempt goes to `target`.
-    fn sent(&self, target: &Url) {
+    /// An attempt goes out.
+    fn sent(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(super::guard::redact(target));
+    }
+
+    /// An attempt to `endpoint` (redacted) finished: of a hedged pair, the first to finish
+    /// is the one that answers (the other is dropped).
+    fn answered(&self, endpoint: String) {
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = Some(endpoint);
     }
 
     /// HTTP requests sent for the exchange (attempts, retries and hedges).
@@ -130,7 +134,7 @@ impl Trace {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// The endpoint (redacted) of the last attempt sent.
+    /// The endpoint (redacted) of the last attempt that finished.
     pub fn endpoint(&self) -> Option<String> {
         self.endpoint
             .lock()
@@ -140,7 +144,7 @@ impl Trace {
 }
 
 /// One HTTP exchange through the stack.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Exchange {
     pub prepared: Arc<Prepared>,
     /// The URL as built (against the first endpoint, or a link).
@@ -152,6 +156,17 @@ pub struct Exchange {
     /// The capability call's deadline: no attempt, back-off or hedge outlives it.
     pub deadline: Instant,
     pub trace: Arc<Trace>,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A next-page link may carry a key in its query: the URL is shown redacted.
+        f.debug_struct("Exchange")
+            .field("url", &super::guard::redact(&self.url))
+            .field("idempotent", &self.idempotent)
+            .field("prepared", &self.prepared)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counters of a connector's stack (shown in the partner report and the admin status).
@@ -170,32 +185,79 @@ pub struct GuardrailCounters {
     pub failovers: AtomicU64,
 }
 
+/// [`GuardrailCounters`] read at one moment, to add up (a partner's connectors).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GuardrailFigures {
+    pub exchanges: u64,
+    pub retries: u64,
+    pub hedges: u64,
+    pub budget_refused: u64,
+    pub shed: u64,
+    pub rate_limited: u64,
+    pub failovers: u64,
+}
+
+impl GuardrailCounters {
+    pub fn figures(&self) -> GuardrailFigures {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GuardrailFigures {
+            exchanges: read(&self.exchanges),
+            retries: read(&self.retries),
+            hedges: read(&self.hedges),
+            budget_refused: read(&self.budget_refused),
+            shed: read(&self.shed),
+            rate_limited: read(&self.rate_limited),
+            failovers: read(&self.failovers),
+        }
+    }
+}
+
+impl std::ops::AddAssign for GuardrailFigures {
+    fn add_assign(&mut self, other: Self) {
+        self.exchanges += other.exchanges;
+        self.retries += other.retries;
+        self.hedges += other.hedges;
+        self.budget_refused += other.budget_refused;
+        self.shed += other.shed;
+        self.rate_limited += other.rate_limited;
+        self.failovers += other.failovers;
+    }
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The partner's 429 against one connector: it holds for every version of the connector,
+/// whatever their policies (a partner that said `Retry-After` is not called by the next
+/// version either).
+#[derive(Debug, Default)]
+pub struct RateBlock {
+    until: Mutex<Option<Instant>>,
+}
+
 /// The admission state of one connector's stack: it outlives versions that keep the
 /// same admission policies.
-pub struct Shared {
+pub struct AdmissionState {
     slots: Arc<Semaphore>,
     max_concurrency: u32,
     limiter: Option<Arc<Limiter>>,
     budget: TpsBudget,
-    blocked_until: Mutex<Option<Instant>>,
+    block: Arc<RateBlock>,
     turn: AtomicU64,
     pub counters: GuardrailCounters,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for AdmissionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("AdmissionState")
             .field("max_concurrency", &self.max_concurrency)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
 }
 
-/// The policies [`Shared`] is built from, as a key: versions agreeing on them share it.
+/// The policies [`AdmissionState`] is built from, as a key: versions agreeing on them share it.
 pub fn admission_key(connector: &str, policies: &Policies) -> String {
     format!(
         "{connector} c{} r{:?} b{:?} p{}",
@@ -206,8 +268,9 @@ pub fn admission_key(connector: &str, policies: &Policies) -> String {
     )
 }
 
-impl Shared {
-    pub fn new(policies: &Policies, config: &ResilienceConfig) -> Self {
+impl AdmissionState {
+    /// The state for `policies`, under the connector's 429 `block`.
+    pub fn new(policies: &Policies, config: &ResilienceSettings, block: Arc<RateBlock>) -> Self {
         let max_concurrency = policies.max_concurrency.max(1);
         let percent = policies
             .retry
@@ -224,7 +287,7 @@ impl Shared {
                 config.retry_reserve_per_s.min(1000),
                 (percent.min(1000) as f32) / 100.0,
             ),
-            blocked_until: Mutex::new(None),
+            block,
             turn: AtomicU64::new(0),
             counters: GuardrailCounters::default(),
         }
@@ -251,7 +314,7 @@ impl Shared {
 
     /// How long the partner's 429 still blocks this connector, if it does.
     fn blocked_for(&self) -> Option<Duration> {
-        let until = (*self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let until = (*self.block.until.lock().unwrap_or_else(|p| p.into_inner()))?;
         let now = Instant::now();
         (now < until).then(|| until - now)
     }
@@ -259,20 +322,40 @@ impl Shared {
     /// The partner answered 429: nothing more goes until `retry_after` has passed.
     fn block_for(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
-        let mut blocked = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut blocked = self.block.until.lock().unwrap_or_else(|p| p.into_inner());
         if blocked.is_none_or(|b| b < until) {
             *blocked = Some(until);
         }
     }
+
+    /// Whether one more request may go beyond the first attempt (a retry or a hedge): no
+    /// 429 block on, and a rate token now (they are partner requests like any other; a
+    /// retry that would have to wait for one is not worth its back-off).
+    fn may_send_more(&self) -> bool {
+        if self.blocked_for().is_some() {
+            return false;
+        }
+        match &self.limiter {
+            Some(limiter) if admission::try_take(limiter).is_err() => {
+                bump(&self.counters.rate_limited);
+                false
+            }
+            _ => true,
+        }
+    }
 }
 
-/// A load-shed refusal as the connector error it is; any other error is the stack's own.
-fn typed(max_concurrency: u32) -> impl Fn(BoxError) -> ConnectorError + Clone {
+/// A load-shed refusal as the connector error it is (and counted); any other error is
+/// the stack's own.
+fn admission_error(shared: Arc<AdmissionState>) -> impl Fn(BoxError) -> ConnectorError + Clone {
     move |error| match error.downcast::<ConnectorError>() {
         Ok(e) => *e,
-        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => ConnectorError::Shed {
-            limit: max_concurrency,
-        },
+        Err(e) if e.is::<tower::load_shed::error::Overloaded>() => {
+            bump(&shared.counters.shed);
+            ConnectorError::Shed {
+                limit: shared.max_concurrency,
+            }
+        }
         Err(e) => ConnectorError::Request {
             reason: e.to_string(),
         },
@@ -282,7 +365,7 @@ fn typed(max_concurrency: u32) -> impl Fn(BoxError) -> ConnectorError + Clone {
 /// What a version's stack is built from.
 #[derive(Debug, Clone)]
 pub struct StackParts {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<AdmissionState>,
     pub policies: Policies,
     pub routes: Arc<[Route]>,
     /// One per route, same order.
@@ -306,7 +389,7 @@ pub fn build(parts: StackParts) -> Stack {
     let stack = ServiceBuilder::new()
         .layer(admission::DeadlineLayer)
         .layer(admission::BlockLayer::new(Arc::clone(&shared)))
-        .map_err(typed(shared.max_concurrency))
+        .map_err(admission_error(Arc::clone(&shared)))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             Arc::clone(&shared.slots),
@@ -316,10 +399,7 @@ pub fn build(parts: StackParts) -> Stack {
             Arc::clone(&shared),
             &policies.retry,
         )))
-        .layer(hedge::HedgeLayer::new(
-            Arc::clone(&shared),
-            policies.hedge_after_ms,
-        ))
+        .layer(hedge::HedgeLayer::new(Arc::clone(&shared), &policies))
         .service(select);
     BoxCloneSyncService::new(stack)
 }

@@ -2,7 +2,8 @@
 //! only, a retryable failure only (a timeout, a reset, a 5xx or 408; never a 429, whose
 //! `Retry-After` blocks the connector instead), at most `max_attempts`, an exponential
 //! back-off that ends well before the deadline, and the connector's [`TpsBudget`]
-//! (retries add about `budget_percent` of the exchanges, plus a small reserve).
+//! (retries add about `budget_percent` of the exchanges, plus a small reserve). A retry
+//! is a partner request like the first: it needs a rate token and no 429 block.
 //!
 //! [`TpsBudget`]: tower::retry::budget::TpsBudget
 
@@ -14,7 +15,7 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 use tower::retry::Policy;
 
-use super::{Exchange, Shared, bump};
+use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
 use crate::runtime::http::Reply;
 use crate::runtime::resilience::retry_delay;
@@ -23,7 +24,7 @@ use crate::spec::RetryPolicy as RetrySpec;
 /// One exchange's retry state; tower clones it per call.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    shared: Arc<Shared>,
+    shared: Arc<AdmissionState>,
     max_attempts: u32,
     backoff: Duration,
     /// Retries granted so far, and whether the first attempt was deposited.
@@ -32,7 +33,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(shared: Arc<Shared>, spec: &RetrySpec) -> Self {
+    pub fn new(shared: Arc<AdmissionState>, spec: &RetrySpec) -> Self {
         Self {
             shared,
             max_attempts: spec.max_attempts,
@@ -72,7 +73,7 @@ impl Policy<Exchange, Reply, ConnectorError> for RetryPolicy {
             self.backoff,
             remaining,
         )?;
-        if !self.shared.withdraw() {
+        if !self.shared.may_send_more() || !self.shared.withdraw() {
             return None;
         }
         self.retries += 1;
@@ -81,7 +82,10 @@ impl Policy<Exchange, Reply, ConnectorError> for RetryPolicy {
     }
 
     fn clone_request(&mut self, exchange: &Exchange) -> Option<Exchange> {
-        // Called before every attempt; the first one earns the budget its share.
+        // Called before every attempt; the first one earns the budget its share. tower
+        // calls it on the service's own policy before cloning that into the call, so this
+        // counts once per exchange because every exchange goes through a fresh clone of
+        // the stack (`Stack::clone().oneshot`, as the connector does).
         if !self.deposited {
             self.deposited = true;
             self.shared.deposit();

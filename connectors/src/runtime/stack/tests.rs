@@ -61,8 +61,12 @@ fn exchange(idempotent: bool, deadline_in: Duration) -> Exchange {
     }
 }
 
-fn shared(policies: &Policies) -> Arc<Shared> {
-    Arc::new(Shared::new(policies, &ResilienceConfig::default()))
+fn shared(policies: &Policies) -> Arc<AdmissionState> {
+    Arc::new(AdmissionState::new(
+        policies,
+        &ResilienceSettings::default(),
+        Arc::default(),
+    ))
 }
 
 /// A service answering from `script` by call number (the last entry repeats), after
@@ -182,7 +186,7 @@ async fn full_concurrency_sheds_at_once() {
         vec![|| Ok(reply(200))],
     );
     let service = ServiceBuilder::new()
-        .map_err(super::typed(2))
+        .map_err(super::admission_error(Arc::clone(&shared)))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             Arc::clone(&shared.slots),
@@ -201,6 +205,11 @@ async fn full_concurrency_sheds_at_once() {
     let fourth = service.oneshot(exchange(true, long)).await;
     assert!(fourth.is_ok(), "slots are back: {fourth:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        shared.counters.shed.load(Ordering::Relaxed),
+        1,
+        "a shed is counted"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,10 +259,13 @@ async fn the_rate_limit_paces_and_refuses_past_half_the_time_left() {
 }
 
 fn retrying(
-    shared: &Arc<Shared>,
+    shared: &Arc<AdmissionState>,
     calls: &Arc<AtomicU32>,
     script: Vec<Answer>,
-) -> impl Service<Exchange, Response = Reply, Error = ConnectorError> + Clone {
+) -> impl Service<Exchange, Response = Reply, Error = ConnectorError, Future: Send>
++ Clone
++ Send
++ 'static {
     let spec = RetrySpec {
         max_attempts: 3,
         backoff_ms: 25,
@@ -328,11 +340,11 @@ async fn the_retry_budget_runs_out() {
         },
         ..Policies::default()
     };
-    let config = ResilienceConfig {
+    let config = ResilienceSettings {
         retry_reserve_per_s: 0,
-        ..ResilienceConfig::default()
+        ..ResilienceSettings::default()
     };
-    let shared = Arc::new(Shared::new(&policies, &config));
+    let shared = Arc::new(AdmissionState::new(&policies, &config, Arc::default()));
     let calls = Arc::new(AtomicU32::new(0));
     let flaky = retrying(&shared, &calls, vec![|| Ok(reply(503)), || Ok(reply(200))]);
     let result = flaky.oneshot(exchange(true, Duration::from_secs(30))).await;
@@ -356,7 +368,13 @@ async fn a_slow_read_is_hedged_and_the_first_good_answer_wins() {
         vec![|| Ok(reply(200))],
     );
     let service = ServiceBuilder::new()
-        .layer(HedgeLayer::new(Arc::clone(&shared), Some(150)))
+        .layer(HedgeLayer::new(
+            Arc::clone(&shared),
+            &Policies {
+                hedge_after_ms: Some(150),
+                ..Policies::default()
+            },
+        ))
         .service(partner);
     let started = Instant::now();
     let ok = service
@@ -384,9 +402,9 @@ async fn a_slow_read_is_hedged_and_the_first_good_answer_wins() {
 }
 
 fn state(url: &str, failures: u32) -> Arc<EndpointState> {
-    let config = ResilienceConfig {
+    let config = ResilienceSettings {
         breaker_failures: failures,
-        ..ResilienceConfig::default()
+        ..ResilienceSettings::default()
     };
     Arc::new(EndpointState::new(url, &config))
 }
@@ -508,6 +526,7 @@ fn endpoint_of(
     BoxCloneSyncService::new(
         ServiceBuilder::new()
             .layer(BreakerLayer::new(Arc::clone(state)))
+            .layer(AttemptTimeoutLayer::new(Duration::from_millis(800)))
             .service(scripted(calls, vec![Duration::ZERO], vec![script])),
     )
 }
@@ -570,4 +589,69 @@ async fn a_refused_connection_fails_over_for_free_and_priority_decides() {
         .oneshot(exchange(true, Duration::from_secs(30)))
         .await;
     assert!(matches!(none, Err(ConnectorError::NoEndpoint)), "{none:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_needs_a_rate_token() {
+    let policies = Policies {
+        rate_limit_rps: Some(1.0),
+        rate_limit_burst: Some(1),
+        ..Policies::default()
+    };
+    let shared = shared(&policies);
+    let calls = Arc::new(AtomicU32::new(0));
+    let flaky = ServiceBuilder::new()
+        .layer(RateLayer::new(Arc::clone(&shared)))
+        .service(retrying(
+            &shared,
+            &calls,
+            vec![|| Ok(reply(503)), || Ok(reply(200))],
+        ));
+    let result = flaky.oneshot(exchange(true, Duration::from_secs(30))).await;
+    assert_eq!(
+        result.expect("a reply").status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the burst was the first attempt's"
+    );
+    assert_eq!(shared.counters.retries.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_needs_a_free_slot() {
+    let policies = Policies {
+        max_concurrency: 1,
+        hedge_after_ms: Some(150),
+        ..Policies::default()
+    };
+    let shared = shared(&policies);
+    let calls = Arc::new(AtomicU32::new(0));
+    let partner = scripted(
+        &calls,
+        vec![Duration::from_secs(2), Duration::ZERO],
+        vec![|| Ok(reply(200))],
+    );
+    let service = ServiceBuilder::new()
+        .layer(HedgeLayer::new(Arc::clone(&shared), &policies))
+        .service(partner);
+    // The one slot is held (by the exchange itself, as the concurrency layer would).
+    let _held = Arc::clone(&shared.slots)
+        .try_acquire_owned()
+        .expect("the slot");
+    let started = Instant::now();
+    let ok = service
+        .oneshot(exchange(true, Duration::from_secs(5)))
+        .await
+        .expect("a reply");
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "no hedge: the first answered"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(shared.counters.hedges.load(Ordering::Relaxed), 0);
 }
