@@ -25,6 +25,7 @@ median of ROUNDS rounds, and each gateway round is followed by the matching ngin
 (c) mapping cost per record: the mapping bench (jq in process, jq in a sandbox worker,
     hand-written), same run.
 (d) p50/p99 latency of the gateway in (a) and (b), from wrk --latency.
+Every server gets one unmeasured round of load before its measured rounds.
 """
 import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -176,6 +177,10 @@ server {{ listen 127.0.0.1:18090; location / {{ proxy_pass http://127.0.0.1:1809
     nginx_cache_pids = [int(open(f"{tmp}/cache.pid").read())]
     nginx_cache_pids += children(nginx_cache_pids[0])
 
+    # One unmeasured round each first: a fresh process's first seconds under load cost up
+    # to twice its steady CPU per request (allocator pools, caches, connection pools).
+    wrk(search)
+    wrk("http://127.0.0.1:18090/page.json")
     a_gw, a_ng = [], []
     for _ in range(ROUNDS):
         wait_ok(search)  # keep the window fresh (TTL 60 s)
@@ -288,6 +293,11 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
     with open(script, "w") as f:
         f.write('counter = 0\nrequest = function()\n  counter = counter + 1\n'
                 '  return wrk.format("GET", "/v1/products?q=u" .. counter .. "x" .. math.random(1, 1000000000))\nend\n')
+    for url in ("http://127.0.0.1:18081", "http://127.0.0.1:18083", "http://127.0.0.1:18084",
+                "http://127.0.0.1:18082", "http://127.0.0.1:18085"):
+        wrk(url, script)
+    wrk(f"http://127.0.0.1:18093/passthrough-{FANOUT_PARTNERS[0]}.json")
+    wrk(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json")
     b_gw, b_one, b_ng, b_jq, b_iso, b_tls, b_ngtls = [], [], [], [], [], [], []
     for _ in range(ROUNDS):
         b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
