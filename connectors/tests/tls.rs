@@ -87,6 +87,28 @@ fn http2_requests(harness: &Harness, partner: Partner) -> u64 {
         .sum()
 }
 
+/// A fleet serving `leaf` from a new CA (requiring client certificates from `clients`),
+/// the CA stored as `partner`'s secret `<partner>-ca`.
+async fn trusting(
+    partner: Partner,
+    leaf: Leaf,
+    clients: Option<&Pki>,
+    alpn: Alpn,
+) -> (Pki, Harness) {
+    let pki = Pki::generate("partner CA").expect("pki");
+    let config = pki.server_config(&leaf, clients, alpn).expect("config");
+    let harness = tls_fleet(config).await;
+    let id = partner.id();
+    harness.secrets.set(id, &format!("{id}-ca"), pki.ca_pem());
+    (pki, harness)
+}
+
+/// The example connector of `partner` trusting its CA secret, plus `more` of `tls`.
+fn trusted(harness: &Harness, partner: Partner, more: &str) -> String {
+    let id = partner.id();
+    with_tls(harness, partner, &format!("  ca: secret:{id}-ca\n{more}"))
+}
+
 fn tls_reason(result: Result<mallgate_connectors::runtime::CallOutput, ConnectorError>) -> String {
     match result {
         Err(ConnectorError::Tls { reason, .. }) => reason,
@@ -96,14 +118,8 @@ fn tls_reason(result: Result<mallgate_connectors::runtime::CallOutput, Connector
 
 #[tokio::test]
 async fn a_partner_trusted_through_its_ca_is_live_over_http2() {
-    let pki = Pki::generate("partner CA").expect("pki");
-    let harness = tls_fleet(
-        pki.server_config(&Leaf::Good, None, Alpn::Both)
-            .expect("config"),
-    )
-    .await;
-    harness.secrets.set("voltmart", "voltmart-ca", pki.ca_pem());
-    let text = with_tls(&harness, Partner::Voltmart, "  ca: secret:voltmart-ca\n");
+    let (_pki, harness) = trusting(Partner::Voltmart, Leaf::Good, None, Alpn::Both).await;
+    let text = trusted(&harness, Partner::Voltmart, "");
     let out = search(&connector(&harness, Partner::Voltmart, &text))
         .await
         .expect("live over TLS");
@@ -121,14 +137,8 @@ async fn a_partner_trusted_through_its_ca_is_live_over_http2() {
 
 #[tokio::test]
 async fn a_partner_offering_only_http1_is_called_over_http1() {
-    let pki = Pki::generate("partner CA").expect("pki");
-    let harness = tls_fleet(
-        pki.server_config(&Leaf::Good, None, Alpn::Http1)
-            .expect("config"),
-    )
-    .await;
-    harness.secrets.set("voltmart", "voltmart-ca", pki.ca_pem());
-    let text = with_tls(&harness, Partner::Voltmart, "  ca: secret:voltmart-ca\n");
+    let (_pki, harness) = trusting(Partner::Voltmart, Leaf::Good, None, Alpn::Http1).await;
+    let text = trusted(&harness, Partner::Voltmart, "");
     let out = search(&connector(&harness, Partner::Voltmart, &text))
         .await
         .expect("live over TLS");
@@ -138,14 +148,8 @@ async fn a_partner_offering_only_http1_is_called_over_http1() {
 
 #[tokio::test]
 async fn oauth_token_calls_go_over_the_same_tls() {
-    let pki = Pki::generate("partner CA").expect("pki");
-    let harness = tls_fleet(
-        pki.server_config(&Leaf::Good, None, Alpn::Both)
-            .expect("config"),
-    )
-    .await;
-    harness.secrets.set("acme", "acme-ca", pki.ca_pem());
-    let text = with_tls(&harness, Partner::Acme, "  ca: secret:acme-ca\n");
+    let (_pki, harness) = trusting(Partner::Acme, Leaf::Good, None, Alpn::Both).await;
+    let text = trusted(&harness, Partner::Acme, "");
     assert!(
         text.contains("token_url: https://"),
         "the token URL is https too"
@@ -158,43 +162,32 @@ async fn oauth_token_calls_go_over_the_same_tls() {
 
 #[tokio::test]
 async fn expired_and_wrong_name_certificates_fail_with_their_reason() {
-    let pki = Pki::generate("partner CA").expect("pki");
-    let expired = tls_fleet(
-        pki.server_config(&Leaf::Expired, None, Alpn::Both)
-            .expect("config"),
-    )
-    .await;
-    expired.secrets.set("voltmart", "voltmart-ca", pki.ca_pem());
-    let text = with_tls(&expired, Partner::Voltmart, "  ca: secret:voltmart-ca\n");
+    let (_pki, expired) = trusting(Partner::Voltmart, Leaf::Expired, None, Alpn::Both).await;
+    let text = trusted(&expired, Partner::Voltmart, "");
     let reason = tls_reason(search(&connector(&expired, Partner::Voltmart, &text)).await);
     assert!(reason.starts_with("expired"), "{reason}");
 
     let elsewhere = Leaf::Names(vec!["api.voltmart.example".into()]);
-    let wrong = tls_fleet(
-        pki.server_config(&elsewhere, None, Alpn::Both)
-            .expect("config"),
-    )
-    .await;
-    wrong.secrets.set("voltmart", "voltmart-ca", pki.ca_pem());
-    let text = with_tls(&wrong, Partner::Voltmart, "  ca: secret:voltmart-ca\n");
+    let (_pki, wrong) = trusting(Partner::Voltmart, elsewhere, None, Alpn::Both).await;
+    let text = trusted(&wrong, Partner::Voltmart, "");
     let reason = tls_reason(search(&connector(&wrong, Partner::Voltmart, &text)).await);
     assert!(reason.starts_with("name mismatch"), "{reason}");
 
     // The partner's certificate is for its public name: `server_name` verifies against it.
-    let text = with_tls(
+    let text = trusted(
         &wrong,
         Partner::Voltmart,
-        "  ca: secret:voltmart-ca\n  server_name: api.voltmart.example\n",
+        "  server_name: api.voltmart.example\n",
     );
     let out = search(&connector(&wrong, Partner::Voltmart, &text))
         .await
         .expect("verified against the configured name");
     assert!(!out.records.is_empty());
     // The override is for that name only: another name still fails.
-    let text = with_tls(
+    let text = trusted(
         &wrong,
         Partner::Voltmart,
-        "  ca: secret:voltmart-ca\n  server_name: other.voltmart.example\n",
+        "  server_name: other.voltmart.example\n",
     );
     let reason = tls_reason(search(&connector(&wrong, Partner::Voltmart, &text)).await);
     assert!(reason.starts_with("name mismatch"), "{reason}");
@@ -203,14 +196,8 @@ async fn expired_and_wrong_name_certificates_fail_with_their_reason() {
 #[tokio::test]
 async fn mutual_tls_refuses_a_connector_without_a_certificate_and_answers_one_with_it() {
     const CANARY_KEY_MARK: &str = "PRIVATE KEY";
-    let pki = Pki::generate("partner CA").expect("pki");
     let clients = Pki::generate("partner client CA").expect("client pki");
-    let harness = tls_fleet(
-        pki.server_config(&Leaf::Good, Some(&clients), Alpn::Both)
-            .expect("config"),
-    )
-    .await;
-    harness.secrets.set("voltmart", "voltmart-ca", pki.ca_pem());
+    let (_pki, harness) = trusting(Partner::Voltmart, Leaf::Good, Some(&clients), Alpn::Both).await;
 
     let without = with_tls(&harness, Partner::Voltmart, "  ca: secret:voltmart-ca\n");
     let c = connector(&harness, Partner::Voltmart, &without);

@@ -131,23 +131,7 @@ async fn the_bearer_scheme_is_case_insensitive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_probes_authenticate_and_keep_every_partner_healthy() {
     let mall = Mall::start().await;
-    // Until every endpoint of every connector with a health check has been probed.
-    let probed = |mall: &Mall| {
-        mall.gateway.api.registry.load().connectors.iter().all(|c| {
-            c.spec().health_check.is_none()
-                || c.connector
-                    .routes()
-                    .iter()
-                    .all(|r| r.state.report(0, 0, false).last_probe.is_some())
-        })
-    };
-    for _ in 0..300 {
-        if probed(&mall) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(probed(&mall), "every endpoint was probed");
+    mall.wait_until_probed().await;
     for c in &mall.gateway.api.registry.load().connectors {
         for route in c.connector.routes() {
             let report = route.state.report(0, 0, false);

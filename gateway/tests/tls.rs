@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use mallgate_partner_sim::pki::{Alpn, Leaf, Pki};
 use mallgate_partner_sim::{FleetConfig, Partner};
 use support::Mall;
@@ -59,22 +57,7 @@ async fn trusted_partners_are_live_and_an_untrusted_one_fails_with_tls() {
     assert!(message.contains("unknown issuer"), "{message}");
 
     // Health probes go through the connectors' own stacks, with their TLS identity.
-    let probed = |mall: &Mall| {
-        mall.gateway.api.registry.load().connectors.iter().all(|c| {
-            c.spec().health_check.is_none()
-                || c.connector
-                    .routes()
-                    .iter()
-                    .all(|r| r.state.report(0, 0, false).last_probe.is_some())
-        })
-    };
-    for _ in 0..300 {
-        if probed(&mall) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(probed(&mall), "every endpoint was probed");
+    mall.wait_until_probed().await;
     for c in &mall.gateway.api.registry.load().connectors {
         for route in c.connector.routes() {
             let probe = route.state.report(0, 0, false).last_probe.expect("probed");

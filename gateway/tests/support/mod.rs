@@ -142,6 +142,27 @@ impl Mall {
         }
     }
 
+    /// Waits (at most 30 s, polling) until every endpoint of every connector with a health
+    /// check has been probed once; fails the test otherwise.
+    pub async fn wait_until_probed(&self) {
+        let probed = || {
+            self.gateway.api.registry.load().connectors.iter().all(|c| {
+                c.spec().health_check.is_none()
+                    || c.connector
+                        .routes()
+                        .iter()
+                        .all(|r| r.state.report(0, 0, false).last_probe.is_some())
+            })
+        };
+        for _ in 0..300 {
+            if probed() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(probed(), "every endpoint was probed");
+    }
+
     /// Sets `faults` on one replica of `partner`.
     pub fn replica_faults(&self, partner: Partner, replica: usize, faults: Faults) {
         self.fleet
