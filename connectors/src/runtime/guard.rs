@@ -340,6 +340,12 @@ mod tests {
             "http://0.0.0.0/",
             "ftp://example.com/",
             "http://user:pw@example.com/",
+            // https URLs pass the same guard as http ones.
+            "https://127.0.0.1/",
+            "https://10.0.0.1:8443/",
+            "https://169.254.169.254/latest",
+            "https://[::ffff:a9fe:a9fe]/",
+            "https://user:pw@example.com/",
         ] {
             assert!(check(bad).is_err(), "{bad} must be refused");
         }
