@@ -1,6 +1,6 @@
-//! The partner stack (DESIGN §7): one HTTP exchange — one page, one token request, one
-//! health probe — goes through `tower` layers composed once per connector version with
-//! [`ServiceBuilder`], outermost first:
+//! The partner stack (DESIGN §7): every page of a call goes through `tower` layers composed
+//! once per connector version with [`ServiceBuilder`], outermost first (token requests and
+//! health probes go through the per-endpoint part: breaker, attempt timeout, client):
 //!
 //! ```text
 //! deadline → 429 block → load shed → concurrency limit → rate limit (governor)
@@ -10,10 +10,10 @@
 //!
 //! The state behind the layers lives elsewhere, so a new version of a connector reuses it:
 //! endpoint state (breaker, ejection, figures) is the partner's, keyed by endpoint URL;
-//! admission state (concurrency slots, rate bucket, retry budget, 429 block) is the
-//! connector's own ([`AdmissionState`], keyed by connector id and its admission policies), so a
-//! partner's two connectors never reconfigure each other. Time is tokio's throughout:
-//! every layer is tested under paused time.
+//! admission state (concurrency slots, rate bucket, retry budget) is the connector's own
+//! ([`AdmissionState`], keyed by connector id and its admission policies; the 429 block by
+//! connector id alone), so a partner's two connectors never reconfigure each other. Time is
+//! tokio's throughout: every layer is tested under paused time.
 
 pub mod admission;
 pub mod endpoint;
