@@ -368,3 +368,44 @@ pub fn failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         other => format!("handshake failed: {other}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn material(server_name: Option<&str>) -> TlsMaterial {
+        let tls = Tls {
+            ca: Some(crate::spec::SecretRef("secret:ca".into())),
+            server_name: server_name.map(str::to_owned),
+            ..Tls::default()
+        };
+        TlsMaterial::resolve(&tls, |_| Ok(Secret::new("-----BEGIN CERTIFICATE-----")))
+            .expect("material")
+    }
+
+    #[test]
+    fn a_server_name_pool_is_keyed_by_its_hosts_too() {
+        let hosts = |h: &[&str]| h.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let named = material(Some("api.partner.example"));
+        assert_ne!(
+            named.digest(&hosts(&["10.0.0.1"])),
+            named.digest(&hosts(&["10.0.0.2"])),
+            "another connector's hosts get another client"
+        );
+        assert_eq!(
+            named.digest(&hosts(&["a", "b"])),
+            named.digest(&hosts(&["b", "a", "a"])),
+            "the order and repeats of hosts do not matter"
+        );
+        let plain = material(None);
+        assert_eq!(
+            plain.digest(&hosts(&["10.0.0.1"])),
+            plain.digest(&hosts(&["10.0.0.2"])),
+            "without server_name the hosts change nothing: one pool per identity"
+        );
+        assert!(
+            !format!("{named:?}").contains("BEGIN"),
+            "Debug names references only"
+        );
+    }
+}

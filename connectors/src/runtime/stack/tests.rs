@@ -655,3 +655,31 @@ async fn a_hedge_needs_a_free_slot() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(shared.counters.hedges.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_a_partner_writes_are_clamped_and_never_panic() {
+    for (rps, burst) in [
+        (1e-30, Some(u32::MAX)),
+        (1e-6, Some(100_000)),
+        (f64::MAX, None),
+        (1e12, Some(1)),
+    ] {
+        let limiter = admission::limiter(Some(rps), burst).expect("a limiter");
+        assert!(
+            admission::try_take(&limiter).is_ok(),
+            "{rps}: the first token"
+        );
+    }
+    assert!(admission::limiter(Some(0.0), None).is_none(), "no limit");
+    assert!(
+        admission::limiter(Some(f64::NAN), None).is_none(),
+        "no limit"
+    );
+    // The slowest rate is one per 1000 s.
+    let slowest = admission::limiter(Some(1e-9), Some(1)).expect("a limiter");
+    assert!(admission::try_take(&slowest).is_ok());
+    assert_eq!(
+        admission::try_take(&slowest),
+        Err(Duration::from_secs(1000))
+    );
+}
