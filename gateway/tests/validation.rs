@@ -44,3 +44,17 @@ async fn integral_numbers_are_integers_and_null_is_not_a_string() {
     assert_eq!(bad.status, 400);
     assert_eq!(bad.body["param"], "limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_all_zero_gtin_is_refused_not_fanned_out() {
+    let mall = Mall::start().await;
+    let by_id = mall.get("/v1/products/gtin:00000000000000").await;
+    assert_eq!(by_id.status, 400, "{}", by_id.body);
+    assert_eq!(by_id.body["param"], "product_id", "{}", by_id.body);
+    let filter = mall.get("/v1/products?gtin=000000000000").await;
+    assert_eq!(filter.status, 400, "{}", filter.body);
+    assert_eq!(filter.body["param"], "gtin", "{}", filter.body);
+    // A real GTIN with the same shape is still a GTIN.
+    let real = mall.get("/v1/products/gtin:00036000291452").await;
+    assert_ne!(real.status, 400, "{}", real.body);
+}

@@ -4,10 +4,15 @@
 use crate::model::{Product, Variant};
 use crate::validate::Violation;
 
-/// True when `digits` is 14 ASCII digits whose last is the GS1 check digit of the first 13.
+/// True when `digits` is 14 ASCII digits whose last is the GS1 check digit of the first 13,
+/// and not all zeros: a code without a company prefix is no GTIN (partners send zeros as a
+/// placeholder, and its check digit happens to verify).
 pub fn gtin14_is_valid(digits: &str) -> bool {
     let bytes = digits.as_bytes();
-    if bytes.len() != 14 || !bytes.iter().all(u8::is_ascii_digit) {
+    if bytes.len() != 14
+        || !bytes.iter().all(u8::is_ascii_digit)
+        || bytes.iter().all(|b| *b == b'0')
+    {
         return false;
     }
     // GS1: from the right, excluding the check digit, weights alternate 3, 1, 3...
@@ -121,6 +126,10 @@ mod tests {
         assert!(!gtin14_is_valid("4006381333931"));
         assert!(!gtin14_is_valid("0400638133393a"));
         assert!(!gtin14_is_valid(""));
+        assert!(
+            !gtin14_is_valid("00000000000000"),
+            "all zeros: a placeholder, no GTIN"
+        );
     }
 
     #[test]

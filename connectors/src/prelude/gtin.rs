@@ -100,6 +100,18 @@ mod tests {
     }
 
     #[test]
+    fn zeros_are_no_gtin_in_any_spelling() {
+        for raw in [
+            "00000000000000",
+            "0000000000000",
+            "000000000000",
+            "00000000",
+        ] {
+            assert_eq!(normalize(raw).gtin14, None, "{raw}");
+        }
+    }
+
+    #[test]
     fn upc_e_expansion_rules() {
         let expand = |code: &str| {
             let bytes: [u8; 8] = code.as_bytes().try_into().expect("8 digits");
