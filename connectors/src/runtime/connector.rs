@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use url::Url;
 
-use super::auth::{Applied, Credentials, TokenRoute, oauth_header, static_auth};
+use super::auth::{Applied, Credentials, TokenRoute, TokenSlot, oauth_header, static_auth};
 use super::guard::redact;
 use super::http::Reply;
 use super::mapper::{Lane, Mapper, NEXT_SET};
@@ -55,6 +55,8 @@ pub struct Connector {
     /// Each route's per-endpoint stack (health probes), and the token URL's.
     endpoints: Arc<[EndpointStack]>,
     token: Option<EndpointStack>,
+    /// With OAuth2: the partner's token slot for this token URL and client, found once.
+    token_slot: Option<Arc<TokenSlot>>,
     shared: Arc<AdmissionState>,
 }
 
@@ -137,13 +139,20 @@ impl Connector {
             .iter()
             .map(|r| endpoint_stack(Some(Arc::clone(&r.state)), timeout, max))
             .collect();
-        let token = match &spec.auth {
-            Auth::Oauth2ClientCredentials { token_url, .. } => Some(endpoint_stack(
-                Some(resources.endpoint(token_url)),
-                timeout,
-                max,
-            )),
-            _ => None,
+        let (token, token_slot) = match &spec.auth {
+            Auth::Oauth2ClientCredentials {
+                token_url,
+                client_id,
+                ..
+            } => (
+                Some(endpoint_stack(
+                    Some(resources.endpoint(token_url)),
+                    timeout,
+                    max,
+                )),
+                Some(resources.token_slot(&format!("{token_url} {client_id}"))),
+            ),
+            _ => (None, None),
         };
         let shared = resources.admission(&spec.id, &spec.policies);
         let stack = stack::build(StackParts {
@@ -167,6 +176,7 @@ impl Connector {
             stack,
             endpoints,
             token,
+            token_slot,
             shared,
             spec,
             programs,
@@ -306,22 +316,14 @@ impl Connector {
         deadline: Instant,
         stats: &mut CallStats,
     ) -> Result<Reply, ConnectorError> {
-        let Auth::Oauth2ClientCredentials {
-            token_url,
-            client_id,
-            ..
-        } = &self.spec.auth
-        else {
+        let Some(slot) = &self.token_slot else {
             return self.exchange(page, url, idempotent, deadline, stats).await;
         };
-        let slot = self
-            .resources
-            .token_slot(&format!("{token_url} {client_id}"));
         let creds = self.credentials();
         let route = self.token_route(page.client.clone());
         let mut page = page;
         for refreshed in [false, true] {
-            let (applied, token) = oauth_header(&slot, &creds, route.as_ref(), deadline).await?;
+            let (applied, token) = oauth_header(slot, &creds, route.as_ref(), deadline).await?;
             page.auth = applied;
             let reply = self
                 .exchange(page.clone(), url, idempotent, deadline, stats)
@@ -372,20 +374,12 @@ impl Connector {
         if let Some(applied) = static_auth(&creds)? {
             return Ok(applied);
         }
-        let Auth::Oauth2ClientCredentials {
-            token_url,
-            client_id,
-            ..
-        } = &self.spec.auth
-        else {
+        let Some(slot) = &self.token_slot else {
             return Ok(Applied::None);
         };
-        let slot = self
-            .resources
-            .token_slot(&format!("{token_url} {client_id}"));
         let route = self.token_route(self.http_client()?);
         let deadline = Instant::now() + timeout;
-        let (applied, _) = oauth_header(&slot, &creds, route.as_ref(), deadline).await?;
+        let (applied, _) = oauth_header(slot, &creds, route.as_ref(), deadline).await?;
         Ok(applied)
     }
 
