@@ -280,6 +280,58 @@ pub fn normalize(query: &Value) -> String {
     strip(query).to_string()
 }
 
+/// A source that gave nothing: skipped (the query gives it nothing to do) or failed.
+fn unanswered(
+    connector: Arc<LiveConnector>,
+    capability: Capability,
+    outcome: Outcome,
+    error: SourceError,
+) -> SourceResult {
+    let mut s = status(&connector, capability, outcome);
+    s.error = Some(error);
+    SourceResult {
+        connector,
+        status: s,
+        records: None,
+        fresh_until: None,
+    }
+}
+
+fn skipped(connector: Arc<LiveConnector>, capability: Capability, reason: String) -> SourceResult {
+    let error = SourceError {
+        code: "not_applicable".into(),
+        message: reason,
+        retry_after_s: None,
+    };
+    unanswered(connector, capability, Outcome::Skipped, error)
+}
+
+/// A source answered from `entry` (live, cached or stale).
+fn served(
+    connector: &Arc<LiveConnector>,
+    capability: Capability,
+    entry: &Arc<Entry>,
+    outcome: Outcome,
+    error: Option<SourceError>,
+) -> SourceResult {
+    let mut s = status(connector, capability, outcome);
+    s.fetched_at = Some(entry.fetched_at.clone());
+    s.records = entry.records.len();
+    s.dropped = entry
+        .records
+        .warnings
+        .iter()
+        .filter(|w| w.code == "record_dropped")
+        .count();
+    s.error = error;
+    SourceResult {
+        connector: Arc::clone(connector),
+        status: s,
+        records: Some(Arc::clone(&entry.records)),
+        fresh_until: Some(entry.fresh_until),
+    }
+}
+
 async fn one(
     cache: &Arc<RecordCache>,
     health: &Arc<HealthBook>,
@@ -291,20 +343,7 @@ async fn one(
     let connector = call.connector;
     let query = match call.query {
         Ok(q) => q,
-        Err(reason) => {
-            let mut s = status(&connector, capability, Outcome::Skipped);
-            s.error = Some(SourceError {
-                code: "not_applicable".into(),
-                message: reason,
-                retry_after_s: None,
-            });
-            return SourceResult {
-                connector,
-                status: s,
-                records: None,
-                fresh_until: None,
-            };
-        }
+        Err(reason) => return skipped(connector, capability, reason),
     };
     let spec = connector.spec();
     let policy = spec
@@ -319,22 +358,7 @@ async fn one(
         query: Arc::from(normalize(&query)),
     };
     let served = |entry: &Arc<Entry>, outcome: Outcome, error: Option<SourceError>| {
-        let mut s = status(&connector, capability, outcome);
-        s.fetched_at = Some(entry.fetched_at.clone());
-        s.records = entry.records.len();
-        s.dropped = entry
-            .records
-            .warnings
-            .iter()
-            .filter(|w| w.code == "record_dropped")
-            .count();
-        s.error = error;
-        SourceResult {
-            connector: Arc::clone(&connector),
-            status: s,
-            records: Some(Arc::clone(&entry.records)),
-            fresh_until: Some(entry.fresh_until),
-        }
+        served(&connector, capability, entry, outcome, error)
     };
     // The partner call itself runs to its own deadline: at least the policy's timeout, so a
     // short request deadline still leaves a useful result in the cache.
@@ -401,15 +425,6 @@ async fn one(
             cache.note_stale_served();
             served(&entry, Outcome::Stale, Some(error))
         }
-        None => {
-            let mut s = status(&connector, capability, Outcome::Failed);
-            s.error = Some(error);
-            SourceResult {
-                connector,
-                status: s,
-                records: None,
-                fresh_until: None,
-            }
-        }
+        None => unanswered(connector, capability, Outcome::Failed, error),
     }
 }

@@ -1,4 +1,4 @@
-//! Active health checks: a background thread probes every endpoint of every connector that
+//! Active health checks: a background service probes every endpoint of every connector that
 //! declares a `health_check`, at its interval (the operator's `resilience` default unless
 //! the connector says), and feeds the result into the endpoint's partner-wide state (the
 //! same state the exchanges feed). A probe goes through the endpoint's own stack — the
@@ -13,117 +13,104 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use mallgate_connectors::ConnectorError;
 use mallgate_connectors::runtime::auth::Applied;
 use mallgate_connectors::runtime::http::Reply;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use tokio::time::Instant;
 
-use crate::GatewayError;
 use crate::registry::Registry;
 
 /// How often the checker looks for due probes.
 const TICK: Duration = Duration::from_millis(100);
 
-/// The running checker; dropping it stops the thread.
+/// The health checker: a pingora background service, stopped with the server.
 #[derive(Debug)]
 pub struct HealthChecker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    registry: Arc<Registry>,
 }
 
 impl HealthChecker {
-    pub fn start(registry: Arc<Registry>) -> Result<Self, GatewayError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("mallgate-health".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(r) => r,
-                    Err(_) => return,
-                };
-                runtime.block_on(run(registry, flag));
-            })
-            .map_err(|e| GatewayError::Startup(format!("cannot start health checks: {e}")))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
     }
 }
 
-impl Drop for HealthChecker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn run(registry: Arc<Registry>, stop: Arc<AtomicBool>) {
-    // When each (endpoint, path) was last probed.
-    let mut last: HashMap<String, Instant> = HashMap::new();
-    let mut running = tokio::task::JoinSet::new();
-    while !stop.load(Ordering::Acquire) {
-        let snapshot = registry.load();
-        let now = Instant::now();
-        for live in &snapshot.connectors {
-            let Some(check) = &live.spec().health_check else {
-                // Nothing probes these: an ejection ends when its time is up.
-                for route in live.connector.routes() {
-                    route.state.set_probed(false);
-                }
-                continue;
-            };
-            let defaults = live.connector.resources().config().resilience;
-            let interval = check.interval_s.map_or(defaults.health_interval, |s| {
-                Duration::from_secs(u64::from(s.max(1)))
-            });
-            let timeout = check.timeout_ms.map_or(defaults.health_timeout, |ms| {
-                Duration::from_millis(u64::from(ms))
-            });
-            for (index, route) in live.connector.routes().iter().enumerate() {
-                let key = format!("{} {}", route.base, check.path);
-                if last.get(&key).is_some_and(|at| now < *at + interval) {
-                    continue;
-                }
-                last.insert(key, now);
-                let state = Arc::clone(&route.state);
-                let healthy = check.healthy_statuses.clone();
-                let path = check.path.clone();
-                let live = Arc::clone(live);
-                running.spawn(async move {
-                    // Without credentials (a missing secret, a token endpoint down) the
-                    // probe still goes, unauthenticated: the endpoint must be reached to
-                    // count as up, and its 401 is then an auth problem, not an ejection.
-                    let (auth, missing) = match live.connector.probe_credentials(timeout).await {
-                        Ok(auth) => (auth, None),
-                        Err(e) => (Applied::None, Some(e.to_string())),
-                    };
-                    let reply = live.connector.probe(index, &path, auth, timeout).await;
-                    let (ok, error) = verdict(reply, &healthy, timeout);
-                    let error = match (missing, error) {
-                        (Some(why), Some(e)) => Some(format!("{e} (no credentials: {why})")),
-                        (Some(why), None) => Some(format!("auth problem: no credentials ({why})")),
-                        (None, e) => e,
-                    };
-                    state.record_probe(ok, error);
-                });
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // When each (endpoint, path) was last probed.
+        let mut last: HashMap<String, Instant> = HashMap::new();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            probe_due(&self.registry, &mut last, &mut running);
+            // Reap finished probes; a probe never outlives its own timeout by much.
+            while running.try_join_next().is_some() {}
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => break,
             }
         }
-        // Reap finished probes; a probe never outlives its own timeout by much.
-        while running.try_join_next().is_some() {}
-        tokio::time::sleep(TICK).await;
+        running.abort_all();
     }
-    running.abort_all();
+}
+
+/// Starts the probes that are due.
+fn probe_due(
+    registry: &Registry,
+    last: &mut HashMap<String, Instant>,
+    running: &mut tokio::task::JoinSet<()>,
+) {
+    let snapshot = registry.load();
+    let now = Instant::now();
+    for live in &snapshot.connectors {
+        let Some(check) = &live.spec().health_check else {
+            // Nothing probes these: an ejection ends when its time is up.
+            for route in live.connector.routes() {
+                route.state.set_probed(false);
+            }
+            continue;
+        };
+        let defaults = live.connector.resources().config().resilience;
+        let interval = check.interval_s.map_or(defaults.health_interval, |s| {
+            Duration::from_secs(u64::from(s.max(1)))
+        });
+        let timeout = check.timeout_ms.map_or(defaults.health_timeout, |ms| {
+            Duration::from_millis(u64::from(ms))
+        });
+        for (index, route) in live.connector.routes().iter().enumerate() {
+            let key = format!("{} {}", route.base, check.path);
+            if last.get(&key).is_some_and(|at| now < *at + interval) {
+                continue;
+            }
+            last.insert(key, now);
+            let state = Arc::clone(&route.state);
+            let healthy = check.healthy_statuses.clone();
+            let path = check.path.clone();
+            let live = Arc::clone(live);
+            running.spawn(async move {
+                // Without credentials (a missing secret, a token endpoint down) the
+                // probe still goes, unauthenticated: the endpoint must be reached to
+                // count as up, and its 401 is then an auth problem, not an ejection.
+                let (auth, missing) = match live.connector.probe_credentials(timeout).await {
+                    Ok(auth) => (auth, None),
+                    Err(e) => (Applied::None, Some(e.to_string())),
+                };
+                let reply = live.connector.probe(index, &path, auth, timeout).await;
+                let (ok, error) = verdict(reply, &healthy, timeout);
+                let error = match (missing, error) {
+                    (Some(why), Some(e)) => Some(format!("{e} (no credentials: {why})")),
+                    (Some(why), None) => Some(format!("auth problem: no credentials ({why})")),
+                    (None, e) => e,
+                };
+                state.record_probe(ok, error);
+            });
+        }
+    }
 }
 
 /// (reachable, what went wrong): a 401/403 is reachable with an auth problem.

@@ -15,12 +15,14 @@
 //! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
 //! - [`sandbox`]: the worker processes that run partner-owned jq, and quarantine.
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
+//! - [`changes`]: the reload task: every change to the serving set, one at a time.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
 //! - [`demo`]: the simulator fleet and the gateway in one process.
 
 pub mod admin;
 pub mod api;
 pub mod cache;
+pub mod changes;
 pub mod cli;
 pub mod config;
 pub mod connections;

@@ -50,6 +50,9 @@ pub enum ApiError {
         retry_after_s: u64,
         sources: Vec<SourceStatus>,
     },
+    /// The gateway failed at something that is not the caller's fault (500): a store or
+    /// audit write, an answer that could not be serialized. The detail names the part.
+    Internal { detail: String },
 }
 
 impl ApiError {
@@ -75,6 +78,7 @@ impl ApiError {
             Self::Conflict { .. } => 409,
             Self::PreconditionRequired { .. } => 428,
             Self::Rejected { .. } => 422,
+            Self::Internal { .. } => 500,
         }
     }
 
@@ -106,6 +110,7 @@ impl ApiError {
             Self::Conflict { .. } => ("conflict", "Conflict"),
             Self::PreconditionRequired { .. } => ("if-match-required", "If-Match required"),
             Self::Rejected { .. } => ("connector-rejected", "Connector rejected"),
+            Self::Internal { .. } => ("internal-error", "Internal error"),
         }
     }
 
@@ -149,7 +154,8 @@ impl ApiError {
             Self::Forbidden { detail }
             | Self::Conflict { detail }
             | Self::PreconditionRequired { detail }
-            | Self::Rejected { detail, .. } => detail.clone(),
+            | Self::Rejected { detail, .. }
+            | Self::Internal { detail } => detail.clone(),
             Self::TooManyRequests { retry_after_s } => format!(
                 "this client (its x-api-key, else its address) is over its request rate; try again in {retry_after_s} s"
             ),

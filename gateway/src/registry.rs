@@ -162,13 +162,57 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The versions one request calls (DESIGN §3): for each connector with a canary, the
+    /// canary or the active version is chosen here, once, and every call of the request
+    /// uses that choice — an inventory request's catalog, stock and location calls never
+    /// mix versions.
+    pub fn view(self: &Arc<Self>) -> View {
+        let chosen = (!self.canaries.is_empty()).then(|| {
+            self.connectors
+                .iter()
+                .map(
+                    |active| match self.canaries.iter().find(|k| k.live.id() == active.id()) {
+                        Some(k) if (crate::cursor::random_u64() % 100) < u64::from(k.percent) => {
+                            Arc::clone(&k.live)
+                        }
+                        _ => Arc::clone(active),
+                    },
+                )
+                .collect()
+        });
+        View {
+            snapshot: Arc::clone(self),
+            chosen,
+        }
+    }
+}
+
+/// One request's view of a snapshot: its generation and the version of each connector the
+/// request calls (see [`Snapshot::view`]).
+#[derive(Debug)]
+pub struct View {
+    snapshot: Arc<Snapshot>,
+    /// Without canaries, the snapshot's own list.
+    chosen: Option<Vec<Arc<LiveConnector>>>,
+}
+
+impl View {
+    pub fn generation(&self) -> u64 {
+        self.snapshot.generation
+    }
+
+    /// Every connector, in the version this request calls.
+    pub fn connectors(&self) -> &[Arc<LiveConnector>] {
+        self.chosen.as_deref().unwrap_or(&self.snapshot.connectors)
+    }
+
     /// The connectors serving a capability, in merge rank (priority, then partner, then id).
     pub fn serving(&self, capability: Capability) -> Vec<Arc<LiveConnector>> {
         let mut out: Vec<_> = self
-            .connectors
+            .connectors()
             .iter()
             .filter(|c| c.serves(capability))
-            .map(|c| self.chosen(c))
+            .cloned()
             .collect();
         out.sort_by(|a, b| rank(a).cmp(&rank(b)));
         out
@@ -176,20 +220,10 @@ impl Snapshot {
 
     /// The carrier connector that declares `code` (case-insensitive).
     pub fn carrier(&self, code: &str) -> Option<Arc<LiveConnector>> {
-        self.connectors
+        self.connectors()
             .iter()
             .find(|c| c.spec().codes.iter().any(|k| k.eq_ignore_ascii_case(code)))
-            .map(|c| self.chosen(c))
-    }
-
-    /// The version a call uses: the canary of `active`'s id for its share of the calls.
-    fn chosen(&self, active: &Arc<LiveConnector>) -> Arc<LiveConnector> {
-        match self.canaries.iter().find(|k| k.live.id() == active.id()) {
-            Some(k) if (crate::cursor::random_u64() % 100) < u64::from(k.percent) => {
-                Arc::clone(&k.live)
-            }
-            _ => Arc::clone(active),
-        }
+            .cloned()
     }
 }
 

@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 use crate::GatewayError;
 use crate::admin::{Admin, CanaryJudge};
 use crate::api::{Api, Request, Response};
+use crate::changes::{self, Changes, ReloadTask};
 use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::connections::{Bounded, Connections};
 use crate::cursor::CursorKey;
@@ -43,7 +44,8 @@ use crate::problem::ApiError;
 use crate::registry::{Mappers, Registry, documents_in};
 use crate::sandbox::sandbox_pool;
 use crate::store::Store;
-use crate::watch::{ReloadFn, Watcher};
+use crate::watch::{DirectoryReload, Watcher};
+use pingora::services::background::background_service;
 
 /// Bytes a connection buffers before a send (pingora's read buffer is as large).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -57,6 +59,10 @@ pub struct Gateway {
     config: GatewayConfig,
     /// The public listener's open connections.
     connections: Arc<Connections>,
+    /// Where every change to the serving set goes, and the task that applies them (taken
+    /// by the server that runs it).
+    changes: Changes,
+    reload_task: Option<ReloadTask>,
 }
 
 /// A gateway listening on its own thread.
@@ -71,9 +77,6 @@ pub struct RunningGateway {
     pub connections: Arc<Connections>,
     stop: Option<oneshot::Sender<ShutdownSignal>>,
     thread: Option<JoinHandle<()>>,
-    health: Option<HealthChecker>,
-    watcher: Option<Watcher>,
-    judge: Option<CanaryJudge>,
 }
 
 impl Gateway {
@@ -149,6 +152,7 @@ impl Gateway {
             Registry::new(guard, secrets, mappers, runtime).with_grants(config.partners.clone()),
         );
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
+        let (changes, queue) = changes::channel();
         let admin = match &config.admin {
             None => {
                 if let Some(dir) = &config.connectors_dir {
@@ -168,17 +172,27 @@ impl Gateway {
                     config.connectors_dir.clone(),
                     admin_config,
                     resolve_reference,
+                    changes.clone(),
                 )?);
                 // Startup: the directory plus the store's active versions, one reload.
                 admin.reload()?;
                 Some(admin)
             }
         };
+        let apply: Arc<dyn changes::Apply> = match &admin {
+            Some(admin) => Arc::clone(admin) as Arc<dyn changes::Apply>,
+            None => Arc::new(DirectoryReload {
+                registry: Arc::clone(&registry),
+                dir: config.connectors_dir.clone(),
+            }),
+        };
         Ok(Self {
             api,
             admin,
             connections: Arc::new(Connections::new(config.connections)),
             config,
+            changes,
+            reload_task: Some(ReloadTask::new(queue, apply)),
         })
     }
 
@@ -196,31 +210,16 @@ impl Gateway {
         Ok((addr, admin.map(|(_, admin_addr)| admin_addr)))
     }
 
-    /// The directory watcher (and, for `run`, SIGHUP), reloading through the admin API's
-    /// path when there is one.
-    fn watcher(&self, sighup: bool) -> Result<Watcher, GatewayError> {
-        let reload: ReloadFn = match &self.admin {
-            Some(admin) => {
-                let admin = Arc::clone(admin);
-                Arc::new(move |source: &str| admin.reload_from(source))
-            }
-            None => {
-                let registry = Arc::clone(&self.api.registry);
-                let dir = self.config.connectors_dir.clone();
-                Arc::new(move |_: &str| match &dir {
-                    Some(d) => registry.reload(&documents_in(d)?).map(|s| s.generation),
-                    None => Ok(registry.load().generation),
-                })
-            }
-        };
-        Watcher::start(self.config.connectors_dir.clone(), sighup, reload)
-    }
-
-    fn health_checks(&self) -> Result<HealthChecker, GatewayError> {
-        HealthChecker::start(Arc::clone(&self.api.registry))
-    }
-
-    fn server(&self, addr: SocketAddr, admin_addr: Option<SocketAddr>, grace_s: u64) -> Server {
+    /// The pingora server: the listeners, and the background services that stop with it —
+    /// the reload task, the directory watcher (with `sighup`, SIGHUP too), the health
+    /// checks and the canary judge.
+    fn server(
+        &mut self,
+        addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+        grace_s: u64,
+        sighup: bool,
+    ) -> Server {
         let conf = ServerConf {
             threads: self.config.threads,
             grace_period_seconds: Some(grace_s),
@@ -229,6 +228,21 @@ impl Gateway {
         };
         let mut server = Server::new_with_opt_and_conf(None, conf);
         server.bootstrap();
+        if let Some(task) = self.reload_task.take() {
+            server.add_service(background_service("reload", task));
+        }
+        let watcher = Watcher::new(
+            self.config.connectors_dir.clone(),
+            sighup,
+            self.changes.clone(),
+        );
+        server.add_service(background_service("watch", watcher));
+        let health = HealthChecker::new(Arc::clone(&self.api.registry));
+        server.add_service(background_service("health", health));
+        if let Some(admin) = &self.admin {
+            let judge = CanaryJudge::new(Arc::clone(admin));
+            server.add_service(background_service("canary judge", judge));
+        }
         let app = HttpApp {
             handler: Handler::Public(Arc::clone(&self.api)),
             limits: self.config.limits,
@@ -267,12 +281,9 @@ impl Gateway {
     /// Listens on `config.listen` (port 0: a free loopback port is picked first, since
     /// pingora cannot report the port it bound) on a thread of its own, and returns once
     /// the listener accepts connections.
-    pub fn start(self) -> Result<RunningGateway, GatewayError> {
+    pub fn start(mut self) -> Result<RunningGateway, GatewayError> {
         let (addr, admin_addr) = self.listen_addrs()?;
-        let health = self.health_checks()?;
-        let watcher = self.watcher(false)?;
-        let judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
-        let server = self.server(addr, admin_addr, 0);
+        let server = self.server(addr, admin_addr, 0, false);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("mallgate-pingora".into())
@@ -290,9 +301,6 @@ impl Gateway {
             connections: Arc::clone(&self.connections),
             stop: Some(tx),
             thread: Some(thread),
-            health: Some(health),
-            watcher: Some(watcher),
-            judge,
         };
         let connect_to = if addr.ip().is_unspecified() {
             SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -313,12 +321,9 @@ impl Gateway {
 
     /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
     /// connections are closed), SIGINT stops at once; SIGHUP reloads the connectors.
-    pub fn run(self) -> Result<(), GatewayError> {
+    pub fn run(mut self) -> Result<(), GatewayError> {
         let (addr, admin_addr) = self.listen_addrs()?;
-        let _health = self.health_checks()?;
-        let _watcher = self.watcher(true)?;
-        let _judge = self.admin.as_ref().map(CanaryJudge::start).transpose()?;
-        let server = self.server(addr, admin_addr, 5);
+        let server = self.server(addr, admin_addr, 5, true);
         server.run(RunArgs::default());
         Ok(())
     }
@@ -334,12 +339,10 @@ impl RunningGateway {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(ShutdownSignal::FastShutdown);
         }
+        // The background services stop with the server's runtimes.
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        self.health.take();
-        self.watcher.take();
-        self.judge.take();
     }
 
     /// `http://addr`.

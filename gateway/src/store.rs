@@ -164,6 +164,11 @@ impl Store {
         })
     }
 
+    /// The state directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn dir(&self, id: &str) -> Result<PathBuf, GatewayError> {
         Ok(self.root.join("connectors").join(safe_id(id)?))
     }

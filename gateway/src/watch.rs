@@ -1,26 +1,31 @@
 //! The reload task's other sources (DESIGN §6): the watched connectors directory (the
-//! operator's GitOps source; a changed file becomes a new version) and SIGHUP. Both go
-//! through the same reload as the admin API, one at a time.
+//! operator's GitOps source; a changed file becomes a new version) and SIGHUP. Both send a
+//! [`Change::Reload`] to the reload task, in turn with admin changes. A pingora background
+//! service: it stops with the server.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
 use crate::GatewayError;
+use crate::admin::Role;
+use crate::changes::{Applied, Apply, Change, Changes, ReloadSource};
+use crate::problem::ApiError;
+use crate::registry::{Registry, documents_in};
 
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(1);
 
-/// What a reload does: build and swap, returning the new generation.
-pub type ReloadFn = Arc<dyn Fn(&str) -> Result<u64, GatewayError> + Send + Sync>;
-
-/// The running watcher; dropping it stops the thread.
+/// The watcher of the connectors directory and SIGHUP.
 #[derive(Debug)]
 pub struct Watcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    dir: Option<PathBuf>,
+    sighup: bool,
+    changes: Changes,
 }
 
 /// Names, sizes and modification times of the connector documents in `dir`.
@@ -43,69 +48,89 @@ fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
 }
 
 impl Watcher {
-    /// Watches `dir` (if any) and, with `sighup`, the SIGHUP signal; each change calls
-    /// `reload` with its source (`directory` or `sighup`). A failed reload leaves the active
-    /// set serving; it is logged to stderr without document contents.
-    pub fn start(
-        dir: Option<PathBuf>,
-        sighup: bool,
-        reload: ReloadFn,
-    ) -> Result<Self, GatewayError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("mallgate-watch".into())
-            .spawn(move || {
-                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                runtime.block_on(async move {
-                    let mut hup = if sighup {
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-                    } else {
-                        None
-                    };
-                    let mut seen = dir.as_deref().map(fingerprint);
-                    while !flag.load(Ordering::Acquire) {
-                        let hangup = match hup.as_mut() {
-                            Some(h) => tokio::time::timeout(POLL, h.recv()).await.is_ok(),
-                            None => {
-                                tokio::time::sleep(POLL).await;
-                                false
-                            }
-                        };
-                        let now = dir.as_deref().map(fingerprint);
-                        let changed = now != seen;
-                        seen = now;
-                        let source = if hangup {
-                            "sighup"
-                        } else if changed {
-                            "directory"
-                        } else {
-                            continue;
-                        };
-                        if let Err(e) = reload(source) {
-                            eprintln!("mallgate: reload ({source}) rejected, the active set keeps serving: {e}");
-                        }
-                    }
-                });
-            })
-            .map_err(|e| GatewayError::Startup(format!("cannot start the watcher: {e}")))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+    /// Watches `dir` (if any) and, with `sighup`, the SIGHUP signal; each change is sent to
+    /// `changes`. A rejected reload leaves the active set serving; it is audited (with an
+    /// admin API) and logged to stderr without document contents.
+    pub fn new(dir: Option<PathBuf>, sighup: bool, changes: Changes) -> Self {
+        Self {
+            dir,
+            sighup,
+            changes,
+        }
     }
 }
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+#[async_trait]
+impl BackgroundService for Watcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = if self.sighup {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+        } else {
+            None
+        };
+        let mut seen = self.dir.as_deref().map(fingerprint);
+        loop {
+            let hangup = tokio::select! {
+                _ = shutdown.changed() => return,
+                got = async {
+                    match hup.as_mut() {
+                        Some(h) => tokio::time::timeout(POLL, h.recv()).await.is_ok(),
+                        None => {
+                            tokio::time::sleep(POLL).await;
+                            false
+                        }
+                    }
+                } => got,
+            };
+            let now = self.dir.as_deref().map(fingerprint);
+            let changed = now != seen;
+            seen = now;
+            let source = if hangup {
+                ReloadSource::Sighup
+            } else if changed {
+                ReloadSource::Directory
+            } else {
+                continue;
+            };
+            let change = Change::Reload(source);
+            if let Err(e) = self.changes.submit(Role::Operator, change).await {
+                eprintln!(
+                    "mallgate: {} rejected, the active set keeps serving: {e:?}",
+                    source.action()
+                );
+            }
         }
+    }
+}
+
+/// Without an admin API, a reload is the connectors directory, built and swapped.
+#[derive(Debug)]
+pub struct DirectoryReload {
+    pub registry: Arc<Registry>,
+    pub dir: Option<PathBuf>,
+}
+
+impl Apply for DirectoryReload {
+    fn apply(&self, _: &Role, change: Change) -> Result<Applied, ApiError> {
+        let Change::Reload(_) = change else {
+            return Err(ApiError::Forbidden {
+                detail: "without an admin API only the directory changes the serving set".into(),
+            });
+        };
+        let generation = match &self.dir {
+            Some(d) => documents_in(d)
+                .and_then(|docs| self.registry.reload(&docs))
+                .map(|s| s.generation),
+            None => Ok(self.registry.load().generation),
+        };
+        generation
+            .map(|generation| Applied {
+                generation,
+                ..Applied::default()
+            })
+            .map_err(|e: GatewayError| ApiError::Rejected {
+                detail: e.to_string(),
+                problems: Vec::new(),
+            })
     }
 }

@@ -79,6 +79,25 @@ fn scaled(quantity: &str, scale: u32) -> Option<i128> {
     Some(if negative { -value } else { value })
 }
 
+/// Quantities are compared at this many decimal places (the CTT02 hash total).
+const SCALE: u32 = 6;
+
+/// An 846 document as read so far.
+#[derive(Default)]
+struct Reader {
+    sender: String,
+    receiver: String,
+    control_number: Option<String>,
+    document: String,
+    date: String,
+    items: Vec<Item>,
+    in_set: bool,
+    set_segments: usize,
+    set_closed: bool,
+    ctt: Option<(usize, Vec<String>)>,
+    quantity_total: i128,
+}
+
 /// Decodes an 846 document.
 pub fn decode(body: &str) -> Result<Val, ConnectorError> {
     let body = body.trim();
@@ -91,56 +110,51 @@ pub fn decode(body: &str) -> Result<Val, ConnectorError> {
     if element_sep == segment_sep || element_sep.is_alphanumeric() {
         return Err(error(Decode::X12, "ISA header has unusable separators"));
     }
-
-    let mut sender = String::new();
-    let mut receiver = String::new();
-    let mut control_number: Option<String> = None;
-    let mut document = String::new();
-    let mut date = String::new();
-    let mut items: Vec<Item> = Vec::new();
-    let mut in_set = false;
-    let mut set_segments = 0usize;
-    let mut set_closed = false;
-    let mut ctt: Option<(usize, Vec<String>)> = None;
-    let mut quantity_total: i128 = 0;
-    const SCALE: u32 = 6;
-
+    let mut reader = Reader::default();
     for (index, raw) in body
         .split(segment_sep)
         .map(|s| s.trim_matches(['\r', '\n', ' ']))
         .filter(|s| !s.is_empty())
         .enumerate()
     {
-        let n = index + 1;
         let elements: Vec<&str> = raw.split(element_sep).collect();
+        reader.segment(index + 1, &elements)?;
+    }
+    reader.check_totals()?;
+    Ok(reader.into_val())
+}
+
+impl Reader {
+    /// Segment number `n` (1-based), split into its elements.
+    fn segment(&mut self, n: usize, elements: &[&str]) -> Result<(), ConnectorError> {
         let id = elements[0];
         let get = |i: usize| elements.get(i).copied().unwrap_or("");
-        if in_set {
-            set_segments += 1;
+        if self.in_set {
+            self.set_segments += 1;
         }
         match id {
             "ISA" => {
-                sender = get(6).trim().to_owned();
-                receiver = get(8).trim().to_owned();
+                self.sender = get(6).trim().to_owned();
+                self.receiver = get(8).trim().to_owned();
             }
             "GS" | "GE" | "IEA" => {}
             "ST" => {
                 if get(1) != "846" {
                     return Err(fail(n, format!("transaction set is `{}`, not 846", get(1))));
                 }
-                if in_set || set_closed {
+                if self.in_set || self.set_closed {
                     return Err(fail(n, "only one ST transaction set is supported"));
                 }
-                in_set = true;
-                set_segments = 1;
-                control_number = Some(get(2).to_owned());
+                self.in_set = true;
+                self.set_segments = 1;
+                self.control_number = Some(get(2).to_owned());
             }
-            _ if !in_set => {
+            _ if !self.in_set => {
                 return Err(fail(n, format!("`{id}` outside an ST/SE transaction set")));
             }
             "BIA" => {
-                document = get(3).to_owned();
-                date = get(4).to_owned();
+                self.document = get(3).to_owned();
+                self.date = get(4).to_owned();
             }
             "LIN" => {
                 let mut item = Item {
@@ -154,120 +168,135 @@ pub fn decode(body: &str) -> Result<Val, ConnectorError> {
                         return Err(fail(n, "LIN has a qualifier without an id"));
                     }
                 }
-                items.push(item);
+                self.items.push(item);
             }
-            "QTY" | "SDQ" | "DTM" => {
-                let Some(item) = items.last_mut() else {
-                    return Err(fail(n, format!("`{id}` before any LIN")));
-                };
-                match id {
-                    "QTY" => {
-                        let quantity = get(2);
-                        quantity_total += scaled(quantity, SCALE).ok_or_else(|| {
-                            fail(n, format!("QTY quantity `{quantity}` is not a number"))
-                        })?;
-                        item.quantities.push(object([
-                            ("qualifier".to_owned(), text(get(1))),
-                            ("quantity".to_owned(), text(quantity)),
-                            ("unit".to_owned(), text(get(3))),
-                        ]));
-                    }
-                    "SDQ" => {
-                        let unit = get(1);
-                        for pair in elements.get(3..).unwrap_or_default().chunks(2) {
-                            let [location, quantity] = pair else {
-                                return Err(fail(n, "SDQ has a location without a quantity"));
-                            };
-                            if scaled(quantity, SCALE).is_none() {
-                                return Err(fail(
-                                    n,
-                                    format!("SDQ quantity `{quantity}` is not a number"),
-                                ));
-                            }
-                            item.locations.push(object([
-                                ("location".to_owned(), text(*location)),
-                                ("quantity".to_owned(), text(*quantity)),
-                                ("unit".to_owned(), text(unit)),
-                            ]));
-                        }
-                    }
-                    _ => item.dates.push(object([
-                        ("qualifier".to_owned(), text(get(1))),
-                        ("date".to_owned(), text(get(2))),
-                    ])),
-                }
-            }
-            "CTT" => ctt = Some((n, elements[1..].iter().map(|s| (*s).to_owned()).collect())),
+            "QTY" | "SDQ" | "DTM" => self.item_segment(n, elements)?,
+            "CTT" => self.ctt = Some((n, elements[1..].iter().map(|s| (*s).to_owned()).collect())),
             "SE" => {
                 let declared: usize = get(1)
                     .parse()
                     .map_err(|_| fail(n, format!("SE01 `{}` is not a count", get(1))))?;
-                if declared != set_segments {
+                if declared != self.set_segments {
                     return Err(fail(
                         n,
                         format!(
-                            "SE01 says {declared} segments, the transaction set has {set_segments}"
+                            "SE01 says {declared} segments, the transaction set has {}",
+                            self.set_segments
                         ),
                     ));
                 }
-                if control_number.as_deref() != Some(get(2)) {
+                if self.control_number.as_deref() != Some(get(2)) {
                     return Err(fail(n, "SE02 does not match the ST02 control number"));
                 }
-                in_set = false;
-                set_closed = true;
+                self.in_set = false;
+                self.set_closed = true;
             }
             // Other segments (N1, REF, ...) carry nothing the mall uses.
             _ => {}
         }
+        Ok(())
     }
 
-    if in_set || !set_closed {
-        return Err(error(
-            Decode::X12,
-            "no complete ST/SE transaction set (truncated?)",
-        ));
+    /// A QTY, SDQ or DTM segment: detail of the last LIN's item.
+    fn item_segment(&mut self, n: usize, elements: &[&str]) -> Result<(), ConnectorError> {
+        let id = elements[0];
+        let get = |i: usize| elements.get(i).copied().unwrap_or("");
+        let Some(item) = self.items.last_mut() else {
+            return Err(fail(n, format!("`{id}` before any LIN")));
+        };
+        match id {
+            "QTY" => {
+                let quantity = get(2);
+                self.quantity_total += scaled(quantity, SCALE)
+                    .ok_or_else(|| fail(n, format!("QTY quantity `{quantity}` is not a number")))?;
+                item.quantities.push(object([
+                    ("qualifier".to_owned(), text(get(1))),
+                    ("quantity".to_owned(), text(quantity)),
+                    ("unit".to_owned(), text(get(3))),
+                ]));
+            }
+            "SDQ" => {
+                let unit = get(1);
+                for pair in elements.get(3..).unwrap_or_default().chunks(2) {
+                    let [location, quantity] = pair else {
+                        return Err(fail(n, "SDQ has a location without a quantity"));
+                    };
+                    if scaled(quantity, SCALE).is_none() {
+                        return Err(fail(
+                            n,
+                            format!("SDQ quantity `{quantity}` is not a number"),
+                        ));
+                    }
+                    item.locations.push(object([
+                        ("location".to_owned(), text(*location)),
+                        ("quantity".to_owned(), text(*quantity)),
+                        ("unit".to_owned(), text(unit)),
+                    ]));
+                }
+            }
+            _ => item.dates.push(object([
+                ("qualifier".to_owned(), text(get(1))),
+                ("date".to_owned(), text(get(2))),
+            ])),
+        }
+        Ok(())
     }
-    let Some((ctt_segment, ctt)) = ctt else {
-        return Err(error(Decode::X12, "no CTT control total"));
-    };
-    let declared: usize = ctt
-        .first()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| fail(ctt_segment, "CTT01 is not a count"))?;
-    if declared != items.len() {
-        return Err(fail(
-            ctt_segment,
-            format!(
-                "CTT01 says {declared} line items, the document has {}",
-                items.len()
-            ),
-        ));
-    }
-    if let Some(hash) = ctt.get(1).filter(|s| !s.is_empty()) {
-        let expected = scaled(hash, SCALE)
-            .ok_or_else(|| fail(ctt_segment, format!("CTT02 `{hash}` is not a number")))?;
-        if expected != quantity_total {
-            return Err(fail(
-                ctt_segment,
-                format!("CTT02 hash total {hash} does not equal the sum of QTY quantities"),
+
+    /// One complete transaction set whose CTT counts its items and, when it gives a hash
+    /// total, sums its quantities.
+    fn check_totals(&self) -> Result<(), ConnectorError> {
+        if self.in_set || !self.set_closed {
+            return Err(error(
+                Decode::X12,
+                "no complete ST/SE transaction set (truncated?)",
             ));
         }
+        let Some((ctt_segment, ctt)) = &self.ctt else {
+            return Err(error(Decode::X12, "no CTT control total"));
+        };
+        let ctt_segment = *ctt_segment;
+        let declared: usize = ctt
+            .first()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| fail(ctt_segment, "CTT01 is not a count"))?;
+        if declared != self.items.len() {
+            return Err(fail(
+                ctt_segment,
+                format!(
+                    "CTT01 says {declared} line items, the document has {}",
+                    self.items.len()
+                ),
+            ));
+        }
+        if let Some(hash) = ctt.get(1).filter(|s| !s.is_empty()) {
+            let expected = scaled(hash, SCALE)
+                .ok_or_else(|| fail(ctt_segment, format!("CTT02 `{hash}` is not a number")))?;
+            if expected != self.quantity_total {
+                return Err(fail(
+                    ctt_segment,
+                    format!("CTT02 hash total {hash} does not equal the sum of QTY quantities"),
+                ));
+            }
+        }
+        Ok(())
     }
 
-    Ok(object([
-        ("sender".to_owned(), text(sender)),
-        ("receiver".to_owned(), text(receiver)),
-        (
-            "control_number".to_owned(),
-            text(control_number.unwrap_or_default()),
-        ),
-        ("document".to_owned(), text(document)),
-        ("date".to_owned(), text(date)),
-        (
-            "items".to_owned(),
-            array(items.into_iter().map(Item::into_val).collect()),
-        ),
-    ]))
+    fn into_val(self) -> Val {
+        object([
+            ("sender".to_owned(), text(self.sender)),
+            ("receiver".to_owned(), text(self.receiver)),
+            (
+                "control_number".to_owned(),
+                text(self.control_number.unwrap_or_default()),
+            ),
+            ("document".to_owned(), text(self.document)),
+            ("date".to_owned(), text(self.date)),
+            (
+                "items".to_owned(),
+                array(self.items.into_iter().map(Item::into_val).collect()),
+            ),
+        ])
+    }
 }
 
 #[cfg(test)]

@@ -3,29 +3,41 @@
 //! regresses (an overrun quarantines it instead).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Admin, Role, quarantine};
-use crate::GatewayError;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::auth::Role;
+use super::change::{Event, OnFailure, Tx};
+use super::{Admin, quarantine};
+use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
 
+/// How often the judge looks.
+const LOOK: Duration = Duration::from_millis(200);
+
 impl Admin {
-    /// One look at every canary: promote it after enough healthy calls, roll it back when
-    /// its errors, schema violations or latency regress against the active version (or its
-    /// mapping overran the sandbox). Returns what it did, for the judge's caller.
-    pub fn judge_canaries(&self) -> Vec<(String, String)> {
+    /// One look at every canary: promote it after enough healthy calls, end it when its
+    /// errors, schema violations or latency regress against the active version, quarantine
+    /// it when its mapping overran the sandbox. The changes to apply.
+    pub(super) fn canary_verdicts(&self) -> Vec<Change> {
         let snapshot = self.api.registry.load();
-        let mut done = Vec::new();
+        let mut out = Vec::new();
         for canary in &snapshot.canaries {
             let id = canary.live.id().to_owned();
             let Some(active) = snapshot.connectors.iter().find(|c| c.id() == id) else {
                 continue;
             };
+            let version = canary.live.version();
             // An overrun quarantines (persisted), not just a rollback.
             if canary.live.stats.get().overruns > 0 && self.stored(&canary.live) {
-                let reason = quarantine::overrun_reason(&canary.live);
-                if let Some(outcome) = self.quarantine(&canary.live, &reason) {
-                    done.push((id, outcome));
-                }
+                out.push(Change::Quarantine {
+                    id,
+                    version,
+                    reason: quarantine::overrun_reason(&canary.live),
+                });
                 continue;
             }
             let verdict = verdict(
@@ -33,54 +45,55 @@ impl Admin {
                 &active.stats.get(),
                 self.promote_after,
             );
-            let Some((promote, reason)) = verdict else {
-                continue;
-            };
-            let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-            // Still the same canary? (a PUT may have replaced it meanwhile)
-            if self.store.canary(&id).ok().flatten().map(|(v, _)| v) != Some(canary.live.version())
-            {
-                continue;
-            }
-            let before = self.store.active(&id).ok().flatten();
-            let _ = self.store.set_canary(&id, None);
-            if promote {
-                let _ = self.store.set_active(&id, Some(canary.live.version()));
-            }
-            let action = if promote {
-                "canary.promoted"
-            } else {
-                "canary.rolled_back"
-            };
-            match self.reload() {
-                Ok(_) => {
-                    self.audit(
-                        &Role::Operator,
-                        action,
-                        &id,
-                        Some(canary.live.version()),
-                        "ok",
-                        Some(reason.clone()),
-                    );
-                    done.push((id, format!("{action}: {reason}")));
-                }
-                Err(e) => {
-                    let _ = self
-                        .store
-                        .set_canary(&id, Some((canary.live.version(), canary.percent)));
-                    let _ = self.store.set_active(&id, before);
-                    self.audit(
-                        &Role::Operator,
-                        action,
-                        &id,
-                        Some(canary.live.version()),
-                        "rejected",
-                        Some(e.to_string()),
-                    );
-                }
+            if let Some((promote, reason)) = verdict {
+                out.push(Change::Verdict {
+                    id,
+                    version,
+                    promote,
+                    reason,
+                });
             }
         }
-        done
+        out
+    }
+
+    /// The judge's verdict on canary `version` of `id`, if it is still the canary (a PUT
+    /// may have replaced it meanwhile).
+    pub(super) fn apply_verdict(
+        &self,
+        id: &str,
+        version: u32,
+        promote: bool,
+        reason: String,
+    ) -> Result<Applied, ApiError> {
+        let current = self.store.canary(id).ok().flatten().map(|(v, _)| v);
+        if current != Some(version) {
+            return Err(ApiError::Conflict {
+                detail: format!("v{version} of `{id}` is no longer its canary"),
+            });
+        }
+        let action = if promote {
+            "canary.promoted"
+        } else {
+            "canary.rolled_back"
+        };
+        let event = Event::new(&Role::Operator, action, id)
+            .version(version)
+            .detail(reason.clone());
+        let write = |tx: &mut Tx<'_>| {
+            tx.set_canary(None)?;
+            if promote {
+                tx.set_active(Some(version))?;
+            }
+            Ok(())
+        };
+        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[&write])?;
+        Ok(Applied {
+            generation,
+            version: Some(version),
+            outcome: Some(format!("{action}: {reason}")),
+            ..Applied::default()
+        })
     }
 }
 
@@ -166,46 +179,34 @@ pub fn verdict(
     (canary.calls >= promote_after).then(|| (true, format!("{} healthy calls", canary.calls)))
 }
 
-/// The background judge of canaries; dropping it stops the thread.
+/// The background judge of canaries and of overrunning versions: a pingora background
+/// service; its verdicts go to the reload task like every other change.
 #[derive(Debug)]
 pub struct CanaryJudge {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    admin: Arc<Admin>,
 }
 
 impl CanaryJudge {
-    /// Looks at the canaries every 200 ms.
-    pub fn start(admin: &Arc<Admin>) -> Result<Self, GatewayError> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let admin = Arc::downgrade(admin);
-        let thread = std::thread::Builder::new()
-            .name("mallgate-canary".into())
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Acquire) {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    match admin.upgrade() {
-                        Some(a) => {
-                            a.quarantine_overrunning();
-                            a.judge_canaries();
-                        }
-                        None => return,
-                    }
-                }
-            })
-            .map_err(|e| GatewayError::Startup(format!("cannot start the canary judge: {e}")))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+    pub fn new(admin: Arc<Admin>) -> Self {
+        Self { admin }
     }
 }
 
-impl Drop for CanaryJudge {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+#[async_trait]
+impl BackgroundService for CanaryJudge {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(LOOK) => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut changes = self.admin.overrunning();
+            changes.extend(self.admin.canary_verdicts());
+            for change in changes {
+                // A refusal (the canary changed meanwhile, the set does not build) is
+                // audited by the transaction; the next look sees the new state.
+                let _ = self.admin.changes.submit(Role::Operator, change).await;
+            }
         }
     }
 }

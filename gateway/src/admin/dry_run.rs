@@ -8,7 +8,9 @@ use mallgate_connectors::mapping::{DryRunOutput, DryRunRequest};
 use mallgate_connectors::{Capability, ConnectorSpec, Format, Owner};
 use serde_json::{Value, json};
 
-use super::{Admin, Role, rejected};
+use super::auth::Role;
+use super::change::Event;
+use super::{Admin, rejected};
 use crate::api::Response;
 use crate::problem::ApiError;
 
@@ -99,14 +101,8 @@ impl Admin {
         let new = match new {
             Ok(out) => out,
             Err(e) => {
-                self.audit(
-                    role,
-                    "connector.dry_run",
-                    id,
-                    None,
-                    "rejected",
-                    Some(e.to_string()),
-                );
+                let event = Event::new(role, "connector.dry_run", id).detail(e.to_string());
+                self.note(&event, "rejected");
                 return Err(rejected(&e));
             }
         };
@@ -115,7 +111,8 @@ impl Admin {
             Some(Err(e)) => json!({"active_failed": e.to_string()}),
             None => json!({"active": null}),
         };
-        self.audit(role, "connector.dry_run", id, None, "ok", None);
+        // A dry-run changes nothing: its audit line is a record, not a condition.
+        self.note(&Event::new(role, "connector.dry_run", id), "ok");
         Ok(Response::json_value(
             200,
             &json!({"id": id, "capability": capability, "not_found": new.not_found,

@@ -7,8 +7,11 @@
 
 use serde_json::json;
 
-use super::{Admin, Role, internal};
+use super::Admin;
+use super::auth::Role;
+use super::change::{Event, OnFailure, Tx, Write, store_failed};
 use crate::api::Response;
+use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
 use crate::registry::LiveConnector;
 
@@ -23,10 +26,10 @@ pub(super) fn overrun_reason(live: &LiveConnector) -> String {
 }
 
 impl Admin {
-    /// One look at every serving version: quarantines each that overran `quarantine_after`
-    /// times (a canary: once) and rolls its connector back to the last good version.
-    /// Returns what it did.
-    pub fn quarantine_overrunning(&self) -> Vec<(String, String)> {
+    /// One look at every serving version: each that overran `quarantine_after` times (a
+    /// canary: once) is to be quarantined and its connector rolled back to the last good
+    /// version.
+    pub(super) fn overrunning(&self) -> Vec<Change> {
         let snapshot = self.api.registry.load();
         let threshold = u64::from(self.api.config().sandbox.quarantine_after);
         let suspects = snapshot
@@ -34,17 +37,25 @@ impl Admin {
             .iter()
             .map(|c| (c, threshold))
             .chain(snapshot.canaries.iter().map(|k| (&k.live, 1)));
-        let mut done = Vec::new();
+        let mut out = Vec::new();
         for (live, threshold) in suspects {
             let overruns = live.stats.get().overruns;
-            if overruns < threshold || !self.stored(live) {
+            let known = self
+                .store
+                .quarantined(live.id(), live.version())
+                .ok()
+                .flatten()
+                .is_some();
+            if overruns < threshold || known || !self.stored(live) {
                 continue;
             }
-            if let Some(outcome) = self.quarantine(live, &overrun_reason(live)) {
-                done.push((live.id().to_owned(), outcome));
-            }
+            out.push(Change::Quarantine {
+                id: live.id().to_owned(),
+                version: live.version(),
+                reason: overrun_reason(live),
+            });
         }
-        done
+        out
     }
 
     /// Whether `live` is a stored (admin) version: a directory document is the operator's
@@ -57,67 +68,78 @@ impl Admin {
         })
     }
 
-    pub(super) fn quarantine(&self, live: &LiveConnector, reason: &str) -> Option<String> {
-        let (id, version) = (live.id(), live.version());
-        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+    /// Quarantines `version` of `id`: the decision is written first (a crash after it
+    /// never re-activates the version) and is never undone; then the canary ends or the
+    /// active pointer falls back to the last good version — and when that does not build
+    /// (a grant narrowed since, a code taken), the connector leaves the stored set rather
+    /// than the quarantined version serving.
+    pub(super) fn apply_quarantine(
+        &self,
+        id: &str,
+        version: u32,
+        reason: &str,
+    ) -> Result<Applied, ApiError> {
+        let operator = Role::Operator;
         if self.store.quarantined(id, version).ok().flatten().is_some() {
-            return None;
+            return Err(ApiError::Conflict {
+                detail: format!("v{version} of `{id}` is quarantined already"),
+            });
         }
-        // The decision first: a crash after it never re-activates the version.
         if let Err(e) = self.store.quarantine(id, version, reason) {
-            self.audit(
-                &Role::Operator,
-                "connector.quarantine",
-                id,
-                Some(version),
-                "rejected",
-                Some(e.to_string()),
-            );
-            return None;
+            self.health.store_failed(&e);
+            let event = Event::new(&operator, "connector.quarantine", id)
+                .version(version)
+                .detail(e.to_string());
+            self.note(&event, "rejected");
+            return Err(store_failed(&e));
         }
         let (active, canary) = (
             self.store.active(id).ok().flatten(),
             self.store.canary(id).ok().flatten(),
         );
-        let mut fallback = None;
-        if canary.is_some_and(|(v, _)| v == version) || active == Some(version) {
-            let _ = self.store.set_canary(id, None);
-        }
-        if active == Some(version) {
-            fallback = self.store.last_good(id, version).ok().flatten();
-            let _ = self.store.set_active(id, fallback);
-        }
-        let outcome = match (active == Some(version), fallback) {
+        let was_active = active == Some(version);
+        let fallback = if was_active {
+            self.store.last_good(id, version).ok().flatten()
+        } else {
+            None
+        };
+        let outcome = match (was_active, fallback) {
             (false, _) => "canary ended".to_owned(),
             (true, Some(v)) => format!("rolled back to v{v}"),
             (true, None) => {
                 "no earlier good version: the directory's document, if any, serves".into()
             }
         };
-        let mut result = self.reload().map_err(|e| e.to_string());
-        if result.is_err() && active == Some(version) {
-            // The fallback does not build (a grant narrowed since, a code taken): the
-            // connector leaves the stored set rather than the quarantined version serving.
-            let _ = self.store.set_active(id, None);
-            result = self.reload().map_err(|e| e.to_string());
-        }
-        self.audit(
-            &Role::Operator,
-            "connector.quarantined",
-            id,
-            Some(version),
-            if result.is_ok() { "ok" } else { "rejected" },
-            Some(match &result {
-                Ok(_) => format!("{reason}; {outcome}"),
-                Err(e) => format!("{reason}; {outcome}; the reload failed: {e}"),
-            }),
-        );
-        Some(outcome)
+        let fall_back = |tx: &mut Tx<'_>| {
+            if was_active || canary.is_some_and(|(v, _)| v == version) {
+                tx.set_canary(None)?;
+            }
+            if was_active {
+                tx.set_active(fallback)?;
+            }
+            Ok(())
+        };
+        let leave = |tx: &mut Tx<'_>| tx.set_active(None);
+        let writes: Vec<Write<'_>> = if was_active && fallback.is_some() {
+            vec![&fall_back, &leave]
+        } else {
+            vec![&fall_back]
+        };
+        let event = Event::new(&operator, "connector.quarantined", id)
+            .version(version)
+            .detail(format!("{reason}; {outcome}"));
+        let (generation, _) = self.transact(id, event, OnFailure::Keep, &writes)?;
+        Ok(Applied {
+            generation,
+            version: Some(version),
+            outcome: Some(outcome),
+            ..Applied::default()
+        })
     }
 
     /// `DELETE .../versions/{v}/quarantine`: the version may be activated again (by a PUT
     /// of the same document or a rollback to it); nothing is activated here.
-    pub(super) fn clear_quarantine(
+    pub(super) async fn clear_quarantine(
         &self,
         role: &Role,
         id: &str,
@@ -128,25 +150,56 @@ impl Admin {
             kind: "version",
             detail: format!("`{version}` is not a version number"),
         })?;
-        let _one = self.changes.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.store.clear_quarantine(id, version).map_err(internal)? {
-            return Err(ApiError::NotFound {
-                kind: "quarantine",
-                detail: format!("version {version} of `{id}` is not quarantined"),
-            });
-        }
-        self.audit(
-            role,
-            "connector.quarantine_cleared",
-            id,
-            Some(version),
-            "ok",
-            None,
-        );
+        let change = Change::ClearQuarantine {
+            id: id.to_owned(),
+            version,
+        };
+        self.changes.submit(role.clone(), change).await?;
         Ok(Response::json_value(
             200,
             &json!({"id": id, "version": version, "quarantined": false}),
         ))
+    }
+
+    pub(super) fn apply_clear_quarantine(
+        &self,
+        actor: &Role,
+        id: &str,
+        version: u32,
+    ) -> Result<Applied, ApiError> {
+        self.check_owner(actor, id)?;
+        let Some(was) = self
+            .store
+            .quarantined(id, version)
+            .map_err(|e| store_failed(&e))?
+        else {
+            return Err(ApiError::NotFound {
+                kind: "quarantine",
+                detail: format!("version {version} of `{id}` is not quarantined"),
+            });
+        };
+        self.store
+            .clear_quarantine(id, version)
+            .map_err(|e| store_failed(&e))?;
+        let event = Event::new(actor, "connector.quarantine_cleared", id).version(version);
+        if let Err(e) = self.audit(&event, "ok") {
+            // An unaudited change does not stay.
+            let undone = self.store.quarantine(id, version, &was.reason);
+            return Err(ApiError::Internal {
+                detail: match undone {
+                    Ok(()) => format!(
+                        "the audit log could not be written ({e}); the version stays quarantined"
+                    ),
+                    Err(u) => format!(
+                        "the audit log could not be written ({e}) and the quarantine could not be restored ({u})"
+                    ),
+                },
+            });
+        }
+        Ok(Applied {
+            version: Some(version),
+            ..Applied::default()
+        })
     }
 
     /// The quarantined stored version whose document is `text`, with its reason.

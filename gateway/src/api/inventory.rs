@@ -14,9 +14,11 @@ use mallgate_schemas::{InventoryLevel, Location, StockAvailable, StockFulfillmen
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{Api, Caching, Params, Request, Response, all_failed, envelope, snapshot_of};
+use super::{Api, Caching, Params, Request, Response, all_failed, envelope, view_of};
 use crate::fanout::{self, PlannedCall, SourceResult};
 use crate::problem::ApiError;
+use crate::registry::{LiveConnector, View};
+use tokio::time::Instant;
 
 /// One level, with its location and distance when known.
 #[derive(Debug, Serialize)]
@@ -55,6 +57,106 @@ pub(crate) fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * 6371.0088 * h.sqrt().asin()
 }
 
+/// An inventory query, checked.
+#[derive(Debug)]
+struct StockQuery {
+    gtin: String,
+    point: Option<(f64, f64)>,
+    radius_km: f64,
+    fulfillment: Option<StockFulfillment>,
+}
+
+impl StockQuery {
+    fn parse(params: &Params) -> Result<Self, ApiError> {
+        let gtin = params
+            .gtin("gtin")?
+            .ok_or_else(|| ApiError::param("gtin", "is required"))?;
+        let point = near(params)?;
+        let radius_km = params.integer("radius_km", 1, 1000)?.unwrap_or(50) as f64;
+        if params.get("radius_km").is_some() && point.is_none() {
+            return Err(ApiError::param("radius_km", "needs `near`"));
+        }
+        let fulfillment = params.choice("fulfillment", &["pickup", "ship"])?.map(|f| {
+            if f == "pickup" {
+                StockFulfillment::Pickup
+            } else {
+                StockFulfillment::Ship
+            }
+        });
+        Ok(Self {
+            gtin,
+            point,
+            radius_km,
+            fulfillment,
+        })
+    }
+
+    /// The stock lookup's query, with the partner's sku when it needs one.
+    fn partner_query(&self, sku: Option<&String>) -> Value {
+        let mut q = Map::new();
+        q.insert("gtin".into(), json!(self.gtin));
+        if let Some(sku) = sku {
+            q.insert("sku".into(), json!(sku));
+        }
+        if let Some((lat, lon)) = self.point {
+            q.insert("lat".into(), json!(lat));
+            q.insert("lon".into(), json!(lon));
+            q.insert("radius_km".into(), json!(self.radius_km));
+        }
+        Value::Object(q)
+    }
+
+    /// `level` as answered, with its location and distance, unless the query's
+    /// fulfillment or radius leaves it out.
+    fn stock(
+        &self,
+        mut level: InventoryLevel,
+        stale: bool,
+        places: &HashMap<String, Location>,
+    ) -> Option<Stock> {
+        if self.fulfillment.is_some_and(|f| level.fulfillment != f) {
+            return None;
+        }
+        if stale {
+            level.available = StockAvailable::Unknown;
+        }
+        let location = places.get(&level.location_id).cloned();
+        let distance = match (self.point, location.as_ref().and_then(|l| l.geo)) {
+            (Some(p), Some(g)) => Some((distance_km(p, (g.lat, g.lon)) * 10.0).round() / 10.0),
+            _ => None,
+        };
+        if self.point.is_some()
+            && level.fulfillment == StockFulfillment::Pickup
+            && !distance.is_some_and(|d| d <= self.radius_km)
+        {
+            return None;
+        }
+        Some(Stock {
+            level,
+            location,
+            distance_km: distance,
+        })
+    }
+}
+
+/// Whether a partner's stock lookup needs its own sku (it does not take the GTIN).
+fn needs_sku(c: &LiveConnector) -> bool {
+    c.spec()
+        .capabilities
+        .get(&Capability::InventoryGet)
+        .is_some_and(|cap| {
+            !cap.supports.iter().any(|s| s == "gtin")
+                && (cap.supports.iter().any(|s| s == "sku") || cap.request.path.contains("{sku}"))
+        })
+}
+
+/// What the calls of one inventory request gave.
+struct Answers {
+    catalogs: Vec<SourceResult>,
+    locations: Vec<SourceResult>,
+    stock: Vec<SourceResult>,
+}
+
 impl Api {
     pub(super) async fn inventory(
         &self,
@@ -63,148 +165,13 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let params = Params::parse(&req.query, &["gtin", "near", "radius_km", "fulfillment"])?;
         let deadline = self.deadline(&params)?;
-        let gtin = params
-            .gtin("gtin")?
-            .ok_or_else(|| ApiError::param("gtin", "is required"))?;
-        let point = near(&params)?;
-        let radius = params.integer("radius_km", 1, 1000)?.unwrap_or(50) as f64;
-        if params.get("radius_km").is_some() && point.is_none() {
-            return Err(ApiError::param("radius_km", "needs `near`"));
-        }
-        let fulfillment = params.choice("fulfillment", &["pickup", "ship"])?;
-        let snapshot = snapshot_of(self);
-
-        // 1. The sku of this GTIN at each partner whose stock lookup needs one, from its
-        //    catalog (cached).
-        let needs_sku = |c: &crate::registry::LiveConnector| {
-            c.spec()
-                .capabilities
-                .get(&Capability::InventoryGet)
-                .is_some_and(|cap| {
-                    !cap.supports.iter().any(|s| s == "gtin")
-                        && (cap.supports.iter().any(|s| s == "sku")
-                            || cap.request.path.contains("{sku}"))
-                })
-        };
-        let sku_partners: Vec<String> = snapshot
-            .serving(Capability::InventoryGet)
-            .iter()
-            .filter(|c| needs_sku(c))
-            .map(|c| c.partner().to_owned())
-            .collect();
-        let catalog_calls = snapshot
-            .serving(Capability::CatalogSearch)
-            .into_iter()
-            .filter(|c| sku_partners.iter().any(|p| p == c.partner()))
-            .map(|c| {
-                let supports = c
-                    .spec()
-                    .capabilities
-                    .get(&Capability::CatalogSearch)
-                    .map(|cap| cap.supports.clone())
-                    .unwrap_or_default();
-                let q = if supports.iter().any(|s| s == "gtin") {
-                    json!({"gtin": gtin})
-                } else {
-                    json!({})
-                };
-                PlannedCall::new(c, Capability::CatalogSearch, q)
-            })
-            .collect();
-        // 2. Locations, for places and distances (cached for a day).
-        let location_calls = snapshot
-            .serving(Capability::LocationsList)
-            .into_iter()
-            .map(|c| PlannedCall::new(c, Capability::LocationsList, json!({})))
-            .collect();
-        let stock_query = |sku: Option<&String>| {
-            let mut q = Map::new();
-            q.insert("gtin".into(), json!(gtin));
-            if let Some(sku) = sku {
-                q.insert("sku".into(), json!(sku));
-            }
-            if let Some((lat, lon)) = point {
-                q.insert("lat".into(), json!(lat));
-                q.insert("lon".into(), json!(lon));
-                q.insert("radius_km".into(), json!(radius));
-            }
-            Value::Object(q)
-        };
-        // 3. Stock: partners that take the GTIN are asked at once; the others once their
-        //    catalog has given their sku.
-        let (by_sku, direct): (Vec<_>, Vec<_>) = snapshot
-            .serving(Capability::InventoryGet)
-            .into_iter()
-            .partition(|c| needs_sku(c));
-        let direct_calls = direct
-            .into_iter()
-            .map(|c| PlannedCall::new(c, Capability::InventoryGet, stock_query(None)))
-            .collect();
-        let after_catalogs = async {
-            let catalogs = fanout::run(
-                &self.cache,
-                &self.health,
-                Capability::CatalogSearch,
-                catalog_calls,
-                deadline,
-                request_id,
-            )
-            .await;
-            let skus = skus_of(&catalogs, &gtin);
-            let calls = by_sku
-                .into_iter()
-                .map(|c| match skus.get(c.partner()) {
-                    Some(sku) => PlannedCall::new(c, Capability::InventoryGet, stock_query(Some(sku))),
-                    None => {
-                        let answered = catalogs
-                            .iter()
-                            .any(|s| s.connector.partner() == c.partner() && s.answered());
-                        let reason = if answered {
-                            "this partner looks stock up by its own sku, and its catalog has none for this GTIN"
-                        } else {
-                            "this partner looks stock up by its own sku, and its catalog did not answer"
-                        };
-                        PlannedCall {
-                            connector: c,
-                            query: Err(reason.into()),
-                        }
-                    }
-                })
-                .collect();
-            let stock = fanout::run(
-                &self.cache,
-                &self.health,
-                Capability::InventoryGet,
-                calls,
-                deadline,
-                request_id,
-            )
-            .await;
-            (catalogs, stock)
-        };
-        let ((catalogs, by_sku_sources), locations, mut sources) = futures_util::join!(
-            after_catalogs,
-            fanout::run(
-                &self.cache,
-                &self.health,
-                Capability::LocationsList,
-                location_calls,
-                deadline,
-                request_id
-            ),
-            fanout::run(
-                &self.cache,
-                &self.health,
-                Capability::InventoryGet,
-                direct_calls,
-                deadline,
-                request_id
-            ),
-        );
-        sources.extend(by_sku_sources);
-        sources.sort_by(|a, b| {
-            crate::registry::rank(&a.connector).cmp(&crate::registry::rank(&b.connector))
-        });
+        let query = StockQuery::parse(&params)?;
+        let view = view_of(self);
+        let Answers {
+            catalogs,
+            locations,
+            stock: sources,
+        } = self.ask(&view, &query, deadline, request_id).await;
         let places: HashMap<String, Location> = locations
             .iter()
             .filter_map(|s| s.records.as_ref())
@@ -228,40 +195,11 @@ impl Api {
                 .get(&Capability::InventoryGet)
                 .and_then(|c| c.freshness_s);
             for r in &records.records {
-                let Ok(mut level) = serde_json::from_value::<InventoryLevel>(r.clone()) else {
+                let Ok(level) = serde_json::from_value::<InventoryLevel>(r.clone()) else {
                     continue;
                 };
-                if let Some(f) = &fulfillment {
-                    let want = if f == "pickup" {
-                        StockFulfillment::Pickup
-                    } else {
-                        StockFulfillment::Ship
-                    };
-                    if level.fulfillment != want {
-                        continue;
-                    }
-                }
-                if stale(&level, freshness, now) {
-                    level.available = StockAvailable::Unknown;
-                }
-                let location = places.get(&level.location_id).cloned();
-                let distance = match (point, location.as_ref().and_then(|l| l.geo)) {
-                    (Some(p), Some(g)) => {
-                        Some((distance_km(p, (g.lat, g.lon)) * 10.0).round() / 10.0)
-                    }
-                    _ => None,
-                };
-                if point.is_some() && level.fulfillment == StockFulfillment::Pickup {
-                    match distance {
-                        Some(d) if d <= radius => {}
-                        _ => continue,
-                    }
-                }
-                stock.push(Stock {
-                    level,
-                    location,
-                    distance_km: distance,
-                });
+                let old = stale(&level, freshness, now);
+                stock.extend(query.stock(level, old, &places));
             }
         }
         stock.sort_by(|a, b| {
@@ -279,13 +217,109 @@ impl Api {
         });
         let mut all: Vec<SourceResult> = sources;
         all.extend(catalogs.into_iter().filter(|s| !s.answered()));
-        Ok(envelope(
-            req,
-            &stock,
-            &all,
-            snapshot.generation,
-            Caching::NoStore,
-        ))
+        envelope(req, &stock, &all, view.generation(), Caching::NoStore)
+    }
+
+    /// The calls of one inventory request, all from one view: the catalogs of partners
+    /// whose stock lookup needs their sku, then those lookups; the locations (cached for a
+    /// day) and the lookups that take the GTIN, at once.
+    async fn ask(
+        &self,
+        view: &View,
+        query: &StockQuery,
+        deadline: Instant,
+        request_id: &str,
+    ) -> Answers {
+        let gtin = &query.gtin;
+        let sku_partners: Vec<String> = view
+            .serving(Capability::InventoryGet)
+            .iter()
+            .filter(|c| needs_sku(c))
+            .map(|c| c.partner().to_owned())
+            .collect();
+        let catalog_calls = view
+            .serving(Capability::CatalogSearch)
+            .into_iter()
+            .filter(|c| sku_partners.iter().any(|p| p == c.partner()))
+            .map(|c| {
+                let takes_gtin = c
+                    .spec()
+                    .capabilities
+                    .get(&Capability::CatalogSearch)
+                    .is_some_and(|cap| cap.supports.iter().any(|s| s == "gtin"));
+                let q = if takes_gtin {
+                    json!({"gtin": gtin})
+                } else {
+                    json!({})
+                };
+                PlannedCall::new(c, Capability::CatalogSearch, q)
+            })
+            .collect();
+        let location_calls = view
+            .serving(Capability::LocationsList)
+            .into_iter()
+            .map(|c| PlannedCall::new(c, Capability::LocationsList, json!({})))
+            .collect();
+        let (by_sku, direct): (Vec<_>, Vec<_>) = view
+            .serving(Capability::InventoryGet)
+            .into_iter()
+            .partition(|c| needs_sku(c));
+        let direct_calls = direct
+            .into_iter()
+            .map(|c| PlannedCall::new(c, Capability::InventoryGet, query.partner_query(None)))
+            .collect();
+        let run = |capability, calls| {
+            fanout::run(
+                &self.cache,
+                &self.health,
+                capability,
+                calls,
+                deadline,
+                request_id,
+            )
+        };
+        let after_catalogs = async {
+            let catalogs = run(Capability::CatalogSearch, catalog_calls).await;
+            let skus = skus_of(&catalogs, gtin);
+            let calls = by_sku
+                .into_iter()
+                .map(|c| match skus.get(c.partner()) {
+                    Some(sku) => {
+                        PlannedCall::new(c, Capability::InventoryGet, query.partner_query(Some(sku)))
+                    }
+                    None => {
+                        let answered = catalogs
+                            .iter()
+                            .any(|s| s.connector.partner() == c.partner() && s.answered());
+                        let reason = if answered {
+                            "this partner looks stock up by its own sku, and its catalog has none for this GTIN"
+                        } else {
+                            "this partner looks stock up by its own sku, and its catalog did not answer"
+                        };
+                        PlannedCall {
+                            connector: c,
+                            query: Err(reason.into()),
+                        }
+                    }
+                })
+                .collect();
+            let stock = run(Capability::InventoryGet, calls).await;
+            (catalogs, stock)
+        };
+        let ((catalogs, by_sku_stock), locations, mut stock) = futures_util::join!(
+            after_catalogs,
+            run(Capability::LocationsList, location_calls),
+            run(Capability::InventoryGet, direct_calls),
+        );
+        stock.extend(by_sku_stock);
+        stock.sort_by(|a, b| {
+            crate::registry::rank(&a.connector).cmp(&crate::registry::rank(&b.connector))
+        });
+        Answers {
+            catalogs,
+            locations,
+            stock,
+        }
     }
 }
 

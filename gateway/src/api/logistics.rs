@@ -5,8 +5,8 @@ use mallgate_schemas::{ShippingRate, ShippingRateRequest, Tracking};
 use serde_json::Value;
 use serde_json::json;
 
-use super::{Api, Caching, Params, Request, Response, all_failed, envelope, snapshot_of};
-use crate::fanout::{self, PlannedCall};
+use super::{Api, Caching, Params, Request, Response, all_failed, envelope, view_of};
+use crate::fanout::{self, Outcome, PlannedCall, SourceError, SourceResult};
 use crate::merge::rank_rates;
 use crate::problem::ApiError;
 
@@ -126,8 +126,8 @@ impl Api {
             "parcels": request.parcels,
             "weight_g": weight_g,
         });
-        let snapshot = snapshot_of(self);
-        let calls = snapshot
+        let view = view_of(self);
+        let calls = view
             .serving(Capability::RatesQuote)
             .into_iter()
             .map(|c| PlannedCall::new(c, Capability::RatesQuote, query.clone()))
@@ -151,13 +151,7 @@ impl Api {
             .filter_map(|r| serde_json::from_value(r.clone()).ok())
             .collect();
         rank_rates(&mut rates);
-        Ok(envelope(
-            req,
-            &rates,
-            &sources,
-            snapshot.generation,
-            Caching::NoStore,
-        ))
+        envelope(req, &rates, &sources, view.generation(), Caching::NoStore)
     }
 
     pub(super) async fn tracking(
@@ -180,8 +174,8 @@ impl Api {
                 "must be 1 to 64 letters, digits or dashes",
             ));
         }
-        let snapshot = snapshot_of(self);
-        let connector = snapshot
+        let view = view_of(self);
+        let connector = view
             .carrier(carrier)
             .filter(|c| c.serves(Capability::TrackingGet))
             .ok_or_else(|| ApiError::NotFound {
@@ -202,23 +196,65 @@ impl Api {
         if let Some(e) = all_failed("tracking.get", &sources) {
             return Err(e);
         }
-        let records = sources.iter().find_map(|s| s.records.as_ref());
-        let tracking: Option<Tracking> = records
-            .filter(|r| !r.not_found)
-            .and_then(|r| r.records.first())
-            .and_then(|r| serde_json::from_value(r.clone()).ok());
-        let Some(tracking) = tracking else {
-            return Err(ApiError::NotFound {
-                kind: "tracking",
-                detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
-            });
-        };
-        Ok(envelope(
+        let tracking = tracked(&sources, carrier, number)?;
+        envelope(
             req,
             &tracking,
             &sources,
-            snapshot.generation,
+            view.generation(),
             Caching::Validated,
-        ))
+        )
     }
 }
+
+/// The parcel the one source answered. The carrier's "no such parcel" is a 404; a parcel
+/// the carrier found whose record the mapping dropped or that does not type is the
+/// source failing with `mapping` (503), never a parcel that does not exist.
+fn tracked(sources: &[SourceResult], carrier: &str, number: &str) -> Result<Tracking, ApiError> {
+    let not_found = || ApiError::NotFound {
+        kind: "tracking",
+        detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
+    };
+    let Some((source, records)) = sources
+        .iter()
+        .find_map(|s| s.records.as_ref().map(|r| (s, r)))
+    else {
+        return Err(not_found());
+    };
+    if records.not_found {
+        return Err(not_found());
+    }
+    let why = match records.records.first() {
+        Some(record) => match serde_json::from_value::<Tracking>(record.clone()) {
+            Ok(tracking) => return Ok(tracking),
+            Err(e) => format!("the mapped record is not a tracking record: {e}"),
+        },
+        None if source.status.dropped == 0 => return Err(not_found()),
+        None => records
+            .warnings
+            .iter()
+            .find(|w| w.code == "record_dropped")
+            .map_or_else(
+                || "the mapping dropped the record".to_owned(),
+                |w| format!("the mapping dropped the record: {}", w.message),
+            ),
+    };
+    let mut status = source.status.clone();
+    status.outcome = Outcome::Failed;
+    status.records = 0;
+    status.error = Some(SourceError {
+        code: "mapping".into(),
+        message: format!("the carrier answered for parcel `{number}`, but {why}"),
+        retry_after_s: None,
+    });
+    Err(ApiError::Unavailable {
+        detail: format!(
+            "carrier `{carrier}` answered for parcel `{number}`, but its answer could not be mapped"
+        ),
+        retry_after_s: MAPPING_RETRY_S,
+        sources: vec![status],
+    })
+}
+
+/// A mapping failure lasts until the connector is fixed: clients should not hammer it.
+const MAPPING_RETRY_S: u64 = 30;

@@ -24,7 +24,7 @@ use crate::config::GatewayConfig;
 use crate::cursor::{CursorKey, random_u64};
 use crate::fanout::{HealthBook, Outcome, SourceResult, SourceStatus};
 use crate::problem::ApiError;
-use crate::registry::{Registry, Snapshot};
+use crate::registry::{Registry, View};
 
 pub use products::Window;
 
@@ -49,17 +49,26 @@ pub struct Response {
 impl Response {
     /// A JSON answer of `value`, never cached.
     pub fn json_value(status: u16, value: &Value) -> Self {
-        let mut r = Self::json(status, value.to_string());
+        let mut r = Self::json_bytes(status, value.to_string());
         r.headers.push(("cache-control", "no-store".to_owned()));
         r
     }
 
-    fn json(status: u16, body: impl Into<Bytes>) -> Self {
+    fn json_bytes(status: u16, body: impl Into<Bytes>) -> Self {
         Self {
             status,
             headers: vec![("content-type", "application/json".to_owned())],
             body: body.into(),
         }
+    }
+
+    /// A JSON answer of `value`, never cached; a value that does not serialize is a 500
+    /// problem, never a 200 with a broken body.
+    pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Result<Self, ApiError> {
+        let body = to_json(value)?;
+        let mut r = Self::json_bytes(status, body);
+        r.headers.push(("cache-control", "no-store".to_owned()));
+        Ok(r)
     }
 
     /// The problem+json answer of an error.
@@ -159,7 +168,7 @@ impl Api {
         match segments.as_slice() {
             ["healthz"] => {
                 get(is_get)?;
-                Ok(Response::json(200, r#"{"status":"ok"}"#))
+                Ok(Response::json_bytes(200, r#"{"status":"ok"}"#))
             }
             ["readyz"] => {
                 get(is_get)?;
@@ -167,7 +176,7 @@ impl Api {
             }
             ["openapi.json"] => {
                 get(is_get)?;
-                Ok(Response::json(200, self.openapi.clone()))
+                Ok(Response::json_bytes(200, self.openapi.clone()))
             }
             ["v1", "products"] => {
                 get(is_get)?;
@@ -217,7 +226,7 @@ impl Api {
                 sources: Vec::new(),
             });
         }
-        Ok(Response::json(
+        Ok(Response::json_bytes(
             200,
             json!({"status": "ready", "generation": snapshot.generation,
                    "connectors": snapshot.connectors.len()})
@@ -300,7 +309,7 @@ impl Api {
             .collect();
         let body = json!({"data": data, "sources": [], "complete": true,
                           "generation": snapshot.generation});
-        Ok(Response::json(200, body.to_string()))
+        Ok(Response::json_bytes(200, body.to_string()))
     }
 }
 
@@ -367,18 +376,17 @@ fn envelope<T: Serialize>(
     sources: &[SourceResult],
     generation: u64,
     caching: Caching,
-) -> Response {
+) -> Result<Response, ApiError> {
     let statuses = statuses(sources);
     let complete = complete(sources);
-    let body = serde_json::to_vec(&Envelope {
+    let body = to_json(&Envelope {
         data,
         sources: &statuses,
         complete,
         generation,
         next_cursor: None,
-    })
-    .unwrap_or_default();
-    match caching {
+    })?;
+    Ok(match caching {
         Caching::Validated => {
             let fresh = if complete {
                 sources.iter().filter_map(|s| s.fresh_until).min()
@@ -396,7 +404,22 @@ fn envelope<T: Serialize>(
             ],
             body: Bytes::from(body),
         },
-    }
+    })
+}
+
+/// `value` as JSON; a value that does not serialize (a map with non-string keys, a
+/// failing `Serialize`) is a 500 problem naming the failure.
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::Internal {
+        detail: format!("the answer could not be serialized: {e}"),
+    })
+}
+
+/// As [`to_json`], as text.
+pub(crate) fn to_json_text<T: Serialize + ?Sized>(value: &T) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(|e| ApiError::Internal {
+        detail: format!("the answer could not be serialized: {e}"),
+    })
 }
 
 /// A 200 answer with ETag, conditional 304 and Cache-Control from the shortest freshness
@@ -565,9 +588,9 @@ impl Params {
     }
 }
 
-/// The snapshot a request answers from, and its generation.
-pub(crate) fn snapshot_of(api: &Api) -> Arc<Snapshot> {
-    api.registry.load()
+/// The view a request answers from: one snapshot, each canary chosen once.
+pub(crate) fn view_of(api: &Api) -> View {
+    api.registry.load().view()
 }
 
 /// An integer query value: `62`, or `62.0` (JSON Schema counts a number without a fraction
@@ -580,4 +603,49 @@ fn integral(text: &str) -> Option<i64> {
     (!fraction.is_empty() && fraction.bytes().all(|b| b == b'0'))
         .then(|| whole.parse::<i64>().ok())
         .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value whose serialization fails, as a map with non-string keys would.
+    struct Unserializable;
+
+    impl Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no JSON form"))
+        }
+    }
+
+    fn request() -> Request {
+        Request {
+            method: Method::GET,
+            path: "/v1/products/x:1".into(),
+            query: String::new(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn an_answer_that_does_not_serialize_is_a_500_never_an_empty_200() {
+        for caching in [Caching::Validated, Caching::NoStore] {
+            let refused = envelope(&request(), &Unserializable, &[], 1, caching)
+                .expect_err("no 200 with an empty body");
+            assert_eq!(refused.status(), 500);
+            let doc = refused.to_problem("/v1/products/x:1", "r-1");
+            assert_eq!(doc["type"], "https://mallgate.dev/problems/internal-error");
+            assert!(
+                doc["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("no JSON form")),
+                "{doc}"
+            );
+        }
+        let text = to_json_text(&[Unserializable]).expect_err("a page item");
+        assert_eq!(text.status(), 500);
+        let answer = Response::json(200, &Unserializable).expect_err("an admin answer");
+        assert_eq!(answer.status(), 500);
+    }
 }

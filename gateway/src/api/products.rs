@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{
     Api, Caching, Params, Request, Response, all_failed, cacheable, complete, envelope, etag_of,
-    snapshot_of, statuses,
+    statuses, to_json_text, view_of,
 };
 use crate::FastHash;
 use crate::cursor::{Cursor, random_u64};
@@ -378,8 +378,8 @@ impl Api {
         deadline: Instant,
         request_id: &str,
     ) -> Result<Arc<Window>, ApiError> {
-        let snapshot = snapshot_of(self);
-        let index = (search.key(), snapshot.generation);
+        let view = view_of(self);
+        let index = (search.key(), view.generation());
         if let Some(w) = self
             .windows
             .current
@@ -389,7 +389,7 @@ impl Api {
         {
             return Ok(w);
         }
-        let calls = snapshot
+        let calls = view
             .serving(Capability::CatalogSearch)
             .into_iter()
             .map(|c| {
@@ -415,7 +415,7 @@ impl Api {
         });
         search.sort(&mut products);
         products.truncate(self.config.cache.window_items);
-        let window = self.new_window(search.key(), snapshot.generation, &products, &sources);
+        let window = self.new_window(search.key(), view.generation(), &products, &sources)?;
         self.windows.by_id.insert(window.id, Arc::clone(&window));
         self.windows.current.insert(index, window.id);
         Ok(window)
@@ -427,7 +427,7 @@ impl Api {
         generation: u64,
         products: &[Product],
         sources: &[SourceResult],
-    ) -> Arc<Window> {
+    ) -> Result<Arc<Window>, ApiError> {
         let now = Instant::now();
         let complete = complete(sources);
         let fresh_until = if complete {
@@ -440,22 +440,22 @@ impl Api {
             now + Duration::from_secs(1)
         };
         let statuses = statuses(sources);
-        Arc::new(Window {
+        Ok(Arc::new(Window {
             id: random_u64(),
             key,
             generation,
             items: products
                 .iter()
-                .map(|p| serde_json::to_string(p).unwrap_or_default())
-                .collect(),
-            sources_json: serde_json::to_string(&statuses).unwrap_or_default(),
+                .map(to_json_text)
+                .collect::<Result<_, _>>()?,
+            sources_json: to_json_text(&statuses)?,
             sources: statuses,
             complete,
             fresh_until,
             expires: jiff::Timestamp::now().as_second()
                 + i64::try_from(self.windows.ttl.as_secs()).unwrap_or(i64::MAX / 2),
             pages: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     /// A page of a window: body and ETag, serialized once per (offset, limit).
@@ -509,7 +509,7 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let params = Params::parse(&req.query, &[])?;
         let deadline = self.deadline(&params)?;
-        let snapshot = snapshot_of(self);
+        let view = view_of(self);
         let not_found = || ApiError::NotFound {
             kind: "product",
             detail: format!("no partner knows a product `{id}`"),
@@ -535,7 +535,7 @@ impl Api {
                 sort: "relevance".into(),
                 ..Search::default()
             };
-            let calls = snapshot
+            let calls = view
                 .serving(Capability::CatalogSearch)
                 .into_iter()
                 .map(|c| {
@@ -545,8 +545,8 @@ impl Api {
                 .collect();
             (Capability::CatalogSearch, calls)
         } else {
-            let owned: Vec<_> = snapshot
-                .connectors
+            let owned: Vec<_> = view
+                .connectors()
                 .iter()
                 .filter(|c| c.partner() == partner)
                 .cloned()
@@ -588,19 +588,24 @@ impl Api {
             return Err(e);
         }
         let products = merged(&sources, |_, _| true);
-        let found = products
-            .into_iter()
-            .find(|p| p.product_id == id || p.variants.iter().any(|v| v.variant_id == id));
+        // A native id resolves to its product whatever id the product carries (a GTIN
+        // gives it `gtin:…`): the product, a variant or an offer may be the one asked.
+        let found = products.into_iter().find(|p| {
+            p.product_id == id
+                || p.variants
+                    .iter()
+                    .any(|v| v.variant_id == id || v.offers.iter().any(|o| o.offer_id == id))
+        });
         let Some(product) = found else {
             return Err(not_found());
         };
-        Ok(envelope(
+        envelope(
             req,
             &product,
             &sources,
-            snapshot.generation,
+            view.generation(),
             Caching::Validated,
-        ))
+        )
     }
 }
 

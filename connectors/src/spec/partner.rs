@@ -1,0 +1,197 @@
+//! How the partner is reached and authenticated: endpoints, the health check, `auth`,
+//! `tls`, and the secret references they carry.
+
+use serde::{Deserialize, Serialize};
+
+use super::default_one;
+
+/// A reference to a secret, never the secret itself: `secret:NAME`, `env:VAR`, `file:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretRef(pub String);
+
+/// Where a secret reference points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The partner's own namespace in the gateway's secret store.
+    Partner,
+    /// An environment variable of the gateway process (operator connectors only).
+    Env,
+    /// A file on the gateway host (operator connectors only).
+    File,
+}
+
+impl SecretRef {
+    /// The reference's source and name, or `None` for a literal value.
+    pub fn parse(text: &str) -> Option<(SecretSource, &str)> {
+        let (scheme, name) = text.split_once(':')?;
+        let source = match scheme {
+            "secret" => SecretSource::Partner,
+            "env" => SecretSource::Env,
+            "file" => SecretSource::File,
+            _ => return None,
+        };
+        Some((source, name))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub url: String,
+    /// Failover order: lowest first.
+    #[serde(default)]
+    pub priority: u32,
+    #[serde(default = "default_one")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: String,
+    /// `None`: the operator's `resilience` default (10 s unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_s: Option<u32>,
+    /// `None`: the operator's `resilience` default (1000 ms unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+    #[serde(default = "HealthCheck::default_healthy_statuses")]
+    pub healthy_statuses: Vec<u16>,
+}
+
+impl HealthCheck {
+    fn default_healthy_statuses() -> Vec<u16> {
+        vec![200]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyLocation {
+    Header,
+    Query,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// Client id and secret in an HTTP Basic `Authorization` header (RFC 6749 §2.3.1).
+    #[default]
+    Basic,
+    /// Client id and secret as form fields of the token request.
+    Body,
+}
+
+fn default_auth_header() -> String {
+    "Authorization".to_owned()
+}
+
+fn default_auth_scheme() -> String {
+    "Bearer".to_owned()
+}
+
+fn default_refresh_before_s() -> u32 {
+    30
+}
+
+/// How the gateway authenticates to the partner.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    #[default]
+    None,
+    ApiKey {
+        #[serde(rename = "in")]
+        location: KeyLocation,
+        name: String,
+        value: SecretRef,
+    },
+    Basic {
+        /// A literal or a secret reference.
+        username: String,
+        password: SecretRef,
+    },
+    Bearer {
+        token: SecretRef,
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default = "default_auth_scheme")]
+        scheme: String,
+    },
+    Oauth2ClientCredentials {
+        token_url: String,
+        /// A literal or a secret reference.
+        client_id: String,
+        client_secret: SecretRef,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<String>,
+        #[serde(default)]
+        client_auth: ClientAuth,
+        #[serde(default = "default_auth_header")]
+        header: String,
+        #[serde(default = "default_auth_scheme")]
+        scheme: String,
+        #[serde(default = "default_refresh_before_s")]
+        refresh_before_s: u32,
+    },
+}
+
+impl Auth {
+    /// Every field that holds or may hold a secret reference, with its pointer below
+    /// `/auth`.
+    pub(super) fn secret_fields(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Self::None => vec![],
+            Self::ApiKey { value, .. } => vec![("value", value.0.as_str())],
+            Self::Basic { username, password } => {
+                vec![
+                    ("username", username.as_str()),
+                    ("password", password.0.as_str()),
+                ]
+            }
+            Self::Bearer { token, .. } => vec![("token", token.0.as_str())],
+            Self::Oauth2ClientCredentials {
+                client_id,
+                client_secret,
+                ..
+            } => vec![
+                ("client_id", client_id.as_str()),
+                ("client_secret", client_secret.0.as_str()),
+            ],
+        }
+    }
+}
+
+/// TLS to the partner beyond the defaults (platform roots, TLS 1.2+, always verified).
+/// Every field that carries key material is a reference; there is no field that turns
+/// verification off.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificates of CAs trusted for this partner, besides the platform's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretRef>,
+    /// PEM certificate chain for mutual TLS (with `client_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretRef>,
+    /// The name endpoint certificates are verified against, instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl Tls {
+    /// The reference fields, with their pointer below `/tls`.
+    pub(super) fn secret_fields(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("ca", &self.ca),
+            ("client_certificate", &self.client_certificate),
+            ("client_key", &self.client_key),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| value.as_ref().map(|v| (field, v.0.as_str())))
+        .collect()
+    }
+}

@@ -1,0 +1,73 @@
+//! The admin API's routes: which handler answers which method and path, and who may call it.
+
+use serde_json::json;
+
+use super::Admin;
+use super::change::Event;
+use crate::api::{Request, Response};
+use crate::changes::{Change, ReloadSource};
+use crate::problem::ApiError;
+
+impl Admin {
+    pub(super) async fn route(&self, req: &Request) -> Result<Response, ApiError> {
+        let role = self.tokens.authenticate(req)?;
+        let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), parts.as_slice()) {
+            ("GET", ["admin", "v1", "status"]) => {
+                role.operator_only()?;
+                self.status()
+            }
+            ("POST", ["admin", "v1", "reload"]) => {
+                role.operator_only()?;
+                let change = Change::Reload(ReloadSource::Admin);
+                let applied = self.changes.submit(role, change).await?;
+                Ok(Response::json_value(
+                    200,
+                    &json!({"generation": applied.generation}),
+                ))
+            }
+            ("POST", ["admin", "v1", "cache", "purge"]) => {
+                role.operator_only()?;
+                self.api.purge();
+                self.audit(&Event::new(&role, "cache.purge", "*"), "ok")
+                    .map_err(|e| ApiError::Internal {
+                        detail: format!("purged, but the audit log could not be written: {e}"),
+                    })?;
+                Ok(Response::json_value(200, &json!({"purged": true})))
+            }
+            ("PUT", ["admin", "v1", "partners", partner, "secrets", name]) => {
+                self.put_secret(&role, partner, name, &req.body)
+            }
+            ("PUT", ["admin", "v1", "connectors", id]) => self.put_connector(&role, id, req).await,
+            ("GET", ["admin", "v1", "connectors", id]) => self.get_connector(&role, id),
+            ("DELETE", ["admin", "v1", "connectors", id]) => self.delete_connector(&role, id).await,
+            ("GET", ["admin", "v1", "connectors", id, "versions"]) => self.versions(&role, id),
+            ("POST", ["admin", "v1", "connectors", id, "dry-run"]) => {
+                self.dry_run(&role, id, &req.body).await
+            }
+            ("POST", ["admin", "v1", "connectors", id, "rollback"]) => {
+                self.rollback(&role, id, &req.body).await
+            }
+            (
+                "DELETE",
+                [
+                    "admin",
+                    "v1",
+                    "connectors",
+                    id,
+                    "versions",
+                    version,
+                    "quarantine",
+                ],
+            ) => self.clear_quarantine(&role, id, version).await,
+            (_, ["admin", "v1", ..]) => Err(ApiError::NotFound {
+                kind: "route",
+                detail: format!("no admin route {} {}", req.method, req.path),
+            }),
+            _ => Err(ApiError::NotFound {
+                kind: "route",
+                detail: "admin routes start with /admin/v1/".into(),
+            }),
+        }
+    }
+}

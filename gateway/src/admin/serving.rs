@@ -1,0 +1,160 @@
+//! The serving set an admin gateway builds: the connectors directory, with every
+//! connector that has an active version in the store replaced by that version, and the
+//! store's canaries beside them. Startup and every change build it the same way.
+
+use std::collections::BTreeMap;
+
+use mallgate_connectors::{ConnectorError, ConnectorSpec, Format, Owner};
+use sha2::{Digest, Sha256};
+
+use super::Admin;
+use super::auth::Role;
+use super::change::Event;
+use crate::GatewayError;
+use crate::registry::{Document, documents_in};
+
+impl Admin {
+    /// The documents to serve: the connectors directory, with any connector that has an
+    /// active version in the store replaced by that version.
+    pub(super) fn documents(&self) -> Result<Vec<Document>, GatewayError> {
+        let stored = self.store.active_documents()?;
+        let mut docs: BTreeMap<String, Document> = BTreeMap::new();
+        if let Some(dir) = &self.connectors_dir {
+            let current = self.api.registry.load();
+            for doc in documents_in(dir)? {
+                // The id: from the serving connector built from this very text, else parsed.
+                let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
+                let id = match current.connectors.iter().find(|c| c.digest == digest) {
+                    Some(c) => c.id().to_owned(),
+                    None => {
+                        match ConnectorSpec::load(&doc.text, Format::sniff(&doc.text), &doc.owner)
+                            .map_err(|e| e.to_string())
+                            .and_then(|s| {
+                                let refused = self.api.registry.address_problems(&s);
+                                if refused.is_empty() {
+                                    Ok(s.id)
+                                } else {
+                                    Err(ConnectorError::InvalidSpec { problems: refused }
+                                        .to_string())
+                                }
+                            }) {
+                            Ok(id) => id,
+                            Err(reason) => {
+                                // A broken file must not block every other change: its last good
+                                // version (built from this file) keeps serving, and it is audited.
+                                match current.connectors.iter().find(|c| c.source == doc.name) {
+                                    Some(last) => {
+                                        self.note(
+                                            &Event::new(
+                                                &Role::Operator,
+                                                "directory.document",
+                                                &doc.name,
+                                            )
+                                            .version(last.version())
+                                            .detail(
+                                                format!(
+                                                    "{reason}; the last good version keeps serving"
+                                                ),
+                                            ),
+                                            "rejected",
+                                        );
+                                        docs.insert(
+                                            last.id().to_owned(),
+                                            Document {
+                                                name: doc.name.clone(),
+                                                text: last.text.to_string(),
+                                                owner: last.owner.clone(),
+                                                version: None,
+                                                canary_percent: None,
+                                            },
+                                        );
+                                        continue;
+                                    }
+                                    // A new file that never built: the reload names its problems.
+                                    None => doc.name.clone(),
+                                }
+                            }
+                        }
+                    }
+                };
+                docs.insert(id, doc);
+            }
+        }
+        for (id, version, text) in stored {
+            // A quarantined version never serves again (the pointer moved when it was
+            // quarantined; this covers a crash in between): its last good one does.
+            let (version, text) = match self.store.quarantined(&id, version)? {
+                None => (version, text),
+                Some(_) => match self.store.last_good(&id, version)? {
+                    Some(good) => (good, self.store.document(&id, good)?),
+                    None => continue,
+                },
+            };
+            let owner = self.author_owner(&id, version);
+            // A partner's version beyond its (since narrowed) grant does not serve, and
+            // does not stop everyone else's from serving: the directory's document, if
+            // any, takes its place.
+            if matches!(owner, Owner::Partner(_))
+                && let Ok(spec) = ConnectorSpec::load(&text, Format::sniff(&text), &owner)
+            {
+                let beyond = self.api.registry.grant_problems(&spec, &text);
+                if !beyond.is_empty() {
+                    self.note(
+                        &Event::new(&Role::Operator, "connector.grant", &id)
+                            .version(version)
+                            .detail(ConnectorError::InvalidSpec { problems: beyond }.to_string()),
+                        "rejected",
+                    );
+                    continue;
+                }
+            }
+            docs.insert(
+                id.clone(),
+                Document {
+                    name: format!("admin:{id}@v{version}"),
+                    text,
+                    owner,
+                    version: Some(version),
+                    canary_percent: None,
+                },
+            );
+        }
+        let mut out: Vec<Document> = docs.into_values().collect();
+        for (id, version, percent, text) in self.store.canary_documents()? {
+            if self.store.quarantined(&id, version)?.is_some() {
+                continue;
+            }
+            let owner = self.author_owner(&id, version);
+            out.push(Document {
+                name: format!("admin:{id}@v{version} (canary {percent}%)"),
+                text,
+                owner,
+                version: Some(version),
+                canary_percent: Some(percent),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The owner a stored version was submitted as.
+    /// Fails closed: a version whose author cannot be read counts as its partner's
+    /// (untrusted: isolated, granted, partner secrets only), never as the operator's.
+    pub(super) fn author_owner(&self, id: &str, version: u32) -> Owner {
+        let meta = self
+            .store
+            .versions(id)
+            .ok()
+            .and_then(|v| v.into_iter().find(|m| m.version == version));
+        match meta {
+            Some(m) => Role::parse(&m.author)
+                .map_or_else(|| Owner::Partner(m.partner.clone()), |r| r.owner()),
+            None => Owner::Partner(String::new()),
+        }
+    }
+
+    /// Builds and swaps the whole serving set (the startup path).
+    pub fn reload(&self) -> Result<u64, GatewayError> {
+        let docs = self.documents()?;
+        self.api.registry.reload(&docs).map(|s| s.generation)
+    }
+}
