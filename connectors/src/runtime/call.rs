@@ -274,6 +274,20 @@ impl Connector {
                     .unwrap_or_default(),
             });
         }
+        if output.records.is_empty()
+            && !output.not_found
+            && output.stats.selected > 0
+            && capability.is_lookup()
+        {
+            return Err(ConnectorError::MappingRejected {
+                dropped: output.stats.selected,
+                first: format!(
+                    "the reply held {} record{} and the map produced none",
+                    output.stats.selected,
+                    if output.stats.selected == 1 { "" } else { "s" }
+                ),
+            });
+        }
         Ok(output)
     }
 

@@ -98,6 +98,13 @@ pub enum Capability {
 }
 
 impl Capability {
+    /// A lookup of one record by its key (a product id, a tracking number): a reply that
+    /// holds records of which the map produces none is the mapping failing, never "no
+    /// such record".
+    pub fn is_lookup(self) -> bool {
+        matches!(self, Self::CatalogGet | Self::TrackingGet)
+    }
+
     pub const ALL: [Capability; 6] = [
         Self::CatalogSearch,
         Self::CatalogGet,
