@@ -261,7 +261,7 @@ fn a_pass_through_reads_small_replies_inline_exactly_as_jq_does() {
         (inline.selected, inline.records.len(), inline.dropped.len()),
         (7, 5, 2)
     );
-    assert_eq!(inline.products.len(), 5, "products come typed");
+    assert_eq!(inline.typed.len(), 5, "records come typed");
     assert_eq!(
         inline.records[0]["variants"][0]["weight"]["grams"],
         json!(7124)

@@ -15,6 +15,43 @@ use mallgate_partner_sim::world::distance_km;
 use mallgate_partner_sim::{Faults, Partner};
 use serde_json::{Value, json};
 
+/// The typed records are the mapped records, one for one and field for field: what the
+/// gateway caches and serves (typed) is what the mapping produced (JSON).
+fn typed_as_mapped(
+    out: &mallgate_connectors::runtime::CallOutput,
+) -> &mallgate_connectors::runtime::CallOutput {
+    use mallgate_schemas::Record;
+    assert_eq!(out.typed.len(), out.records.len(), "every record typed");
+    for (typed, record) in out.typed.iter().zip(&out.records) {
+        let back = match typed {
+            Record::Product(r) => serde_json::to_value(r),
+            Record::InventoryLevel(r) => serde_json::to_value(r),
+            Record::Location(r) => serde_json::to_value(r),
+            Record::ShippingRate(r) => serde_json::to_value(r),
+            Record::Tracking(r) => serde_json::to_value(r),
+        }
+        .expect("serializes");
+        assert_eq!(canonical(&back), canonical(record), "typed = mapped");
+    }
+    out
+}
+
+/// A record with its numbers as floats (`900` and `900.0` are one weight) and empty lists
+/// dropped (the typed form omits an empty `warnings`).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !matches!(v, Value::Array(a) if a.is_empty()))
+                .map(|(k, v)| (k.clone(), canonical(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn minor(money: &Value) -> i64 {
     assert_eq!(money["currency"], "USD", "{money}");
     money["amount_minor"].as_i64().expect("amount_minor")
@@ -44,6 +81,7 @@ async fn voltmart_catalog_inventory_and_locations() {
         )
         .await
         .expect("search");
+    typed_as_mapped(&out);
     let truth: Vec<_> = world
         .listed_by(Partner::Voltmart)
         .filter(|(p, _)| p.title.to_lowercase().contains("soundbar"))
@@ -78,6 +116,7 @@ async fn voltmart_catalog_inventory_and_locations() {
         )
         .await
         .expect("get");
+    typed_as_mapped(&got);
     assert_eq!(got.records[0]["title"], json!(product.title));
     let missing = c
         .call(
@@ -88,6 +127,7 @@ async fn voltmart_catalog_inventory_and_locations() {
         )
         .await
         .expect("get");
+    typed_as_mapped(&missing);
     assert!(missing.not_found && missing.records.is_empty());
 
     // Store stock: only bands (lowStock), for stores that have some.
@@ -100,6 +140,7 @@ async fn voltmart_catalog_inventory_and_locations() {
         )
         .await
         .expect("inventory");
+    typed_as_mapped(&stock);
     let stores: Vec<_> = world
         .locations_of(Partner::Voltmart)
         .filter(|l| world.stock(l, product.index, 0, BLACK_FRIDAY) > 0)
@@ -121,6 +162,7 @@ async fn voltmart_catalog_inventory_and_locations() {
         .call(Capability::LocationsList, &json!({}), "rt-5", deadline())
         .await
         .expect("locations");
+    typed_as_mapped(&locations);
     let all: Vec<_> = world.locations_of(Partner::Voltmart).collect();
     assert_eq!(locations.stats.pages, 2);
     assert_eq!(locations.records.len(), all.len());
@@ -191,6 +233,7 @@ async fn threadline_catalog_link_pages_weights_and_options() {
         )
         .await
         .expect("search");
+    typed_as_mapped(&out);
     let truth: Vec<_> = world
         .listed_by(Partner::Threadline)
         .filter(|(p, _)| p.title.to_lowercase().contains("rain jacket"))
@@ -256,6 +299,7 @@ async fn threadline_catalog_link_pages_weights_and_options() {
         )
         .await
         .expect("search");
+    typed_as_mapped(&out);
     assert!(!out.records.is_empty());
     assert!(
         out.records
@@ -273,6 +317,7 @@ async fn threadline_inventory_keeps_negative_available_and_incoming_apart() {
         .call(Capability::LocationsList, &json!({}), "rt-9", deadline())
         .await
         .expect("locations");
+    typed_as_mapped(&locations);
     assert_eq!(
         locations.records.len(),
         world.locations_of(Partner::Threadline).count()
@@ -291,6 +336,7 @@ async fn threadline_inventory_keeps_negative_available_and_incoming_apart() {
                 )
                 .await
                 .expect("inventory");
+            typed_as_mapped(&out);
             let truth: Vec<_> = world.locations_of(Partner::Threadline).collect();
             assert_eq!(out.records.len(), truth.len());
             for (record, l) in out.records.iter().zip(&truth) {
@@ -504,6 +550,7 @@ async fn northwind_edi_stock_and_the_control_total() {
             )
             .await
             .expect("inventory");
+        typed_as_mapped(&out);
         assert_eq!(out.records.len(), warehouses.len(), "{:?}", out.warnings);
         for (record, l) in out.records.iter().zip(&warehouses) {
             let units = northwind::available(world, l, product, BLACK_FRIDAY);
@@ -571,6 +618,7 @@ async fn parcelpost_rates_never_turn_a_failure_into_free_shipping() {
             )
             .await
             .expect("rates");
+        typed_as_mapped(&out);
         let truth = shipping::quotes(Partner::ParcelPost, from, to, &weights);
         let ok: Vec<_> = truth.iter().filter(|q| q.failed.is_none()).collect();
         assert_eq!(out.records.len(), ok.len(), "{:?}", out.warnings);
@@ -613,6 +661,7 @@ async fn carriers_tracking_statuses_and_not_found_in_200() {
                 )
                 .await
                 .expect("tracking");
+            typed_as_mapped(&out);
             assert_eq!(out.records.len(), 1, "{:?}", out.warnings);
             let record = &out.records[0];
             let status = serde_json::to_value(parcel.status()).expect("status");
@@ -688,6 +737,7 @@ async fn swiftship_rates_with_charges() {
         )
         .await
         .expect("rates");
+    typed_as_mapped(&out);
     let truth = shipping::quotes(Partner::SwiftShip, "50309", "10001", &weights);
     assert_eq!(out.records.len(), truth.len(), "{:?}", out.warnings);
     for (record, q) in out.records.iter().zip(&truth) {

@@ -21,9 +21,8 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use mallgate_connectors::spec::CachePolicy;
 use mallgate_connectors::{Capability, ConnectorError};
-use mallgate_schemas::{Product, Warning};
+use mallgate_schemas::{Product, Record, Warning};
 use moka::Expiry;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::FastHash;
@@ -37,34 +36,47 @@ pub struct CacheKey {
     pub query: Arc<str>,
 }
 
-/// What a call gave, as cached.
+/// What a call gave, as cached: the records typed once, where they were mapped (their
+/// JSON is not kept).
 #[derive(Debug, Clone, Default)]
 pub struct Records {
-    /// The records as JSON, for capabilities whose records are not products.
-    pub records: Vec<Value>,
-    /// Product records (the catalog capabilities), typed once when they were validated;
-    /// their JSON is not kept.
-    pub products: Vec<Product>,
+    pub records: Vec<Record>,
     pub not_found: bool,
     pub warnings: Vec<Warning>,
 }
 
 impl Records {
-    /// The records of the answer, of either kind.
     pub fn len(&self) -> usize {
-        self.records.len() + self.products.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.records.is_empty()
+    }
+
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.records.iter().filter_map(Record::as_product)
     }
 
     /// What the records hold in memory, roughly.
     fn heap_bytes(&self) -> usize {
-        self.records.iter().map(heap_bytes).sum::<usize>()
-            + self.records.capacity() * std::mem::size_of::<Value>()
-            + self.products.iter().map(product_bytes).sum::<usize>()
+        self.records.capacity() * std::mem::size_of::<Record>()
+            + self.records.iter().map(record_bytes).sum::<usize>()
     }
+}
+
+/// What a record holds beyond its own struct, roughly. Products are counted field by
+/// field (they are most of the cache); the smaller records by their JSON text, which
+/// bounds their strings.
+fn record_bytes(record: &Record) -> usize {
+    let text = match record {
+        Record::Product(p) => return product_bytes(p) - std::mem::size_of::<Product>(),
+        Record::InventoryLevel(r) => serde_json::to_vec(r),
+        Record::Location(r) => serde_json::to_vec(r),
+        Record::ShippingRate(r) => serde_json::to_vec(r),
+        Record::Tracking(r) => serde_json::to_vec(r),
+    };
+    text.map_or(0, |t| t.len())
 }
 
 /// What a product holds in memory, roughly: its structs, strings and maps.
@@ -165,23 +177,6 @@ impl Entry {
     /// Claims the one background refresh of this entry; false if one is running or ran.
     pub fn claim_refresh(&self) -> bool {
         !self.refreshing.swap(true, Ordering::AcqRel)
-    }
-}
-
-/// What a JSON value holds in memory, roughly: the budget is for what the process keeps,
-/// not for the size of the JSON text (a parsed record takes several times its text).
-pub fn heap_bytes(value: &Value) -> usize {
-    /// A `BTreeMap` entry: key, value and its share of a node, at typical fill.
-    const MAP_ENTRY: usize = 80;
-    const VALUE: usize = std::mem::size_of::<Value>();
-    match value {
-        Value::String(s) => s.capacity(),
-        Value::Array(a) => a.capacity() * VALUE + a.iter().map(heap_bytes).sum::<usize>(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| MAP_ENTRY + k.capacity() + heap_bytes(v))
-            .sum::<usize>(),
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
     }
 }
 

@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 use mallgate_connectors::runtime::query_field;
-use mallgate_connectors::template::Template;
 use mallgate_connectors::{Capability, ConnectorError};
 use serde::Serialize;
 use serde_json::Value;
@@ -105,15 +104,10 @@ impl PlannedCall {
     /// query lacks (a lookup by a native id the gateway does not know for that partner).
     pub fn new(connector: Arc<LiveConnector>, capability: Capability, query: Value) -> Self {
         let missing = connector
-            .spec()
-            .capabilities
-            .get(&capability)
-            .and_then(|c| Template::parse(&c.request.path).ok())
-            .and_then(|t| {
-                t.fields()
-                    .find(|f| *f != "request_id" && query_field(&query, f).is_none())
-                    .map(str::to_owned)
-            });
+            .connector
+            .path_fields(capability)
+            .find(|f| *f != "request_id" && query_field(&query, f).is_none())
+            .map(str::to_owned);
         let query = match missing {
             Some(f) => Err(format!(
                 "the request needs `{f}`, which this query does not give"
@@ -379,14 +373,9 @@ async fn one(
                     .map(|out| (out.records.len(), out.stats.dropped)),
                 started.elapsed(),
             );
-            // Product records are kept typed only; other records as JSON.
+            // The records are kept typed only.
             result.map(|out| Records {
-                records: if out.products.is_empty() {
-                    out.records
-                } else {
-                    Vec::new()
-                },
-                products: out.products,
+                records: out.typed,
                 not_found: out.not_found,
                 warnings: out.warnings,
             })

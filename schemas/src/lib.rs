@@ -11,7 +11,7 @@ mod validate;
 pub use identity::{gtin14_is_valid, identity_violations};
 pub use model::*;
 pub use validate::{
-    CONNECTOR_SCHEMA_ID, OPENAPI_YAML, SchemaError, Unified, UnifiedSchema, Violation,
+    CONNECTOR_SCHEMA_ID, OPENAPI_YAML, Record, SchemaError, Unified, UnifiedSchema, Violation,
     connector_schema_document, connector_violations, escape_token, schema_document, unified_stems,
-    validate_product, validate_record, validate_value,
+    validate_product, validate_record, validate_typed, validate_value,
 };

@@ -326,6 +326,76 @@ pub fn validate_product(value: &Value) -> Result<model::Product, SchemaError> {
     }
 }
 
+/// A record of one of the capabilities' schemas, typed: what the gateway caches, merges
+/// and serves. Each record is typed once, where it is mapped; a record that does not type
+/// is dropped there with a warning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Product(model::Product),
+    InventoryLevel(model::InventoryLevel),
+    Location(model::Location),
+    ShippingRate(model::ShippingRate),
+    Tracking(model::Tracking),
+}
+
+impl Record {
+    pub fn as_product(&self) -> Option<&model::Product> {
+        match self {
+            Self::Product(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    pub fn as_inventory_level(&self) -> Option<&model::InventoryLevel> {
+        match self {
+            Self::InventoryLevel(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn as_location(&self) -> Option<&model::Location> {
+        match self {
+            Self::Location(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn as_shipping_rate(&self) -> Option<&model::ShippingRate> {
+        match self {
+            Self::ShippingRate(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn as_tracking(&self) -> Option<&model::Tracking> {
+        match self {
+            Self::Tracking(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// Validates a record like [`validate_record`] and, for the schemas records are served
+/// in (products, inventory levels, locations, rates, tracking), returns it typed; `None`
+/// for any other schema.
+pub fn validate_typed(schema: UnifiedSchema, value: &Value) -> Result<Option<Record>, SchemaError> {
+    let record = match schema {
+        UnifiedSchema::Product => return validate_product(value).map(|p| Some(Record::Product(p))),
+        UnifiedSchema::InventoryLevel => Record::InventoryLevel(checked(schema, value)?),
+        UnifiedSchema::Location => Record::Location(checked(schema, value)?),
+        UnifiedSchema::ShippingRate => Record::ShippingRate(checked(schema, value)?),
+        UnifiedSchema::Tracking => Record::Tracking(checked(schema, value)?),
+        other => return validate_record(other, value).map(|()| None),
+    };
+    Ok(Some(record))
+}
+
+/// `value` valid against `schema` and typed.
+fn checked<T: DeserializeOwned>(schema: UnifiedSchema, value: &Value) -> Result<T, SchemaError> {
+    validate_value(schema, value)?;
+    typed(schema, value)
+}
+
 fn typed<T: DeserializeOwned>(schema: UnifiedSchema, value: &Value) -> Result<T, SchemaError> {
     T::deserialize(value).map_err(|source| SchemaError::Shape { schema, source })
 }

@@ -9,7 +9,7 @@
 //! a warning saying what it claimed. An offer without a seller id gets its partner's.
 
 use jaq_json::Val;
-use mallgate_schemas::{Product, UnifiedSchema, Warning, validate_product, validate_record};
+use mallgate_schemas::{Record, UnifiedSchema, Warning, validate_typed};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -237,13 +237,13 @@ pub(super) fn native_ref(record: &Val) -> Option<String> {
 }
 
 /// A mapped record as JSON -> a valid record: nulls dropped, warnings attached, identity
-/// checked, validated. Errors give the reason and the record's `source_ref` when it has one.
+/// checked, validated and typed. Errors give the reason and the record's `source_ref` when it has one.
 pub(super) fn finish_value(
     mut value: Value,
     warnings: &[Warning],
     schema: UnifiedSchema,
     identity: Option<&Identity>,
-) -> Result<(Value, Option<Product>), (String, Option<String>)> {
+) -> Result<(Value, Option<Record>), (String, Option<String>)> {
     strip_nulls(&mut value);
     let source_ref = value
         .pointer("/provenance/source_ref")
@@ -270,13 +270,10 @@ pub(super) fn finish_value(
             list.extend(warnings.iter().filter_map(|w| serde_json::to_value(w).ok()));
         }
     }
-    let invalid = |e: mallgate_schemas::SchemaError| (e.to_string(), source_ref.clone());
-    if schema == UnifiedSchema::Product {
-        let product = validate_product(&value).map_err(invalid)?;
-        return Ok((value, Some(product)));
-    }
-    validate_record(schema, &value).map_err(invalid)?;
-    Ok((value, None))
+    // Validated and typed once, here: a record that does not type is dropped with the
+    // reason, never skipped later where it is served.
+    let typed = validate_typed(schema, &value).map_err(|e| (e.to_string(), source_ref))?;
+    Ok((value, typed))
 }
 
 fn kind(value: &Value) -> &'static str {

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use jaq_json::Val;
-use mallgate_schemas::{Product, Warning};
+use mallgate_schemas::{Record, Warning};
 use serde_json::Value;
 
 use super::finish::{
@@ -56,9 +56,9 @@ pub struct MappedPage {
     pub not_found: bool,
     /// Valid unified records; each carries its own warnings in `provenance.warnings`.
     pub records: Vec<Value>,
-    /// For capabilities whose records are products: the same records, typed, in the same
-    /// order (validation deserializes them anyway; the gateway merges these).
-    pub products: Vec<Product>,
+    /// The same records, typed by the capability's schema, in the same order (validation
+    /// deserializes them anyway; the gateway caches, merges and serves these).
+    pub typed: Vec<Record>,
     /// Records the selector yielded.
     pub selected: usize,
     /// One `record_dropped` warning per record (or mapped output) that was dropped.
@@ -69,9 +69,9 @@ pub struct MappedPage {
 }
 
 impl MappedPage {
-    pub(super) fn push(&mut self, (record, product): (Value, Option<Product>)) {
+    pub(super) fn push(&mut self, (record, typed): (Value, Option<Record>)) {
         self.records.push(record);
-        self.products.extend(product);
+        self.typed.extend(typed);
     }
 }
 

@@ -457,7 +457,7 @@ impl Connector {
             output.stats.dropped += page.dropped.len();
             output.warnings.extend(page.dropped);
             output.records.extend(page.records);
-            output.products.extend(page.products);
+            output.typed.extend(page.typed);
             let Some(following) = following else {
                 break;
             };

@@ -204,6 +204,15 @@ impl Connector {
     }
 
     /// The endpoints of this version with their partner-wide state (for health pages).
+    /// The query fields the request path of `capability` needs, from its template parsed
+    /// once per version.
+    pub fn path_fields(&self, capability: Capability) -> impl Iterator<Item = &str> {
+        self.templates
+            .get(&capability)
+            .into_iter()
+            .flat_map(|t| t.path.fields())
+    }
+
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }

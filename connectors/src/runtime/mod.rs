@@ -86,8 +86,8 @@ pub struct CallStats {
 pub struct CallOutput {
     /// Valid unified records of every page, in order.
     pub records: Vec<Value>,
-    /// For capabilities whose records are products: the same records, typed, in order.
-    pub products: Vec<mallgate_schemas::Product>,
+    /// The same records, typed by the capability's schema, in order.
+    pub typed: Vec<mallgate_schemas::Record>,
     /// The partner said there is no such record (a `not_found` rule, or a 404 on a lookup).
     pub not_found: bool,
     /// Call-level warnings: dropped records, a page cap reached.

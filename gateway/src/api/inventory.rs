@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use mallgate_connectors::Capability;
-use mallgate_schemas::{InventoryLevel, Location, StockAvailable, StockFulfillment};
+use mallgate_schemas::{InventoryLevel, Location, Record, StockAvailable, StockFulfillment};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -112,7 +112,7 @@ impl StockQuery {
         &self,
         mut level: InventoryLevel,
         stale: bool,
-        places: &HashMap<String, Location>,
+        places: &HashMap<&str, &Location>,
     ) -> Option<Stock> {
         if self.fulfillment.is_some_and(|f| level.fulfillment != f) {
             return None;
@@ -120,7 +120,7 @@ impl StockQuery {
         if stale {
             level.available = StockAvailable::Unknown;
         }
-        let location = places.get(&level.location_id).cloned();
+        let location = places.get(level.location_id.as_str()).map(|l| (*l).clone());
         let distance = match (self.point, location.as_ref().and_then(|l| l.geo)) {
             (Some(p), Some(g)) => Some((distance_km(p, (g.lat, g.lon)) * 10.0).round() / 10.0),
             _ => None,
@@ -172,12 +172,11 @@ impl Api {
             locations,
             stock: sources,
         } = self.ask(&view, &query, deadline, request_id).await;
-        let places: HashMap<String, Location> = locations
+        let places: HashMap<&str, &Location> = locations
             .iter()
             .filter_map(|s| s.records.as_ref())
-            .flat_map(|r| r.records.iter())
-            .filter_map(|r| serde_json::from_value::<Location>(r.clone()).ok())
-            .map(|l| (l.location_id.clone(), l))
+            .flat_map(|r| r.records.iter().filter_map(Record::as_location))
+            .map(|l| (l.location_id.as_str(), l))
             .collect();
         if let Some(e) = all_failed("inventory.get", &sources) {
             return Err(e);
@@ -194,12 +193,13 @@ impl Api {
                 .capabilities
                 .get(&Capability::InventoryGet)
                 .and_then(|c| c.freshness_s);
-            for r in &records.records {
-                let Ok(level) = serde_json::from_value::<InventoryLevel>(r.clone()) else {
-                    continue;
-                };
-                let old = stale(&level, freshness, now);
-                stock.extend(query.stock(level, old, &places));
+            for level in records
+                .records
+                .iter()
+                .filter_map(Record::as_inventory_level)
+            {
+                let old = stale(level, freshness, now);
+                stock.extend(query.stock(level.clone(), old, &places));
             }
         }
         stock.sort_by(|a, b| {
@@ -352,7 +352,7 @@ fn skus_of(catalogs: &[SourceResult], gtin: &str) -> HashMap<String, String> {
         let Some(records) = &source.records else {
             continue;
         };
-        for p in &records.products {
+        for p in records.products() {
             for v in p
                 .variants
                 .iter()

@@ -1,7 +1,7 @@
 //! `POST /v1/shipping/rates` and `GET /v1/tracking/{carrier}/{tracking_number}`.
 
 use mallgate_connectors::Capability;
-use mallgate_schemas::{ShippingRate, ShippingRateRequest, Tracking};
+use mallgate_schemas::{Record, ShippingRate, ShippingRateRequest, Tracking};
 use serde_json::Value;
 use serde_json::json;
 
@@ -147,8 +147,8 @@ impl Api {
         let mut rates: Vec<ShippingRate> = sources
             .iter()
             .filter_map(|s| s.records.as_ref())
-            .flat_map(|r| r.records.iter())
-            .filter_map(|r| serde_json::from_value(r.clone()).ok())
+            .flat_map(|r| r.records.iter().filter_map(Record::as_shipping_rate))
+            .cloned()
             .collect();
         rank_rates(&mut rates);
         envelope(req, &rates, &sources, view.generation(), Caching::NoStore)
@@ -224,21 +224,22 @@ fn tracked(sources: &[SourceResult], carrier: &str, number: &str) -> Result<Trac
     if records.not_found {
         return Err(not_found());
     }
-    let why = match records.records.first() {
-        Some(record) => match serde_json::from_value::<Tracking>(record.clone()) {
-            Ok(tracking) => return Ok(tracking),
-            Err(e) => format!("the mapped record is not a tracking record: {e}"),
-        },
-        None if source.status.dropped == 0 => return Err(not_found()),
-        None => records
-            .warnings
-            .iter()
-            .find(|w| w.code == "record_dropped")
-            .map_or_else(
-                || "the mapping dropped the record".to_owned(),
-                |w| format!("the mapping dropped the record: {}", w.message),
-            ),
-    };
+    if let Some(tracking) = records.records.iter().find_map(Record::as_tracking) {
+        return Ok(tracking.clone());
+    }
+    // Records are typed where they are mapped; a source that answered without its parcel
+    // lost it there (the runtime fails a lookup whose map produced nothing).
+    if source.status.dropped == 0 {
+        return Err(not_found());
+    }
+    let why = records
+        .warnings
+        .iter()
+        .find(|w| w.code == "record_dropped")
+        .map_or_else(
+            || "the mapping dropped the record".to_owned(),
+            |w| format!("the mapping dropped the record: {}", w.message),
+        );
     let mut status = source.status.clone();
     status.outcome = Outcome::Failed;
     status.records = 0;

@@ -617,8 +617,8 @@ fn supports(c: &crate::registry::LiveConnector, capability: Capability) -> &[Str
         .map_or(&[], |cap| cap.supports.as_slice())
 }
 
-/// The products of every answering source, each source's kept by `keep`, merged. Each
-/// record is deserialized once.
+/// The products of every answering source, each source's kept by `keep`, merged. The
+/// records were typed once, where they were mapped.
 fn merged(
     sources: &[SourceResult],
     keep: impl Fn(&crate::registry::LiveConnector, &Product) -> bool,
@@ -630,8 +630,7 @@ fn merged(
             Some(RankedProducts {
                 rank: crate::registry::rank(&s.connector),
                 products: records
-                    .products
-                    .iter()
+                    .products()
                     .filter(|p| keep(&s.connector, p))
                     .collect(),
             })
