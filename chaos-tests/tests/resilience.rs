@@ -5,8 +5,7 @@
 //! timing; the few durations printed (time to detect, time to fail over) are figures for
 //! the drill report, not assertions. Every load loop is bounded in count.
 
-#[path = "../../gateway/tests/support/mod.rs"]
-mod support;
+use mallgate_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -17,7 +17,8 @@
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
 //! - [`changes`]: the reload task: every change to the serving set, one at a time.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
-//! - [`demo`]: the simulator fleet and the gateway in one process.
+//! - `demo` (the default `demo` feature): the simulator fleet and the gateway in one
+//!   process.
 
 pub mod admin;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod cursor;
+#[cfg(feature = "demo")]
 pub mod demo;
 mod error;
 pub mod fanout;

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+#[cfg(feature = "demo")]
 use mallgate::demo::{self, DemoOptions};
 use mallgate::{Gateway, GatewayConfig};
 
@@ -81,47 +82,52 @@ fn main() -> anyhow::Result<()> {
             gateway.run()?;
             Ok(())
         }
-        Some("demo") => {
-            let mut options = DemoOptions::default();
-            while let Some(arg) = args.next() {
-                let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-                match arg.as_str() {
-                    "--listen" => {
-                        let addr: std::net::SocketAddr =
-                            value()?.parse().context("--listen must be IP:PORT")?;
-                        if !addr.ip().is_loopback() {
-                            bail!("the demo listens on loopback only, not {addr}");
-                        }
-                        options.listen = addr;
-                    }
-                    "--seed" => {
-                        options.seed = value()?.parse().context("--seed must be an integer")?
-                    }
-                    "--connectors" => options.connectors_dir = PathBuf::from(value()?),
-                    "-h" | "--help" => {
-                        eprintln!("{USAGE}");
-                        return Ok(());
-                    }
-                    other => bail!("unknown argument `{other}`\n{USAGE}"),
-                }
-            }
-            let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
-            let (admin, tokens) = demo::demo_admin()?;
-            let gateway = Gateway::build(
-                demo::demo_config(&options, Some(admin)),
-                demo::demo_secrets(),
-            )?;
-            eprintln!(
-                "{}",
-                demo::sample_commands(&format!("http://{}", options.listen), &fleet, &tokens)
-            );
-            gateway.run()?;
-            Ok(())
-        }
+        #[cfg(feature = "demo")]
+        Some("demo") => demo_main(args),
+        #[cfg(not(feature = "demo"))]
+        Some("demo") => bail!("this mallgate was built without the `demo` feature"),
         Some("-h" | "--help") | None => {
             eprintln!("{USAGE}");
             Ok(())
         }
         Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
     }
+}
+
+/// `mallgate demo`: the simulated fleet and the gateway, on loopback.
+#[cfg(feature = "demo")]
+fn demo_main(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    let mut options = DemoOptions::default();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--listen" => {
+                let addr: std::net::SocketAddr =
+                    value()?.parse().context("--listen must be IP:PORT")?;
+                if !addr.ip().is_loopback() {
+                    bail!("the demo listens on loopback only, not {addr}");
+                }
+                options.listen = addr;
+            }
+            "--seed" => options.seed = value()?.parse().context("--seed must be an integer")?,
+            "--connectors" => options.connectors_dir = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
+    let (admin, tokens) = demo::demo_admin()?;
+    let gateway = Gateway::build(
+        demo::demo_config(&options, Some(admin)),
+        demo::demo_secrets(),
+    )?;
+    eprintln!(
+        "{}",
+        demo::sample_commands(&format!("http://{}", options.listen), &fleet, &tokens)
+    );
+    gateway.run()?;
+    Ok(())
 }

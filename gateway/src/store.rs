@@ -6,6 +6,7 @@
 //! <state_dir>/connectors/<id>/v<N>.json     {version, digest, author, created_at, partner}
 //! <state_dir>/connectors/<id>/active        the active version number, or absent
 //! <state_dir>/connectors/<id>/history       every version made active, one a line, in order
+//! <state_dir>/connectors/<id>/highest       the highest version number ever given (never reused)
 //! <state_dir>/connectors/<id>/v<N>.quarantine  {at, reason}: never activated again until cleared
 //! <state_dir>/audit.log                     JSON lines: who, what, when, result
 //! ```
@@ -263,7 +264,12 @@ impl Store {
             .last()
             .map_or(0, |m| m.version)
             .max(floor)
+            .max(self.highest(id)?)
             + 1;
+        // The number is taken before the version is written: a version that served and was
+        // then discarded (its audit line could not be written) never lends its number,
+        // revision or cache entries to another document.
+        write_atomic(&dir.join("highest"), version.to_string().as_bytes())?;
         let meta = VersionMeta {
             version,
             digest: format!("{:x}", Sha256::digest(text.as_bytes())),
@@ -278,6 +284,16 @@ impl Store {
         })?;
         write_atomic(&dir.join(format!("v{version}.json")), &json)?;
         Ok(meta)
+    }
+
+    /// The highest version number ever given to `id` (0: none).
+    fn highest(&self, id: &str) -> Result<u32, GatewayError> {
+        let path = self.dir(id)?.join("highest");
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(t.trim().parse().unwrap_or(0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Removes a version that was never activated (its build was rejected).

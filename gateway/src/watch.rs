@@ -84,7 +84,6 @@ impl BackgroundService for Watcher {
             };
             let now = self.dir.as_deref().map(fingerprint);
             let changed = now != seen;
-            seen = now;
             let source = if hangup {
                 ReloadSource::Sighup
             } else if changed {
@@ -93,12 +92,16 @@ impl BackgroundService for Watcher {
                 continue;
             };
             let change = Change::Reload(source);
-            if let Err(e) = self.changes.submit(Role::Operator, change).await {
-                eprintln!(
+            match self.changes.submit(Role::Operator, change).await {
+                // Not taken (the queue is full): the next look tries again.
+                Err(ApiError::Overloaded { .. }) => continue,
+                Err(e) => eprintln!(
                     "mallgate: {} rejected, the active set keeps serving: {e:?}",
                     source.action()
-                );
+                ),
+                Ok(_) => {}
             }
+            seen = now;
         }
     }
 }

@@ -2,67 +2,37 @@
 //! on disk, the simulated fleet. Tokens, scopes, rejected documents, If-Match conflicts,
 //! rollback, secrets that never show, and connector swaps under load that drop nothing.
 
-mod support;
+use mallgate_testkit as support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mallgate::config::{AdminConfig, TokenConfig};
 use mallgate_partner_sim::Partner;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use support::Mall;
 
 const OPERATOR: &str = "operator-token-for-tests-0001";
 const VOLTMART: &str = "voltmart-token-for-tests-0001";
 const ACME: &str = "acme-token-for-tests-00000001";
 
-fn hash(token: &str) -> String {
-    format!("{:x}", Sha256::digest(token.as_bytes()))
-}
-
 async fn mall() -> Mall {
     mall_with(|_| {}).await
 }
 
 async fn mall_with(more: impl FnOnce(&mut mallgate::GatewayConfig)) -> Mall {
-    Mall::start_configured(
-        // Threadline's own pacing (2 calls/s) lifted: the swap test sends fresh searches.
-        |partner, text| {
-            if partner == Partner::Threadline {
-                text.replace("rate_limit_rps: 2 ", "rate_limit_rps: 10000 ")
-            } else {
-                text
-            }
-        },
-        |config| {
-            config.partners = mallgate::demo::demo_grants();
-            config.state_dir = Some(std::env::temp_dir().join(format!(
-                "mallgate-admin-test-{}-{:x}",
-                std::process::id(),
-                mallgate::cursor::random_u64()
-            )));
-            config.admin = Some(AdminConfig {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                tokens: [
-                    ("operator", OPERATOR),
-                    ("partner:voltmart", VOLTMART),
-                    ("partner:acme", ACME),
-                ]
-                .into_iter()
-                .map(|(role, token)| TokenConfig {
-                    role: role.into(),
-                    token: None,
-                    sha256: Some(hash(token)),
-                })
-                .collect(),
-                sandbox_program: Some(env!("CARGO_BIN_EXE_mallgate").into()),
-                canary_promote_after: 20,
-            });
-            more(config);
-        },
-    )
+    let tokens = [
+        ("operator", OPERATOR),
+        ("partner:voltmart", VOLTMART),
+        ("partner:acme", ACME),
+    ];
+    support::admin::admin_mall(&tokens, |config| {
+        if let Some(admin) = config.admin.as_mut() {
+            // The canary tests promote after 20 healthy calls.
+            admin.canary_promote_after = 20;
+        }
+        more(config);
+    })
     .await
 }
 

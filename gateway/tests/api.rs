@@ -3,7 +3,7 @@
 //! world's truth and (in the harness) against the OpenAPI document. Outcomes are judged by
 //! codes and counters, never by timing.
 
-mod support;
+use mallgate_testkit as support;
 
 use std::collections::{BTreeSet, HashSet};
 

@@ -3,7 +3,7 @@
 //! version discarded — and the version before it keeps serving. Faults are real: the state
 //! directory's files are replaced by directories, so the gateway's own writes fail.
 
-mod support;
+use mallgate_testkit as support;
 
 use serde_json::Value;
 use support::Mall;
@@ -99,9 +99,21 @@ async fn a_failed_store_write_is_a_500_and_undoes_the_whole_change() {
     let detail = body["detail"].as_str().expect("detail");
     assert!(detail.contains("the store failed"), "{detail}");
     assert!(detail.contains("history"), "names the file: {detail}");
-    // Undone as one: v2 serves and is the active pointer, v3 is not kept.
+    // Undone as one: v2 serves, v3 is not kept, and the store's pointer is v2 — a
+    // rebuild from the store serves v2 again.
     assert_eq!(serving(&mall, "voltmart"), Some(2));
     assert_eq!(versions(&mall).await, vec![2]);
+    let (status, body) = admin_send(
+        &mall,
+        reqwest::Method::POST,
+        "/admin/v1/reload",
+        OPERATOR,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serving(&mall, "voltmart"), Some(2));
     let store = store_status(&mall).await;
     assert_eq!(store["write_failures"], 1, "{store}");
     assert!(
@@ -128,8 +140,11 @@ async fn an_unaudited_change_does_not_stay() {
     assert!(detail.contains("undone"), "{detail}");
     assert_eq!(serving(&mall, "voltmart"), Some(2));
     assert_eq!(versions(&mall).await, vec![2]);
+    // The next version is v4: v3 served for a moment, its number is never given again.
+    // (Checked once the audit log is writable again, below.)
 
-    // A rollback and a delete are refused the same way; the purge too.
+    // A rollback and a delete are undone the same way; the purge (which cannot be
+    // undone) answers 500 too, saying it happened.
     for (method, path) in [
         (
             reqwest::Method::POST,
@@ -148,6 +163,11 @@ async fn an_unaudited_change_does_not_stay() {
         "{store}"
     );
     assert_eq!(store["write_failures"], 0, "{store}");
+
+    std::fs::remove_dir_all(state_dir(&mall).join("audit.log")).expect("unblock");
+    let (status, body) = put_voltmart(&mall, "fourth", 2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 4, "v3's number is not reused: {body}");
 }
 
 /// Every `connector_version` of Voltmart's records in an answer, at any depth.

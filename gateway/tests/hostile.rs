@@ -10,7 +10,7 @@
 //! recorded sample (a search for something else) and reach the sandbox pool: the suite
 //! tests both lines of defence.
 
-mod support;
+use mallgate_testkit as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! connector's kind, merge priority and carrier codes are the operator's grants. Tried as
 //! a partner would, with nothing but its own admin token.
 
-mod support;
+use mallgate_testkit as support;
 
 use reqwest::Method;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! pipelined requests are answered in order; the bearer scheme is case-insensitive; and
 //! health probes authenticate like calls, so every demo partner's endpoints stay healthy.
 
-mod support;
+use mallgate_testkit as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! number whose record the connector's mapping cannot produce. The answer tells the truth:
 //! the product the id names, and a failed source (not "no such parcel").
 
-mod support;
+use mallgate_testkit as support;
 
 use mallgate_partner_sim::Partner;
 use support::Mall;

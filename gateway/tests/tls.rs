@@ -4,7 +4,7 @@
 //! does not (Threadline) is a failed source with the `tls` code and a plain reason, and
 //! its probes say why — the frontend still gets a 200 from everyone else.
 
-mod support;
+use mallgate_testkit as support;
 
 use mallgate_partner_sim::pki::{Alpn, Leaf, Pki};
 use mallgate_partner_sim::{FleetConfig, Partner};

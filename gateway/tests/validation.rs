@@ -2,7 +2,7 @@
 //! accepted (an integer may be written `62.0`), what they refuse is refused with the
 //! pointer or parameter at fault (`"region": null` is not a string).
 
-mod support;
+use mallgate_testkit as support;
 
 use serde_json::json;
 use support::Mall;

@@ -207,8 +207,12 @@ impl Reader {
         match id {
             "QTY" => {
                 let quantity = get(2);
-                self.quantity_total += scaled(quantity, SCALE)
+                let value = scaled(quantity, SCALE)
                     .ok_or_else(|| fail(n, format!("QTY quantity `{quantity}` is not a number")))?;
+                self.quantity_total = self
+                    .quantity_total
+                    .checked_add(value)
+                    .ok_or_else(|| fail(n, "the QTY quantities overflow their sum"))?;
                 item.quantities.push(object([
                     ("qualifier".to_owned(), text(get(1))),
                     ("quantity".to_owned(), text(quantity)),
@@ -331,6 +335,17 @@ IEA*1*000000001~";
                 r#"{"line":"2","ids":{"UP":"400638133393","VP":"NW-1002"},"quantities":[{"qualifier":"33","quantity":"0","unit":"EA"}],"locations":[],"dates":[]}]}"#
             )
         );
+    }
+
+    /// Quantities of 30 digits, enough of them to overflow the sum: an error naming the
+    /// segment, never a panic or a wrapped total.
+    #[test]
+    fn a_quantity_sum_that_overflows_is_refused() {
+        let huge = "9".repeat(30);
+        let qty = format!("QTY*33*{huge}*EA~").repeat(200);
+        let doc = DOC.replace("QTY*33*10*EA~", &qty);
+        let err = decode(&doc).expect_err("overflow").to_string();
+        assert!(err.contains("overflow their sum"), "{err}");
     }
 
     #[test]

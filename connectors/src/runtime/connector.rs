@@ -135,9 +135,10 @@ impl Connector {
         let routes: Arc<[Route]> = routes(&spec, &resources)?.into();
         let timeout = Duration::from_millis(u64::from(spec.policies.timeout_ms));
         let max = resources.config.max_response_bytes;
+        let transport = resources.config.transport.clone();
         let endpoints: Arc<[EndpointStack]> = routes
             .iter()
-            .map(|r| endpoint_stack(Some(Arc::clone(&r.state)), timeout, max))
+            .map(|r| endpoint_stack(Some(Arc::clone(&r.state)), timeout, max, transport.clone()))
             .collect();
         let (token, token_slot) = match &spec.auth {
             Auth::Oauth2ClientCredentials {
@@ -149,6 +150,7 @@ impl Connector {
                     Some(resources.endpoint(token_url)),
                     timeout,
                     max,
+                    transport.clone(),
                 )),
                 Some(resources.token_slot(&format!("{token_url} {client_id}"))),
             ),
@@ -160,7 +162,7 @@ impl Connector {
             policies: spec.policies.clone(),
             routes: Arc::clone(&routes),
             endpoints: Arc::clone(&endpoints),
-            elsewhere: endpoint_stack(None, timeout, max),
+            elsewhere: endpoint_stack(None, timeout, max, transport.clone()),
             guard: Arc::clone(&resources.guard),
         });
         let tls = spec.tls.as_ref().map(|_| TlsBinding {
@@ -203,7 +205,6 @@ impl Connector {
         &self.resources
     }
 
-    /// The endpoints of this version with their partner-wide state (for health pages).
     /// The query fields the request path of `capability` needs, from its template parsed
     /// once per version.
     pub fn path_fields(&self, capability: Capability) -> impl Iterator<Item = &str> {
@@ -213,6 +214,7 @@ impl Connector {
             .flat_map(|t| t.path.fields())
     }
 
+    /// The endpoints of this version with their partner-wide state (for health pages).
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }

@@ -48,6 +48,20 @@ pub struct RuntimeConfig {
     pub resilience: ResilienceSettings,
     /// How often a partner's recorded sample reply may be replaced by a newer one.
     pub sample_refresh: Duration,
+    /// What sends requests: `None` is the network (the pooled HTTP clients); in-process
+    /// tests answer in memory instead, under tokio's paused clock.
+    pub transport: Option<Arc<dyn Transport>>,
+}
+
+/// Sends one built request and reads its reply (at most `max_bytes` of body): the seam
+/// in-process tests use to answer as a partner without a socket. Everything above it —
+/// the guard, breakers, timeouts, retries, hedging, mapping — runs as in production.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    fn send(
+        &self,
+        request: reqwest::Request,
+        max_bytes: usize,
+    ) -> futures_util::future::BoxFuture<'static, Result<http::Reply, ConnectorError>>;
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +73,7 @@ impl Default for RuntimeConfig {
             user_agent: concat!("mallgate/", env!("CARGO_PKG_VERSION")).to_owned(),
             resilience: ResilienceSettings::default(),
             sample_refresh: Duration::from_secs(60),
+            transport: None,
         }
     }
 }

@@ -98,11 +98,11 @@ pub enum Capability {
 }
 
 impl Capability {
-    /// A lookup of one record by its key (a product id, a tracking number): a reply that
-    /// holds records of which the map produces none is the mapping failing, never "no
-    /// such record".
+    /// A lookup of the one record a key names (a parcel by its tracking number): a reply
+    /// that holds records of which the map produces none is the mapping failing, never
+    /// "no such record". (`catalog.get` is not: a map may pick one product of several.)
     pub fn is_lookup(self) -> bool {
-        matches!(self, Self::CatalogGet | Self::TrackingGet)
+        matches!(self, Self::TrackingGet)
     }
 
     pub const ALL: [Capability; 6] = [

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use super::Admin;
 use super::auth::Role;
 use super::change::{Event, OnFailure, Tx};
-use super::{Admin, quarantine};
 use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
 
@@ -31,13 +31,9 @@ impl Admin {
                 continue;
             };
             let version = canary.live.version();
-            // An overrun quarantines (persisted), not just a rollback.
-            if canary.live.stats.get().overruns > 0 && self.stored(&canary.live) {
-                out.push(Change::Quarantine {
-                    id,
-                    version,
-                    reason: quarantine::overrun_reason(&canary.live),
-                });
+            // An overrun quarantines (persisted), not just a rollback: `overrunning` sends
+            // that change (a canary's first overrun is enough).
+            if canary.live.stats.get().overruns > 0 {
                 continue;
             }
             let verdict = verdict(
@@ -66,7 +62,11 @@ impl Admin {
         promote: bool,
         reason: String,
     ) -> Result<Applied, ApiError> {
-        let current = self.store.canary(id).ok().flatten().map(|(v, _)| v);
+        let current = self
+            .store
+            .canary(id)
+            .map_err(|e| self.store_error(&e))?
+            .map(|(v, _)| v);
         if current != Some(version) {
             return Err(ApiError::Conflict {
                 detail: format!("v{version} of `{id}` is no longer its canary"),
@@ -87,7 +87,7 @@ impl Admin {
             }
             Ok(())
         };
-        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[&write])?;
+        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[(&write, None)])?;
         Ok(Applied {
             generation,
             version: Some(version),

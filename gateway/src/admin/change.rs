@@ -62,8 +62,10 @@ impl Tx<'_> {
 
     /// The pointers back where they were, an added version discarded.
     fn undo(&self) -> Result<(), GatewayError> {
-        self.store.set_canary(self.id, self.before.canary)?;
+        // The active pointer first, as a change moves it last: a crash in between never
+        // leaves an older canary beside a newer active version.
         self.store.set_active(self.id, self.before.active)?;
+        self.store.set_canary(self.id, self.before.canary)?;
         match self.added {
             Some(v) => self.store.discard(self.id, v),
             None => Ok(()),
@@ -83,7 +85,10 @@ pub(super) enum OnFailure {
 /// A write step of a change: the first that builds is kept.
 pub(super) type Write<'w> = &'w dyn Fn(&mut Tx<'_>) -> Result<(), GatewayError>;
 
-pub(super) fn store_failed(e: &GatewayError) -> ApiError {
+/// A write step, and what to add to the audit line's detail when it is the one kept.
+pub(super) type Step<'w> = (Write<'w>, Option<&'w str>);
+
+fn store_failed(e: &GatewayError) -> ApiError {
     ApiError::Internal {
         detail: format!("the store failed: {e}; the active version keeps serving"),
     }
@@ -122,7 +127,7 @@ impl Admin {
                 detail: e.to_string(),
                 problems: Vec::new(),
             },
-            other => store_failed(&other),
+            other => self.store_error(&other),
         })
     }
 
@@ -134,7 +139,7 @@ impl Admin {
         id: &str,
         mut event: Event<'_>,
         on_failure: OnFailure,
-        writes: &[Write<'_>],
+        writes: &[Step<'_>],
     ) -> Result<(u64, Option<u32>), ApiError> {
         let read = (|| {
             Ok::<_, GatewayError>(Pointers {
@@ -152,7 +157,7 @@ impl Admin {
         let mut outcome = Err(ApiError::Internal {
             detail: "no write".into(),
         });
-        for write in writes {
+        for (write, kept) in writes {
             let written = write(&mut tx);
             // The audit names the version the change added.
             event.version = event.version.or(tx.added);
@@ -162,6 +167,12 @@ impl Admin {
             }
             outcome = self.build();
             if outcome.is_ok() {
+                if let Some(kept) = kept {
+                    event.detail = Some(match event.detail.take() {
+                        Some(d) => format!("{d}; {kept}"),
+                        None => (*kept).to_owned(),
+                    });
+                }
                 break;
             }
         }
@@ -174,18 +185,36 @@ impl Admin {
             }
         };
         if let Err(e) = self.audit(&event, "ok") {
-            // An unaudited change does not stay.
-            let undone = self.undo(&tx, on_failure).and_then(|()| {
-                self.reload()
-                    .map(|_| ())
-                    .map_err(|e| self.health.store_failed(&e))
-            });
-            return Err(ApiError::Internal {
-                detail: format!("the audit log could not be written ({e}); the change was undone"),
-            }
-            .with_undo(undone));
+            return Err(self.unaudited(&tx, on_failure, &e));
         }
         Ok((generation, tx.added))
+    }
+
+    /// A change whose audit line could not be written: an unaudited change does not stay
+    /// (a quarantine does: it is never undone). The answer says which.
+    fn unaudited(&self, tx: &Tx<'_>, on_failure: OnFailure, e: &GatewayError) -> ApiError {
+        let detail = match on_failure {
+            OnFailure::Keep => {
+                format!(
+                    "the audit log could not be written ({e}); the change stays (it is never undone)"
+                )
+            }
+            OnFailure::Undo => match tx.undo() {
+                Err(u) => format!(
+                    "the audit log could not be written ({e}) and undoing the change failed ({}): the store may hold the change",
+                    self.health.store_failed(&u)
+                ),
+                Ok(()) => match self.reload() {
+                    Ok(_) => {
+                        format!("the audit log could not be written ({e}); the change was undone")
+                    }
+                    Err(b) => format!(
+                        "the audit log could not be written ({e}); the store was restored, but the set before the change does not build again ({b}): the change serves until the next reload"
+                    ),
+                },
+            },
+        };
+        ApiError::Internal { detail }
     }
 
     fn undo(&self, tx: &Tx<'_>, on_failure: OnFailure) -> Result<(), String> {
@@ -193,6 +222,12 @@ impl Admin {
             OnFailure::Keep => Ok(()),
             OnFailure::Undo => tx.undo().map_err(|e| self.health.store_failed(&e)),
         }
+    }
+
+    /// A store read or write that failed: counted in the status, a 500.
+    pub(super) fn store_error(&self, e: &GatewayError) -> ApiError {
+        self.health.store_failed(e);
+        store_failed(e)
     }
 
     /// A store write or read that failed: counted, audited, a 500.
@@ -254,7 +289,14 @@ impl Admin {
                 detail: format!("a canary runs beside an active version; `{id}` has none yet"),
             });
         }
-        let previous_canary = self.store.canary(id).map_err(|e| store_failed(&e))?;
+        if let Some((version, reason)) = self.quarantined_document(id, text) {
+            // Again in turn: it may have been quarantined during the trial run.
+            return Err(ApiError::Rejected {
+                detail: format!("this document is version {version}, quarantined ({reason})"),
+                problems: Vec::new(),
+            });
+        }
+        let previous_canary = self.store.canary(id).map_err(|e| self.store_error(&e))?;
         let floor = current
             .unwrap_or(0)
             .max(previous_canary.map_or(0, |(v, _)| v));
@@ -275,7 +317,7 @@ impl Admin {
                 }
             }
         };
-        let (generation, added) = self.transact(id, event, OnFailure::Undo, &[&write])?;
+        let (generation, added) = self.transact(id, event, OnFailure::Undo, &[(&write, None)])?;
         Ok(Applied {
             generation,
             version: added,

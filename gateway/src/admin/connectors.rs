@@ -8,9 +8,9 @@ use mallgate_connectors::{ConnectorError, ConnectorSpec, Format, Owner};
 use serde_json::{Value, json};
 
 use super::auth::Role;
-use super::change::{Event, OnFailure, Tx, store_failed};
+use super::change::{Event, OnFailure, Tx};
 use super::{Admin, rejected, revision};
-use crate::api::{Request, Response};
+use crate::api::{Request, Response, to_value};
 use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
 use crate::registry::documents_in;
@@ -204,7 +204,7 @@ impl Admin {
                 "generation": snapshot.generation,
                 // Secrets appear only as the references the document holds (secret:NAME).
                 "document": document,
-                "spec": live.spec(),
+                "spec": to_value(live.spec())?,
             }),
         )?;
         r.headers.push(("etag", revision(id, live.version())));
@@ -213,11 +213,11 @@ impl Admin {
 
     pub(super) fn versions(&self, role: &Role, id: &str) -> Result<Response, ApiError> {
         self.check_owner(role, id)?;
-        let active = self.store.active(id).map_err(|e| store_failed(&e))?;
+        let active = self.store.active(id).map_err(|e| self.store_error(&e))?;
         let mut versions = Vec::new();
-        for m in self.store.versions(id).map_err(|e| store_failed(&e))? {
+        for m in self.store.versions(id).map_err(|e| self.store_error(&e))? {
             let quarantine = self.store.quarantined(id, m.version).ok().flatten();
-            let mut v = json!(m);
+            let mut v = to_value(&m)?;
             v["active"] = json!(Some(m.version) == active);
             v["quarantine"] = json!(quarantine);
             versions.push(v);
@@ -290,8 +290,8 @@ impl Admin {
     /// active one, else (the first API version replaced a directory document) the
     /// directory's (`None`).
     fn rollback_target(&self, id: &str, wanted: Option<u32>) -> Result<Option<u32>, ApiError> {
-        let active = self.store.active(id).map_err(|e| store_failed(&e))?;
-        let versions = self.store.versions(id).map_err(|e| store_failed(&e))?;
+        let active = self.store.active(id).map_err(|e| self.store_error(&e))?;
+        let versions = self.store.versions(id).map_err(|e| self.store_error(&e))?;
         let quarantined = |v: u32| self.store.quarantined(id, v).ok().flatten();
         match wanted {
             Some(v) if let Some(q) = quarantined(v) => Err(ApiError::Conflict {
@@ -339,7 +339,7 @@ impl Admin {
             tx.set_canary(None)?;
             tx.set_active(target)
         };
-        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[&write])?;
+        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[(&write, None)])?;
         Ok(Applied {
             generation,
             serving: self.served_version(id),
@@ -350,7 +350,7 @@ impl Admin {
 
     pub(super) fn apply_delete(&self, actor: &Role, id: &str) -> Result<Applied, ApiError> {
         self.check_owner(actor, id)?;
-        let active = self.store.active(id).map_err(|e| store_failed(&e))?;
+        let active = self.store.active(id).map_err(|e| self.store_error(&e))?;
         if active.is_none() {
             return Err(ApiError::NotFound {
                 kind: "connector",
@@ -364,7 +364,7 @@ impl Admin {
             tx.set_canary(None)?;
             tx.set_active(None)
         };
-        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[&write])?;
+        let (generation, _) = self.transact(id, event, OnFailure::Undo, &[(&write, None)])?;
         Ok(Applied {
             generation,
             ..Applied::default()

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::Admin;
 use super::auth::Role;
-use super::change::{Event, OnFailure, Tx, Write, store_failed};
+use super::change::{Event, OnFailure, Step, Tx};
 use crate::api::Response;
 use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
@@ -86,12 +86,12 @@ impl Admin {
             });
         }
         if let Err(e) = self.store.quarantine(id, version, reason) {
-            self.health.store_failed(&e);
+            let refused = self.store_error(&e);
             let event = Event::new(&operator, "connector.quarantine", id)
                 .version(version)
                 .detail(e.to_string());
             self.note(&event, "rejected");
-            return Err(store_failed(&e));
+            return Err(refused);
         }
         let (active, canary) = (
             self.store.active(id).ok().flatten(),
@@ -120,10 +120,11 @@ impl Admin {
             Ok(())
         };
         let leave = |tx: &mut Tx<'_>| tx.set_active(None);
-        let writes: Vec<Write<'_>> = if was_active && fallback.is_some() {
-            vec![&fall_back, &leave]
+        let left = "that version does not build: the connector left the stored set";
+        let writes: Vec<Step<'_>> = if was_active && fallback.is_some() {
+            vec![(&fall_back, None), (&leave, Some(left))]
         } else {
-            vec![&fall_back]
+            vec![(&fall_back, None)]
         };
         let event = Event::new(&operator, "connector.quarantined", id)
             .version(version)
@@ -171,7 +172,7 @@ impl Admin {
         let Some(was) = self
             .store
             .quarantined(id, version)
-            .map_err(|e| store_failed(&e))?
+            .map_err(|e| self.store_error(&e))?
         else {
             return Err(ApiError::NotFound {
                 kind: "quarantine",
@@ -180,7 +181,7 @@ impl Admin {
         };
         self.store
             .clear_quarantine(id, version)
-            .map_err(|e| store_failed(&e))?;
+            .map_err(|e| self.store_error(&e))?;
         let event = Event::new(actor, "connector.quarantine_cleared", id).version(version);
         if let Err(e) = self.audit(&event, "ok") {
             // An unaudited change does not stay.

@@ -31,7 +31,9 @@ impl Admin {
                 self.api.purge();
                 self.audit(&Event::new(&role, "cache.purge", "*"), "ok")
                     .map_err(|e| ApiError::Internal {
-                        detail: format!("purged, but the audit log could not be written: {e}"),
+                        detail: format!(
+                            "the cache was purged (that cannot be undone), but the audit log could not be written: {e}"
+                        ),
                     })?;
                 Ok(Response::json_value(200, &json!({"purged": true})))
             }

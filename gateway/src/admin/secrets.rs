@@ -52,10 +52,11 @@ impl Admin {
                     "the body is the secret's value: 1 to {MAX_SECRET_BYTES} bytes of UTF-8"
                 ),
             })?;
-        self.secrets.set(partner, name, value.to_owned());
+        // Audited first: setting the value cannot fail, so an unaudited secret never stays.
         self.audit(&event, "ok").map_err(|e| ApiError::Internal {
-            detail: format!("the secret is stored, but the audit log could not be written: {e}"),
+            detail: format!("the audit log could not be written ({e}); the secret was not stored"),
         })?;
+        self.secrets.set(partner, name, value.to_owned());
         Ok(Response::json_value(
             200,
             &json!({"partner": partner, "name": name, "stored": true}),

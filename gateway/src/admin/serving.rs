@@ -18,68 +18,7 @@ impl Admin {
     /// active version in the store replaced by that version.
     pub(super) fn documents(&self) -> Result<Vec<Document>, GatewayError> {
         let stored = self.store.active_documents()?;
-        let mut docs: BTreeMap<String, Document> = BTreeMap::new();
-        if let Some(dir) = &self.connectors_dir {
-            let current = self.api.registry.load();
-            for doc in documents_in(dir)? {
-                // The id: from the serving connector built from this very text, else parsed.
-                let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
-                let id = match current.connectors.iter().find(|c| c.digest == digest) {
-                    Some(c) => c.id().to_owned(),
-                    None => {
-                        match ConnectorSpec::load(&doc.text, Format::sniff(&doc.text), &doc.owner)
-                            .map_err(|e| e.to_string())
-                            .and_then(|s| {
-                                let refused = self.api.registry.address_problems(&s);
-                                if refused.is_empty() {
-                                    Ok(s.id)
-                                } else {
-                                    Err(ConnectorError::InvalidSpec { problems: refused }
-                                        .to_string())
-                                }
-                            }) {
-                            Ok(id) => id,
-                            Err(reason) => {
-                                // A broken file must not block every other change: its last good
-                                // version (built from this file) keeps serving, and it is audited.
-                                match current.connectors.iter().find(|c| c.source == doc.name) {
-                                    Some(last) => {
-                                        self.note(
-                                            &Event::new(
-                                                &Role::Operator,
-                                                "directory.document",
-                                                &doc.name,
-                                            )
-                                            .version(last.version())
-                                            .detail(
-                                                format!(
-                                                    "{reason}; the last good version keeps serving"
-                                                ),
-                                            ),
-                                            "rejected",
-                                        );
-                                        docs.insert(
-                                            last.id().to_owned(),
-                                            Document {
-                                                name: doc.name.clone(),
-                                                text: last.text.to_string(),
-                                                owner: last.owner.clone(),
-                                                version: None,
-                                                canary_percent: None,
-                                            },
-                                        );
-                                        continue;
-                                    }
-                                    // A new file that never built: the reload names its problems.
-                                    None => doc.name.clone(),
-                                }
-                            }
-                        }
-                    }
-                };
-                docs.insert(id, doc);
-            }
-        }
+        let mut docs = self.directory_documents()?;
         for (id, version, text) in stored {
             // A quarantined version never serves again (the pointer moved when it was
             // quarantined; this covers a crash in between): its last good one does.
@@ -134,6 +73,73 @@ impl Admin {
             });
         }
         Ok(out)
+    }
+
+    /// The connectors directory's documents by connector id. A file that does not load
+    /// keeps its last good version (built from it) serving, audited; a new file that never
+    /// built is passed on under its name, for the build to name its problems.
+    fn directory_documents(&self) -> Result<BTreeMap<String, Document>, GatewayError> {
+        let mut docs: BTreeMap<String, Document> = BTreeMap::new();
+        let Some(dir) = &self.connectors_dir else {
+            return Ok(docs);
+        };
+        let current = self.api.registry.load();
+        for doc in documents_in(dir)? {
+            // The id: from the serving connector built from this very text, else parsed.
+            let digest = format!("{:x}", Sha256::digest(doc.text.as_bytes()));
+            let id = match current.connectors.iter().find(|c| c.digest == digest) {
+                Some(c) => c.id().to_owned(),
+                None => {
+                    match ConnectorSpec::load(&doc.text, Format::sniff(&doc.text), &doc.owner)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| {
+                            let refused = self.api.registry.address_problems(&s);
+                            if refused.is_empty() {
+                                Ok(s.id)
+                            } else {
+                                Err(ConnectorError::InvalidSpec { problems: refused }.to_string())
+                            }
+                        }) {
+                        Ok(id) => id,
+                        Err(reason) => {
+                            // A broken file must not block every other change: its last good
+                            // version (built from this file) keeps serving, and it is audited.
+                            match current.connectors.iter().find(|c| c.source == doc.name) {
+                                Some(last) => {
+                                    self.note(
+                                        &Event::new(
+                                            &Role::Operator,
+                                            "directory.document",
+                                            &doc.name,
+                                        )
+                                        .version(last.version())
+                                        .detail(format!(
+                                            "{reason}; the last good version keeps serving"
+                                        )),
+                                        "rejected",
+                                    );
+                                    docs.insert(
+                                        last.id().to_owned(),
+                                        Document {
+                                            name: doc.name.clone(),
+                                            text: last.text.to_string(),
+                                            owner: last.owner.clone(),
+                                            version: None,
+                                            canary_percent: None,
+                                        },
+                                    );
+                                    continue;
+                                }
+                                // A new file that never built: the reload names its problems.
+                                None => doc.name.clone(),
+                            }
+                        }
+                    }
+                }
+            };
+            docs.insert(id, doc);
+        }
+        Ok(docs)
     }
 
     /// The owner a stored version was submitted as.

@@ -3,46 +3,46 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::Admin;
-use crate::api::Response;
+use crate::api::{Response, to_value};
 use crate::problem::ApiError;
 
 impl Admin {
     pub(super) fn status(&self) -> Result<Response, ApiError> {
         let snapshot = self.api.registry.load();
-        let connectors: Vec<Value> = snapshot
-            .connectors
-            .iter()
-            .map(|c| {
-                let endpoints: Vec<_> = c
-                    .connector
-                    .routes()
-                    .iter()
-                    .map(|r| r.state.report(r.priority, r.weight, true))
-                    .collect();
-                json!({
-                    "id": c.id(),
-                    "partner": c.partner(),
-                    "version": c.version(),
-                    "source": c.source,
-                    "endpoints": endpoints,
-                    "guardrails": c.connector.counters(),
-                    "token_requests": c.connector.resources().token_requests(),
-                })
-            })
-            .collect();
-        let canaries: Vec<Value> = snapshot
-            .canaries
-            .iter()
-            .map(|k| {
-                json!({"id": k.live.id(), "version": k.live.version(), "percent": k.percent,
-                       "stats": k.live.stats.get(),
-                       "active_stats": snapshot.connectors.iter().find(|c| c.id() == k.live.id())
-                            .map(|c| c.stats.get())})
-            })
-            .collect();
+        let mut connectors = Vec::new();
+        for c in &snapshot.connectors {
+            let endpoints: Vec<_> = c
+                .connector
+                .routes()
+                .iter()
+                .map(|r| r.state.report(r.priority, r.weight, true))
+                .collect();
+            connectors.push(json!({
+                "id": c.id(),
+                "partner": c.partner(),
+                "version": c.version(),
+                "source": c.source,
+                "endpoints": to_value(&endpoints)?,
+                "guardrails": to_value(c.connector.counters())?,
+                "token_requests": c.connector.resources().token_requests(),
+            }));
+        }
+        let mut canaries = Vec::new();
+        for k in &snapshot.canaries {
+            let active = snapshot
+                .connectors
+                .iter()
+                .find(|c| c.id() == k.live.id())
+                .map(|c| c.stats.get());
+            canaries.push(json!({
+                "id": k.live.id(), "version": k.live.version(), "percent": k.percent,
+                "stats": to_value(&k.live.stats.get())?,
+                "active_stats": to_value(&active)?,
+            }));
+        }
         let cache = &self.api.cache.stats;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Response::json(
@@ -62,7 +62,7 @@ impl Admin {
                 },
                 // Store and audit writes that failed since startup (each was the caller's
                 // 500, or counted here when the caller's answer was a refusal).
-                "store": self.health.view(),
+                "store": to_value(&self.health.view())?,
             }),
         )
     }

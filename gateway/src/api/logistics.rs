@@ -6,7 +6,7 @@ use serde_json::Value;
 use serde_json::json;
 
 use super::{Api, Caching, Params, Request, Response, all_failed, envelope, view_of};
-use crate::fanout::{self, Outcome, PlannedCall, SourceError, SourceResult};
+use crate::fanout::{self, PlannedCall, SourceResult};
 use crate::merge::rank_rates;
 use crate::problem::ApiError;
 
@@ -207,55 +207,19 @@ impl Api {
     }
 }
 
-/// The parcel the one source answered. The carrier's "no such parcel" is a 404; a parcel
-/// the carrier found whose record the mapping dropped or that does not type is the
-/// source failing with `mapping` (503), never a parcel that does not exist.
+/// The parcel the one source answered. The carrier's "no such parcel" (its `not_found`
+/// rule, a 404) is a 404. A reply that held the parcel but whose record the mapping lost
+/// never gets here: the runtime fails such a lookup with `mapping` (a 503 by
+/// `all_failed`), and records are typed where they are mapped.
 fn tracked(sources: &[SourceResult], carrier: &str, number: &str) -> Result<Tracking, ApiError> {
-    let not_found = || ApiError::NotFound {
-        kind: "tracking",
-        detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
-    };
-    let Some((source, records)) = sources
+    sources
         .iter()
-        .find_map(|s| s.records.as_ref().map(|r| (s, r)))
-    else {
-        return Err(not_found());
-    };
-    if records.not_found {
-        return Err(not_found());
-    }
-    if let Some(tracking) = records.records.iter().find_map(Record::as_tracking) {
-        return Ok(tracking.clone());
-    }
-    // Records are typed where they are mapped; a source that answered without its parcel
-    // lost it there (the runtime fails a lookup whose map produced nothing).
-    if source.status.dropped == 0 {
-        return Err(not_found());
-    }
-    let why = records
-        .warnings
-        .iter()
-        .find(|w| w.code == "record_dropped")
-        .map_or_else(
-            || "the mapping dropped the record".to_owned(),
-            |w| format!("the mapping dropped the record: {}", w.message),
-        );
-    let mut status = source.status.clone();
-    status.outcome = Outcome::Failed;
-    status.records = 0;
-    status.error = Some(SourceError {
-        code: "mapping".into(),
-        message: format!("the carrier answered for parcel `{number}`, but {why}"),
-        retry_after_s: None,
-    });
-    Err(ApiError::Unavailable {
-        detail: format!(
-            "carrier `{carrier}` answered for parcel `{number}`, but its answer could not be mapped"
-        ),
-        retry_after_s: MAPPING_RETRY_S,
-        sources: vec![status],
-    })
+        .filter_map(|s| s.records.as_ref())
+        .filter(|r| !r.not_found)
+        .find_map(|r| r.records.iter().find_map(Record::as_tracking))
+        .cloned()
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "tracking",
+            detail: format!("carrier `{carrier}` knows no parcel `{number}`"),
+        })
 }
-
-/// A mapping failure lasts until the connector is fixed: clients should not hammer it.
-const MAPPING_RETRY_S: u64 = 30;

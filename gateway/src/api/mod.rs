@@ -415,6 +415,14 @@ pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiEr
     })
 }
 
+/// `value` as a JSON value, for answers built with `json!` (which would panic on a value
+/// that does not serialize).
+pub(crate) fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::Internal {
+        detail: format!("the answer could not be serialized: {e}"),
+    })
+}
+
 /// As [`to_json`], as text.
 pub(crate) fn to_json_text<T: Serialize + ?Sized>(value: &T) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(|e| ApiError::Internal {

@@ -23,6 +23,7 @@ use url::Url;
 
 use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
+use crate::runtime::Transport;
 use crate::runtime::guard::{AddressGuard, redact};
 use crate::runtime::http::{Reply, send};
 use crate::runtime::resilience::{
@@ -61,11 +62,15 @@ pub fn endpoint_stack(
     state: Option<Arc<EndpointState>>,
     timeout: Duration,
     max_bytes: usize,
+    transport: Option<Arc<dyn Transport>>,
 ) -> EndpointStack {
     let stack = ServiceBuilder::new()
         .option_layer(state.map(BreakerLayer::new))
         .layer(AttemptTimeoutLayer { timeout })
-        .service(Client { max_bytes });
+        .service(Client {
+            max_bytes,
+            transport,
+        });
     BoxCloneSyncService::new(stack)
 }
 
@@ -247,10 +252,12 @@ where
     }
 }
 
-/// The pooled client: sends the attempt and reads the reply under the size cap.
-#[derive(Debug, Clone, Copy)]
+/// The pooled client: sends the attempt and reads the reply under the size cap (through
+/// the configured [`Transport`] when there is one).
+#[derive(Debug, Clone)]
 pub struct Client {
     max_bytes: usize,
+    transport: Option<Arc<dyn Transport>>,
 }
 
 impl Service<Attempt> for Client {
@@ -264,9 +271,18 @@ impl Service<Attempt> for Client {
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
         let max_bytes = self.max_bytes;
+        let transport = self.transport.clone();
         Box::pin(async move {
             let request = attempt.exchange.prepared.build(&attempt.target);
-            send(request, &attempt.target, max_bytes).await
+            match transport {
+                None => send(request, &attempt.target, max_bytes).await,
+                Some(transport) => {
+                    let request = request.build().map_err(|e| ConnectorError::Request {
+                        reason: e.without_url().to_string(),
+                    })?;
+                    transport.send(request, max_bytes).await
+                }
+            }
         })
     }
 }

@@ -46,7 +46,7 @@ pub async fn admin_mall(
             config.admin = Some(AdminConfig {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 tokens,
-                sandbox_program: option_env!("CARGO_BIN_EXE_mallgate").map(Into::into),
+                sandbox_program: super::mallgate_binary(),
                 canary_promote_after: 1_000_000,
             });
             configure(config);

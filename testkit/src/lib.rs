@@ -1,9 +1,7 @@
-//! The integration harness: the simulated fleet on loopback (clock frozen on Black
-//! Friday), the example connectors written to a real directory with the fleet's ports, and
-//! the real gateway on pingora on a free port. Every answer the tests read is checked
-//! against the bundled OpenAPI document.
-
-#![allow(dead_code, unreachable_pub)]
+//! The integration harness of the gateway's and the chaos tests: the simulated fleet on
+//! loopback (clock frozen on Black Friday), the example connectors written to a real
+//! directory with the fleet's ports, and the real gateway on pingora on a free port. Every
+//! answer the tests read is checked against the bundled OpenAPI document.
 
 pub mod admin;
 
@@ -15,6 +13,16 @@ use mallgate::demo::demo_secrets;
 use mallgate::{Gateway, GatewayConfig, RunningGateway};
 use mallgate_partner_sim::{Faults, Fleet, FleetConfig, Partner};
 use serde_json::Value;
+
+/// The `mallgate` binary cargo built beside the running test (`target/<profile>/mallgate`),
+/// when there is one: partner-owned programs run in its sandbox workers, and a test binary
+/// cannot serve as one.
+pub fn mallgate_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/mallgate
+    let path = exe.parent()?.parent()?.join("mallgate");
+    path.is_file().then_some(path)
+}
 
 /// 2026-11-27T14:00:00Z, Black Friday.
 pub const BLACK_FRIDAY: i64 = 1_795_788_000;
@@ -28,6 +36,7 @@ pub const FILES: [(Partner, &str); 6] = [
     (Partner::SwiftShip, "swiftship.yaml"),
 ];
 
+#[derive(Debug)]
 pub struct Mall {
     pub fleet: Arc<Fleet>,
     pub gateway: RunningGateway,
@@ -124,7 +133,7 @@ impl Mall {
             // binary cannot serve as one; the chaos tests, which share this harness, register
             // no partner-owned connector).
             sandbox: mallgate::config::SandboxConfig {
-                program: option_env!("CARGO_BIN_EXE_mallgate").map(PathBuf::from),
+                program: mallgate_binary(),
                 ..mallgate::config::SandboxConfig::default()
             },
             ..GatewayConfig::default()

@@ -18,10 +18,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use mallgate_connectors::mapping::MappingPool;
-use mallgate_connectors::runtime::RuntimeConfig;
-use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, LoopbackOnly, PublicOnly};
-use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
 use mallgate_connectors::runtime::stack::admission::{Limiter, limiter, try_take};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::http::ResponseHeader;
@@ -34,17 +30,16 @@ use tokio::sync::oneshot;
 
 use crate::GatewayError;
 use crate::admin::{Admin, CanaryJudge};
+
+mod build;
 use crate::api::{Api, Request, Response};
-use crate::changes::{self, Changes, ReloadTask};
+use crate::changes::{Changes, ReloadTask};
 use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::connections::{Bounded, Connections};
-use crate::cursor::CursorKey;
 use crate::health::HealthChecker;
 use crate::problem::ApiError;
-use crate::registry::{Mappers, Registry, documents_in};
-use crate::sandbox::sandbox_pool;
-use crate::store::Store;
-use crate::watch::{DirectoryReload, Watcher};
+use crate::watch::Watcher;
+pub use build::resolve_reference;
 use pingora::services::background::background_service;
 
 /// Bytes a connection buffers before a send (pingora's read buffer is as large).
@@ -80,122 +75,6 @@ pub struct RunningGateway {
 }
 
 impl Gateway {
-    /// Builds the registry and loads the connectors directory (a reload from empty: the
-    /// path every later reload takes). `secrets` holds the partners' secrets; the config's
-    /// `partner_secrets` references are resolved into it.
-    pub fn build(
-        config: GatewayConfig,
-        secrets: Arc<MemorySecretStore>,
-    ) -> Result<Self, GatewayError> {
-        config.check().map_err(|reason| GatewayError::Config {
-            path: "config".into(),
-            reason,
-        })?;
-        for (partner, names) in &config.partner_secrets {
-            for (name, reference) in names {
-                let value =
-                    resolve_reference(reference).map_err(|reason| GatewayError::Config {
-                        path: "partner_secrets".into(),
-                        reason: format!("{partner}/{name}: {reason}"),
-                    })?;
-                secrets.set(partner, name, value);
-            }
-        }
-        let cursor_key = match &config.cursor_secret {
-            Some(reference) => CursorKey::new(
-                resolve_reference(reference)
-                    .map_err(|reason| GatewayError::Config {
-                        path: "cursor_secret".into(),
-                        reason,
-                    })?
-                    .into_bytes(),
-            ),
-            None => CursorKey::random(),
-        };
-        let guard: Arc<dyn AddressGuard> = if config.allow_loopback_partners {
-            Arc::new(LoopbackOnly)
-        } else {
-            let allow = config
-                .partner_allow
-                .iter()
-                .map(|c| Cidr::parse(c))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|reason| GatewayError::Config {
-                    path: "partner_allow".into(),
-                    reason,
-                })?;
-            Arc::new(PublicOnly::with_allow_list(allow))
-        };
-        let pool = Arc::new(
-            MappingPool::new(config.mapping_threads, 1024)
-                .map_err(|e| GatewayError::Startup(format!("mapping pool: {e}")))?,
-        );
-        let mappers = Mappers {
-            trusted: pool,
-            isolated: Arc::new(sandbox_pool(
-                &config.sandbox,
-                config
-                    .admin
-                    .as_ref()
-                    .and_then(|a| a.sandbox_program.as_ref()),
-            )?),
-            operator_in_process: config.sandbox.operator_in_process,
-        };
-        let store_secrets = Arc::clone(&secrets);
-        let secrets: Arc<dyn SecretStore> = secrets;
-        let runtime = RuntimeConfig {
-            sample_refresh: Duration::from_secs(config.sandbox.sample_refresh_s),
-            resilience: config.resilience.runtime(),
-            ..RuntimeConfig::default()
-        };
-        let registry = Arc::new(
-            Registry::new(guard, secrets, mappers, runtime).with_grants(config.partners.clone()),
-        );
-        let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
-        let (changes, queue) = changes::channel();
-        let admin = match &config.admin {
-            None => {
-                if let Some(dir) = &config.connectors_dir {
-                    registry.reload(&documents_in(dir)?)?;
-                }
-                None
-            }
-            Some(admin_config) => {
-                let state = config.state_dir.as_ref().ok_or_else(|| GatewayError::Config {
-                    path: "state_dir".into(),
-                    reason: "the admin API keeps connector versions in the state directory: set state_dir".into(),
-                })?;
-                let admin = Arc::new(Admin::new(
-                    Arc::clone(&api),
-                    Store::open(state)?,
-                    store_secrets,
-                    config.connectors_dir.clone(),
-                    admin_config,
-                    resolve_reference,
-                    changes.clone(),
-                )?);
-                // Startup: the directory plus the store's active versions, one reload.
-                admin.reload()?;
-                Some(admin)
-            }
-        };
-        let apply: Arc<dyn changes::Apply> = match &admin {
-            Some(admin) => Arc::clone(admin) as Arc<dyn changes::Apply>,
-            None => Arc::new(DirectoryReload {
-                registry: Arc::clone(&registry),
-                dir: config.connectors_dir.clone(),
-            }),
-        };
-        Ok(Self {
-            api,
-            admin,
-            connections: Arc::new(Connections::new(config.connections)),
-            config,
-            changes,
-            reload_task: Some(ReloadTask::new(queue, apply)),
-        })
-    }
-
     /// The public and admin listeners' addresses, port 0 replaced by a free port. Both
     /// are probed at once: probing one after the other could hand the admin listener the
     /// port the public probe had just released, and pingora would then adopt one socket for
@@ -368,19 +247,6 @@ fn probe(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), GatewayError> {
     let listener = TcpListener::bind(addr).map_err(failed)?;
     let bound = listener.local_addr().map_err(failed)?;
     Ok((listener, bound))
-}
-
-/// `env:VAR` or `file:PATH` (operator config only).
-pub fn resolve_reference(reference: &str) -> Result<String, String> {
-    if let Some(var) = reference.strip_prefix("env:") {
-        std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
-    } else if let Some(path) = reference.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| format!("cannot read `{path}`: {e}"))
-    } else {
-        Err("a secret in the config must be a reference: env:VAR or file:PATH".into())
-    }
 }
 
 struct ChannelSignal(Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
