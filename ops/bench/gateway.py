@@ -25,7 +25,12 @@ median of ROUNDS rounds, and each gateway round is followed by the matching ngin
 (c) mapping cost per record: the mapping bench (jq in process, jq in a sandbox worker,
     hand-written), same run.
 (d) p50/p99 latency of the gateway in (a) and (b), from wrk --latency.
-Every server gets one unmeasured round of load before its measured rounds.
+Every server gets one unmeasured round of load before its measured rounds; WARM_SECONDS=N
+(default 0) adds N seconds of load on the same server right before each measured round.
+
+PERF_DIR=DIR also records a CPU profile of the gateway in (a) and in (b) (perf with DWARF
+call graphs, one wrk round each after the warm-up): DIR/perf-a.data, DIR/perf-b.data, read
+with `perf report -i DIR/perf-b.data --no-children`.
 """
 import json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, urllib.request
 
@@ -95,7 +100,29 @@ def wrk(url, script=None):
             "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
+def profile(name, url, pid, script=None):
+    """With PERF_DIR set: a perf profile of `pid` during one wrk round on `url`."""
+    out = os.environ.get("PERF_DIR")
+    if not out:
+        return
+    os.makedirs(out, exist_ok=True)
+    perf = subprocess.Popen(["perf", "record", "-F", "1999", "-g", "--call-graph", "dwarf,16384",
+                             "-p", str(pid), "-o", os.path.join(out, f"perf-{name}.data")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    wrk(url, script)
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=120)
+
+
 def measure(url, pids, script=None):
+    # Load just before the measured round, on the same server: a server measured right
+    # after idling (while the others ran) pays for memory its allocator returned to the
+    # system meanwhile and for cold caches, which a server under steady load does not.
+    warm = int(os.environ.get("WARM_SECONDS", "0"))
+    if warm > 0:
+        subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNS}", f"-d{warm}s", url]
+                       + (["-s", script] if script else []), capture_output=True, check=True)
     before = cpu_seconds(pids)
     r = wrk(url, script)
     r["cpu_us_per_req"] = (cpu_seconds(pids) - before) * 1e6 / max(r["requests"], 1)
@@ -185,6 +212,7 @@ server {{ listen 127.0.0.1:18090; location / {{ proxy_pass http://127.0.0.1:1809
     # to twice its steady CPU per request (allocator pools, caches, connection pools).
     wrk(search)
     wrk("http://127.0.0.1:18090/page.json")
+    profile("a", search, gw.pid)
     a_gw, a_ng = [], []
     for _ in range(ROUNDS):
         wait_ok(search)  # keep the window fresh (TTL 60 s)
@@ -302,6 +330,7 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         wrk(url, script)
     wrk(f"http://127.0.0.1:18093/passthrough-{FANOUT_PARTNERS[0]}.json")
     wrk(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json")
+    profile("b", "http://127.0.0.1:18081", pt.pid, script)
     b_gw, b_one, b_ng, b_jq, b_iso, b_tls, b_ngtls = [], [], [], [], [], [], []
     for _ in range(ROUNDS):
         b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
