@@ -83,13 +83,12 @@ pub enum Change {
 pub struct Applied {
     /// The serving set's generation after the change.
     pub generation: u64,
-    /// The version the change stored (a put) or acted on (a verdict, a quarantine).
+    /// The version the change stored (a put), acted on (a verdict, a quarantine) or rolled
+    /// back to (`None`: the directory's document).
     pub version: Option<u32>,
     /// The version of the connector serving before and after the change.
     pub before: Option<u32>,
     pub serving: Option<u32>,
-    /// What happened, in words (a quarantine's fallback).
-    pub outcome: Option<String>,
 }
 
 /// Applies one change; implemented by the admin API (the store transaction) and, without

@@ -91,7 +91,6 @@ impl Admin {
         Ok(Applied {
             generation,
             version: Some(version),
-            outcome: Some(format!("{action}: {reason}")),
             ..Applied::default()
         })
     }

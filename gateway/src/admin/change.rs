@@ -323,7 +323,6 @@ impl Admin {
             version: added,
             before: current,
             serving: self.served_version(id),
-            outcome: None,
         })
     }
 }

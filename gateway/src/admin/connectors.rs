@@ -258,10 +258,11 @@ impl Admin {
         };
         let applied = self.changes.submit(role.clone(), change).await?;
         let serving = applied.serving.unwrap_or(0);
-        let source = if applied.outcome.is_some() {
-            "directory"
-        } else {
+        // The version rolled back to is a stored one, or (none) the directory's file.
+        let source = if applied.version.is_some() {
             "admin"
+        } else {
+            "directory"
         };
         let mut r = Response::json_value(
             200,
@@ -342,8 +343,8 @@ impl Admin {
         let (generation, _) = self.transact(id, event, OnFailure::Undo, &[(&write, None)])?;
         Ok(Applied {
             generation,
+            version: target,
             serving: self.served_version(id),
-            outcome: target.is_none().then(|| "directory".to_owned()),
             ..Applied::default()
         })
     }

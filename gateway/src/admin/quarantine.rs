@@ -133,7 +133,6 @@ impl Admin {
         Ok(Applied {
             generation,
             version: Some(version),
-            outcome: Some(outcome),
             ..Applied::default()
         })
     }
