@@ -349,4 +349,9 @@ impl RecordCache {
     pub fn entry_count(&self) -> u64 {
         self.entries.entry_count()
     }
+
+    /// The entries' weight (their estimated bytes).
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.weighted_size()
+    }
 }

@@ -142,6 +142,7 @@ impl Changes {
 pub struct ReloadTask {
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
     apply: Arc<dyn Apply>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for ReloadTask {
@@ -157,10 +158,96 @@ pub fn channel() -> (Changes, mpsc::Receiver<Job>) {
 }
 
 impl ReloadTask {
-    pub fn new(rx: mpsc::Receiver<Job>, apply: Arc<dyn Apply>) -> Self {
+    pub fn new(
+        rx: mpsc::Receiver<Job>,
+        apply: Arc<dyn Apply>,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Self {
         Self {
             rx: Mutex::new(Some(rx)),
             apply,
+            metrics,
+        }
+    }
+}
+
+impl Change {
+    /// The change's source (the `source` label of `mallgate_reloads_total`), its kind and
+    /// the connector it is about.
+    fn describe(&self) -> (&'static str, &'static str, Option<&str>) {
+        match self {
+            Self::Put { id, .. } => ("admin", "put", Some(id)),
+            Self::Rollback { id, .. } => ("admin", "rollback", Some(id)),
+            Self::Delete { id } => ("admin", "delete", Some(id)),
+            Self::ClearQuarantine { id, .. } => ("admin", "clear_quarantine", Some(id)),
+            Self::Verdict { id, .. } => ("canary", "verdict", Some(id)),
+            Self::Quarantine { id, .. } => ("quarantine", "quarantine", Some(id)),
+            Self::Reload(ReloadSource::Admin) => ("admin", "reload", None),
+            Self::Reload(ReloadSource::Directory) => ("directory", "reload", None),
+            Self::Reload(ReloadSource::Sighup) => ("sighup", "reload", None),
+        }
+    }
+}
+
+/// A change's log line and figures (the actor by role only: never a token).
+fn observed(
+    metrics: &crate::telemetry::Metrics,
+    actor: &Role,
+    change: &Change,
+    result: &Result<Applied, ApiError>,
+) {
+    let (source, kind, id) = change.describe();
+    let actor = match actor {
+        Role::Operator => "operator".to_owned(),
+        Role::Partner(p) => format!("partner:{p}"),
+    };
+    let id = id.unwrap_or("*");
+    match result {
+        Ok(applied) => {
+            metrics.reload(source, "ok");
+            tracing::info!(
+                target: "mallgate::changes",
+                source,
+                change = kind,
+                connector = id,
+                actor = %actor,
+                generation = applied.generation,
+                version = applied.version,
+                serving_before = applied.before,
+                serving = applied.serving,
+                "change applied"
+            );
+            if let Change::Verdict {
+                promote, reason, ..
+            } = change
+            {
+                let decision = if *promote { "promoted" } else { "rolled_back" };
+                metrics.canary(id, decision);
+                tracing::warn!(
+                    target: "mallgate::canary",
+                    connector = id,
+                    version = applied.version,
+                    decision,
+                    reason = %reason,
+                    "canary decided"
+                );
+            }
+        }
+        Err(e) => {
+            let result = if e.status() >= 500 { "failed" } else { "rejected" };
+            metrics.reload(source, result);
+            let problem = e.to_problem("", "-");
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            tracing::warn!(
+                target: "mallgate::changes",
+                source,
+                change = kind,
+                connector = id,
+                actor = %actor,
+                status = e.status(),
+                detail,
+                "change refused"
+            );
         }
     }
 }
@@ -186,6 +273,7 @@ impl BackgroundService for ReloadTask {
                 return;
             };
             let apply = Arc::clone(&self.apply);
+            let (who, what) = (actor.clone(), change.clone());
             // One at a time: the next job waits for this one's building to finish.
             let result = tokio::task::spawn_blocking(move || apply.apply(&actor, change))
                 .await
@@ -194,6 +282,7 @@ impl BackgroundService for ReloadTask {
                         detail: format!("the change failed: {e}"),
                     })
                 });
+            observed(&self.metrics, &who, &what, &result);
             let _ = reply.send(result);
         }
     }

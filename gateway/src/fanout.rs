@@ -16,8 +16,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use tracing::Instrument;
+
 use crate::cache::{CacheKey, Entry, Lookup, RecordCache, Records};
 use crate::registry::LiveConnector;
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,15 +235,84 @@ fn public_message(error: &ConnectorError) -> String {
 pub async fn run(
     cache: &Arc<RecordCache>,
     health: &Arc<HealthBook>,
+    metrics: &Arc<Metrics>,
     capability: Capability,
     calls: Vec<PlannedCall>,
     deadline: Instant,
     request_id: &str,
 ) -> Vec<SourceResult> {
-    let futures = calls
-        .into_iter()
-        .map(|call| one(cache, health, capability, call, deadline, request_id));
+    let futures = calls.into_iter().map(|call| {
+        let span = source_span(&call.connector, capability);
+        async move {
+            let started = Instant::now();
+            let result = one(cache, health, metrics, capability, call, deadline, request_id).await;
+            noted(&result, metrics, started, request_id);
+            result
+        }
+        .instrument(span)
+    });
     join_all(futures).await
+}
+
+/// The span of one source of an answer.
+fn source_span(c: &LiveConnector, capability: Capability) -> tracing::Span {
+    tracing::info_span!(
+        target: "mallgate::source",
+        "source",
+        otel.name = format!("source {}", capability.name()),
+        mallgate.partner = c.partner(),
+        mallgate.connector.id = c.id(),
+        mallgate.connector.version = c.version(),
+        mallgate.capability = capability.name(),
+        mallgate.outcome = tracing::field::Empty,
+        mallgate.records = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// A source's end: its span, the request's tally, the figures, and a log line when the
+/// partner failed.
+fn noted(result: &SourceResult, metrics: &Metrics, started: Instant, request_id: &str) {
+    let s = &result.status;
+    let outcome = outcome_name(s.outcome);
+    let span = tracing::Span::current();
+    span.record("mallgate.outcome", outcome);
+    span.record("mallgate.records", s.records);
+    // Time spent waiting on a partner: a live answer, or a failure (a stale answer too:
+    // the partner was asked and failed first).
+    let waited = match s.outcome {
+        Outcome::Live | Outcome::Stale | Outcome::Failed => started.elapsed(),
+        Outcome::Cached | Outcome::Skipped => std::time::Duration::ZERO,
+    };
+    crate::telemetry::request::note_source(s.outcome, waited);
+    metrics.source(&s.partner, &s.connector_id, s.capability.name(), s.outcome);
+    if let Some(error) = s.error.as_ref().filter(|_| s.outcome != Outcome::Skipped) {
+        span.record("error.type", error.code.as_str());
+        span.record("otel.status_code", "ERROR");
+        tracing::warn!(
+            target: "mallgate::partner",
+            partner = %s.partner,
+            connector = %s.connector_id,
+            connector_version = s.connector_version,
+            capability = s.capability.name(),
+            outcome,
+            error.code = %error.code,
+            error.message = %error.message,
+            request_id,
+            "partner call failed"
+        );
+    }
+}
+
+pub(crate) fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Live => "live",
+        Outcome::Cached => "cached",
+        Outcome::Stale => "stale",
+        Outcome::Failed => "failed",
+        Outcome::Skipped => "skipped",
+    }
 }
 
 fn status(c: &LiveConnector, capability: Capability, outcome: Outcome) -> SourceStatus {
@@ -329,6 +401,7 @@ fn served(
 async fn one(
     cache: &Arc<RecordCache>,
     health: &Arc<HealthBook>,
+    metrics: &Arc<Metrics>,
     capability: Capability,
     call: PlannedCall,
     deadline: Instant,
@@ -363,9 +436,21 @@ async fn one(
         let c = Arc::clone(&connector);
         let q = query.clone();
         let rid = request_id.to_owned();
+        let metrics = Arc::clone(metrics);
         let fut = async move {
             let started = std::time::Instant::now();
             let result = c.connector.call(capability, &q, &rid, call_deadline).await;
+            match &result {
+                Ok(out) => count_drops(&metrics, &c, out),
+                // Every record of the reply was dropped: the call fails, and each counts.
+                Err(ConnectorError::MappingRejected { dropped, first }) => metrics.dropped(
+                    c.partner(),
+                    c.id(),
+                    mallgate_connectors::mapping::drop_reason(first),
+                    *dropped as u64,
+                ),
+                Err(_) => {}
+            }
             // The version's own figures (canary judgement, status).
             c.stats.record(
                 result
@@ -380,6 +465,9 @@ async fn one(
                 warnings: out.warnings,
             })
         }
+        // The call may outlive the request (it fills the cache); its spans stay in the
+        // trace of the request that started it.
+        .in_current_span()
         .boxed();
         cache.call(key.clone(), policy, fut)
     };
@@ -415,5 +503,32 @@ async fn one(
             served(&entry, Outcome::Stale, Some(error))
         }
         None => unanswered(connector, capability, Outcome::Failed, error),
+    }
+}
+
+/// A live call's dropped records and unmapped codes, counted where they are known (a
+/// cached answer is not counted again).
+fn count_drops(
+    metrics: &Metrics,
+    c: &LiveConnector,
+    out: &mallgate_connectors::runtime::CallOutput,
+) {
+    for w in out.warnings.iter().filter(|w| w.code == "record_dropped") {
+        metrics.dropped(
+            c.partner(),
+            c.id(),
+            mallgate_connectors::mapping::drop_reason(&w.message),
+            1,
+        );
+    }
+    let unmapped = out
+        .records
+        .iter()
+        .filter_map(|r| r.pointer("/provenance/warnings").and_then(Value::as_array))
+        .flatten()
+        .filter(|w| w.get("code").and_then(Value::as_str) == Some("unmapped_status"))
+        .count();
+    if unmapped > 0 {
+        metrics.unmapped(c.partner(), c.id(), "tracking_status", unmapped as u64);
     }
 }

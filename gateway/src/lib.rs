@@ -17,6 +17,7 @@
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
 //! - [`changes`]: the reload task: every change to the serving set, one at a time.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
+//! - [`telemetry`]: logs, traces and Prometheus metrics.
 //! - `demo` (the default `demo` feature): the simulator fleet and the gateway in one
 //!   process.
 
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod watch;
 
 /// The hasher of the gateway's hot maps and caches: keyed per process like std's (a client

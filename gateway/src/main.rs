@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 #[cfg(feature = "demo")]
 use mallgate::demo::{self, DemoOptions};
+use mallgate::telemetry::{self, Mode};
 use mallgate::{Gateway, GatewayConfig};
 
 #[global_allocator]
@@ -78,7 +79,15 @@ fn main() -> anyhow::Result<()> {
             }
             let path = config.context("serve needs --config FILE")?;
             let config = GatewayConfig::load(&path)?;
-            let gateway = Gateway::build(config, std::sync::Arc::default())?;
+            let _telemetry = telemetry::init(&config, Mode::Serve)?;
+            tracing::info!(
+                target: "mallgate::process",
+                version = env!("CARGO_PKG_VERSION"),
+                listen = %config.listen,
+                "starting"
+            );
+            let gateway = Gateway::build(config, std::sync::Arc::default())
+                .inspect_err(|e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"))?;
             gateway.run()?;
             Ok(())
         }
@@ -120,10 +129,9 @@ fn demo_main(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
     }
     let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
     let (admin, tokens) = demo::demo_admin()?;
-    let gateway = Gateway::build(
-        demo::demo_config(&options, Some(admin)),
-        demo::demo_secrets(),
-    )?;
+    let config = demo::demo_config(&options, Some(admin));
+    let _telemetry = telemetry::init(&config, Mode::Demo)?;
+    let gateway = Gateway::build(config, demo::demo_secrets())?;
     eprintln!(
         "{}",
         demo::sample_commands(&format!("http://{}", options.listen), &fleet, &tokens)

@@ -330,6 +330,11 @@ impl Registry {
     }
 
     /// The snapshot to answer one request from.
+    /// Where programs run (the trusted threads and the sandbox pool).
+    pub fn mappers(&self) -> &Mappers {
+        &self.mappers
+    }
+
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }

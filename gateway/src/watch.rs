@@ -95,11 +95,9 @@ impl BackgroundService for Watcher {
             match self.changes.submit(Role::Operator, change).await {
                 // Not taken (the queue is full): the next look tries again.
                 Err(ApiError::Overloaded { .. }) => continue,
-                Err(e) => eprintln!(
-                    "mallgate: {} rejected, the active set keeps serving: {e:?}",
-                    source.action()
-                ),
-                Ok(_) => {}
+                // Refused: the reload task logged why and counted it; the active set keeps
+                // serving, and the next change of the directory tries again.
+                Err(_) | Ok(_) => {}
             }
             seen = now;
         }

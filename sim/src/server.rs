@@ -184,6 +184,8 @@ pub struct ReplicaState {
     pub index: usize,
     pub faults: FaultState,
     counters: Mutex<BTreeMap<String, u64>>,
+    /// The W3C `traceparent` headers received (the last 1,000), for trace tests.
+    traceparents: Mutex<std::collections::VecDeque<String>>,
 }
 
 impl ReplicaState {
@@ -204,6 +206,24 @@ impl ReplicaState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The `traceparent` headers received, oldest first (the last 1,000).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.traceparents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn note_traceparent(&self, value: &str) {
+        let mut seen = self.traceparents.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() == 1000 {
+            seen.pop_front();
+        }
+        seen.push_back(value.to_owned());
     }
 }
 
@@ -228,6 +248,9 @@ async fn faults_and_counters(State(state): State<AppState>, req: Request, next: 
     state
         .replica
         .count(format!("path:{} {}", req.method(), req.uri().path()));
+    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        state.replica.note_traceparent(tp);
+    }
     // The partner's correlation header comes back on every answer it gives.
     let echo = correlation_header(state.replica.partner).and_then(|name| {
         req.headers()
@@ -324,6 +347,7 @@ impl Replica {
             index,
             faults: FaultState::new(sim.world.seed, partner.id(), index),
             counters: Mutex::new(BTreeMap::new()),
+            traceparents: Mutex::new(std::collections::VecDeque::new()),
         });
         let app_state = AppState {
             sim,

@@ -67,6 +67,42 @@ impl Answer {
     }
 }
 
+/// The simulated fleet (seed 7, two replicas per partner, clock frozen on Black Friday)
+/// and the example connectors written to a fresh directory with the fleet's ports,
+/// `patch`ed: what a gateway — in process, or the real binary — is pointed at.
+pub async fn fleet_and_connectors(
+    fleet: FleetConfig,
+    patch: impl Fn(Partner, String) -> String,
+) -> (Arc<Fleet>, PathBuf) {
+    let fleet = Fleet::start(FleetConfig {
+        seed: 7,
+        replicas: 2,
+        ..fleet
+    })
+    .await
+    .expect("fleet starts");
+    fleet.clock().freeze(BLACK_FRIDAY);
+    let dir = std::env::temp_dir().join(format!(
+        "mallgate-test-{}-{:x}",
+        std::process::id(),
+        mallgate::cursor::random_u64()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (i, (partner, file)) in FILES.iter().enumerate() {
+        let path = format!(
+            "{}/../connectors/partners/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut text = std::fs::read_to_string(path).expect("connector file");
+        for r in 0..2 {
+            let demo = format!("http://127.0.0.1:{}", 18_000 + 100 * (i + 1) + 1 + r);
+            text = text.replace(&demo, &fleet.url(*partner, r).expect("replica"));
+        }
+        std::fs::write(dir.join(file), patch(*partner, text)).expect("write connector");
+    }
+    (fleet, dir)
+}
+
 impl Mall {
     pub async fn start() -> Self {
         Self::start_with(|_, text| text).await
@@ -92,32 +128,7 @@ impl Mall {
         patch: impl Fn(Partner, String) -> String,
         configure: impl FnOnce(&mut GatewayConfig),
     ) -> Self {
-        let fleet = Fleet::start(FleetConfig {
-            seed: 7,
-            replicas: 2,
-            ..fleet
-        })
-        .await
-        .expect("fleet starts");
-        fleet.clock().freeze(BLACK_FRIDAY);
-        let dir = std::env::temp_dir().join(format!(
-            "mallgate-test-{}-{:x}",
-            std::process::id(),
-            mallgate::cursor::random_u64()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for (i, (partner, file)) in FILES.iter().enumerate() {
-            let path = format!(
-                "{}/../connectors/partners/{file}",
-                env!("CARGO_MANIFEST_DIR")
-            );
-            let mut text = std::fs::read_to_string(path).expect("connector file");
-            for r in 0..2 {
-                let demo = format!("http://127.0.0.1:{}", 18_000 + 100 * (i + 1) + 1 + r);
-                text = text.replace(&demo, &fleet.url(*partner, r).expect("replica"));
-            }
-            std::fs::write(dir.join(file), patch(*partner, text)).expect("write connector");
-        }
+        let (fleet, dir) = fleet_and_connectors(fleet, patch).await;
         let mut config = GatewayConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
             connectors_dir: Some(dir.clone()),

@@ -199,6 +199,23 @@ pub(super) fn dropped(record: &str, reason: &str) -> Warning {
     }
 }
 
+/// Why a record was dropped, as a bounded label (the `record_dropped` warning's message
+/// (or a `MappingRejected` error's first reason) says it in full): `map_failed`, `identity`, `not_an_object`, `too_large` or `schema`.
+pub fn drop_reason(message: &str) -> &'static str {
+    let reason = message.split_once(" dropped: ").map_or(message, |(_, r)| r);
+    if reason.starts_with("the map failed") {
+        "map_failed"
+    } else if reason.starts_with("identity:") {
+        "identity"
+    } else if reason.starts_with("the map produced") {
+        "not_an_object"
+    } else if reason.contains("larger than") || reason.contains("too large") {
+        "too_large"
+    } else {
+        "schema"
+    }
+}
+
 /// The usual keys of a partner's own id for a record, first match wins.
 const NATIVE_REF_KEYS: [&str; 6] = ["id", "sku", "itemId", "productId", "trackingNumber", "code"];
 

@@ -37,7 +37,7 @@ use jaq_json::Val;
 pub use convert::{to_json, to_val};
 pub(crate) use dry_run::rebuild as rebuild_error;
 pub use dry_run::{ChildReply, DryRunOutput, DryRunRequest, Sandbox, SandboxLimits, child_main};
-pub use finish::{Identity, RawPage, RawRecord, finish_page, strip_nulls};
+pub use finish::{Identity, RawPage, RawRecord, drop_reason, finish_page, strip_nulls};
 pub use natives::RANGE_BUDGET;
 pub use page::{
     CapabilityMapping, CompiledCapability, ConnectorPrograms, Globals, INLINE_REPLY_BYTES,

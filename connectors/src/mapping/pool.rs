@@ -41,6 +41,8 @@ struct Shared {
     stopping: AtomicBool,
     abandoned_total: AtomicU64,
     completed_total: AtomicU64,
+    queued: AtomicU64,
+    run_micros: AtomicU64,
     /// Live workers may not exceed this (abandoned ones included).
     max_workers: usize,
 }
@@ -51,6 +53,10 @@ pub struct PoolStats {
     pub workers: usize,
     pub completed_total: u64,
     pub abandoned_total: u64,
+    /// Jobs waiting for a thread now.
+    pub queued: u64,
+    /// Time threads spent on jobs, in microseconds.
+    pub run_micros_total: u64,
 }
 
 /// A fixed set of big-stack mapping threads with a bounded queue.
@@ -92,10 +98,16 @@ fn worker(shared: &Shared, slot: &Slot) {
             queue.recv()
         };
         let Ok(job) = job else { break };
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
         *slot.busy_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(job.deadline);
+        let started = Instant::now();
         // A panic in a job drops its result sender: the caller sees a failed mapping, the
         // worker lives on.
         let _ = catch_unwind(AssertUnwindSafe(job.work));
+        shared.run_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         *slot.busy_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
         shared.completed_total.fetch_add(1, Ordering::Relaxed);
         if slot.abandoned.load(Ordering::Acquire) || shared.stopping.load(Ordering::Acquire) {
@@ -149,6 +161,8 @@ impl MappingPool {
             stopping: AtomicBool::new(false),
             abandoned_total: AtomicU64::new(0),
             completed_total: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            run_micros: AtomicU64::new(0),
             max_workers: threads * 2,
         });
         for _ in 0..threads {
@@ -178,9 +192,14 @@ impl MappingPool {
             let _ = tx.send(work());
         });
         let sender = self.sender.as_ref().ok_or_else(busy)?;
+        // Counted before the send: a worker may take the job (and count it out) at once.
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         match sender.try_send(Job { deadline, work }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Err(busy()),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(busy())
+            }
         }
     }
 
@@ -226,6 +245,8 @@ impl MappingPool {
                 .len(),
             completed_total: self.shared.completed_total.load(Ordering::Relaxed),
             abandoned_total: self.shared.abandoned_total.load(Ordering::Relaxed),
+            queued: self.shared.queued.load(Ordering::Relaxed),
+            run_micros_total: self.shared.run_micros.load(Ordering::Relaxed),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use reqwest::{Method as HttpMethod, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 use url::Url;
 
 use super::auth::{Applied, static_auth};
@@ -492,20 +493,34 @@ impl Connector {
         first: bool,
     ) -> Result<(MappedPage, Reply), ConnectorError> {
         let body = std::mem::take(&mut reply.body);
-        let globals = (context.globals)();
-        if first && self.resources.samples.wants(context.capability, body.len()) {
-            let sample = body.clone();
-            let page = self
-                .map_page(context.compiled, body, &globals, context.deadline)
-                .await?;
-            self.resources
-                .samples
-                .record(context.capability, &sample, context.query);
-            return Ok((page, reply));
+        let span = tracing::info_span!(
+            target: "mallgate::mapping",
+            "mapping",
+            mallgate.reply_bytes = body.len(),
+            mallgate.records = tracing::field::Empty,
+            mallgate.records_dropped = tracing::field::Empty,
+        );
+        let mapped = async {
+            let globals = (context.globals)();
+            if first && self.resources.samples.wants(context.capability, body.len()) {
+                let sample = body.clone();
+                let page = self
+                    .map_page(context.compiled, body, &globals, context.deadline)
+                    .await?;
+                self.resources
+                    .samples
+                    .record(context.capability, &sample, context.query);
+                return Ok(page);
+            }
+            self.map_page(context.compiled, body, &globals, context.deadline)
+                .await
         }
-        let page = self
-            .map_page(context.compiled, body, &globals, context.deadline)
-            .await?;
-        Ok((page, reply))
+        .instrument(span.clone())
+        .await;
+        if let Ok(page) = &mapped {
+            span.record("mallgate.records", page.records.len());
+            span.record("mallgate.records_dropped", page.dropped.len());
+        }
+        Ok((mapped?, reply))
     }
 }

@@ -18,6 +18,7 @@ mod resources;
 pub mod samples;
 pub mod secrets;
 pub mod stack;
+pub mod telemetry;
 pub mod tls;
 
 pub use self::connector::Connector;

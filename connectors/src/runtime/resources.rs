@@ -127,7 +127,7 @@ impl PartnerResources {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(
             map.entry(url.to_owned())
-                .or_insert_with(|| Arc::new(EndpointState::new(url, &self.config.resilience))),
+                .or_insert_with(|| Arc::new(EndpointState::new(&self.partner, url, &self.config.resilience))),
         )
     }
 

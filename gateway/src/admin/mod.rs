@@ -149,9 +149,53 @@ impl Admin {
     pub async fn handle(&self, req: Request) -> Response {
         let request_id = format!("adm-{:x}", crate::cursor::random_u64() & 0xffff_ffff);
         let path = req.path.clone();
+        // `/metrics`: an operator token, unless the config makes it public.
+        if path == "/metrics" {
+            let allowed = if self.api.config().metrics.public {
+                Ok(())
+            } else {
+                self.tokens
+                    .authenticate(&req)
+                    .and_then(|role| role.operator_only())
+            };
+            return match allowed {
+                Ok(()) => metrics_only(&self.api, &req),
+                Err(e) => Response::problem(&e, &path, &request_id),
+            };
+        }
         match self.route(&req).await {
             Ok(r) => r,
             Err(e) => Response::problem(&e, &path, &request_id),
         }
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition of the gateway's metrics.
+pub fn metrics_only(api: &Api, req: &Request) -> Response {
+    let fail = |e: ApiError| Response::problem(&e, &req.path, "-");
+    if req.path != "/metrics" {
+        return fail(ApiError::NotFound {
+            kind: "route",
+            detail: "this listener serves /metrics only".into(),
+        });
+    }
+    if req.method != http::Method::GET {
+        return fail(ApiError::MethodNotAllowed { allow: "GET" });
+    }
+    match api.metrics.encode() {
+        Ok(text) => Response {
+            status: 200,
+            headers: vec![
+                (
+                    "content-type",
+                    "text/plain; version=0.0.4; charset=utf-8".to_owned(),
+                ),
+                ("cache-control", "no-store".to_owned()),
+            ],
+            body: bytes::Bytes::from(text),
+        },
+        Err(e) => fail(ApiError::Internal {
+            detail: format!("the metrics could not be encoded: {e}"),
+        }),
     }
 }

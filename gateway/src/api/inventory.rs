@@ -272,6 +272,7 @@ impl Api {
             fanout::run(
                 &self.cache,
                 &self.health,
+                &self.metrics,
                 capability,
                 calls,
                 deadline,

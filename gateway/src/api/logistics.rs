@@ -135,6 +135,7 @@ impl Api {
         let sources = fanout::run(
             &self.cache,
             &self.health,
+            &self.metrics,
             Capability::RatesQuote,
             calls,
             deadline,
@@ -187,6 +188,7 @@ impl Api {
         let sources = fanout::run(
             &self.cache,
             &self.health,
+            &self.metrics,
             Capability::TrackingGet,
             calls,
             deadline,

@@ -401,6 +401,7 @@ impl Api {
         let sources = fanout::run(
             &self.cache,
             &self.health,
+            &self.metrics,
             Capability::CatalogSearch,
             calls,
             deadline,
@@ -578,6 +579,7 @@ impl Api {
         let sources = fanout::run(
             &self.cache,
             &self.health,
+            &self.metrics,
             capability,
             calls,
             deadline,

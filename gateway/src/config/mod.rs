@@ -25,6 +25,9 @@
 //! resilience:                   # breaker, ejection, retry budget, health-check defaults
 //!   breaker_failures: 5         # (every field: see `config::resilience`)
 //!   eject_max_ms: 30000
+//! log: {format: json, level: info, access: true}        # see `config::telemetry`
+//! traces: {endpoint: http://127.0.0.1:4318, sampling_ratio: 0.05}
+//! metrics: {public: false, listen: 127.0.0.1:9464}
 //! sandbox:                      # where partner-owned jq runs: worker processes
 //!   workers: 2
 //!   address_space_mib: 1536
@@ -44,7 +47,9 @@ use serde::Deserialize;
 use crate::GatewayError;
 
 mod resilience;
+mod telemetry;
 pub use self::resilience::ResilienceConfig;
+pub use self::telemetry::{LogConfig, LogFormat, MetricsConfig, TracesConfig};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +108,15 @@ pub struct GatewayConfig {
     /// may register retailer connectors at the retailers' default priority, no codes.
     #[serde(default)]
     pub partners: BTreeMap<String, mallgate_connectors::Grant>,
+    /// Log lines: format, level, the access log.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// OpenTelemetry traces (OTLP); off unless an endpoint is configured.
+    #[serde(default)]
+    pub traces: TracesConfig,
+    /// The Prometheus `/metrics` endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// The sandbox pool (DESIGN §5): every jq program of a partner-owned connector runs in one
@@ -395,6 +409,9 @@ impl Default for GatewayConfig {
             sandbox: SandboxConfig::default(),
             resilience: ResilienceConfig::default(),
             partners: BTreeMap::new(),
+            log: LogConfig::default(),
+            traces: TracesConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -440,6 +457,17 @@ impl GatewayConfig {
             return Err("sandbox.run_timeout_ms must be between 10 and 60000".into());
         }
         self.resilience.check()?;
+        self.traces.check()?;
+        // Port 0 (a free port, picked at start) never collides.
+        let fixed = self.metrics.listen.filter(|m| m.port() != 0);
+        if let (Some(m), Some(a)) = (fixed, &self.admin)
+            && m == a.listen
+        {
+            return Err("metrics.listen must differ from admin.listen".into());
+        }
+        if fixed == Some(self.listen) {
+            return Err("metrics.listen must differ from listen (the public listener)".into());
+        }
         if self.sandbox.quarantine_after == 0 {
             return Err("sandbox.quarantine_after must be at least 1".into());
         }

@@ -123,13 +123,20 @@ impl Gateway {
                 dir: config.connectors_dir.clone(),
             }),
         };
+        let connections = Arc::new(Connections::new(config.connections));
+        let metrics = Arc::clone(&api.metrics);
+        api.metrics.observe(crate::telemetry::metrics::State {
+            registry: Arc::clone(&registry),
+            cache: Arc::clone(&api.cache),
+            connections: Some(Arc::clone(&connections)),
+        });
         Ok(Self {
             api,
             admin,
-            connections: Arc::new(Connections::new(config.connections)),
+            connections,
             config,
             changes,
-            reload_task: Some(ReloadTask::new(queue, apply)),
+            reload_task: Some(ReloadTask::new(queue, apply, metrics)),
         })
     }
 }

@@ -38,7 +38,9 @@ use crate::config::{AdmissionConfig, GatewayConfig, LimitsConfig};
 use crate::connections::{Bounded, Connections};
 use crate::health::HealthChecker;
 use crate::problem::ApiError;
+use crate::telemetry::{Metrics, request};
 use crate::watch::Watcher;
+use tracing::Instrument;
 pub use build::resolve_reference;
 use pingora::services::background::background_service;
 
@@ -60,6 +62,14 @@ pub struct Gateway {
     reload_task: Option<ReloadTask>,
 }
 
+/// The listeners' addresses, port 0 replaced by the one picked.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    public: SocketAddr,
+    admin: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
+}
+
 /// A gateway listening on its own thread.
 #[derive(Debug)]
 pub struct RunningGateway {
@@ -67,6 +77,8 @@ pub struct RunningGateway {
     pub api: Arc<Api>,
     /// The admin listener's address and API, when configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The metrics listener's address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub admin: Option<Arc<Admin>>,
     /// The public listener's open connections (counts for tests and the status).
     pub connections: Arc<Connections>,
@@ -79,26 +91,33 @@ impl Gateway {
     /// are probed at once: probing one after the other could hand the admin listener the
     /// port the public probe had just released, and pingora would then adopt one socket for
     /// both services (two owners of one descriptor, each closing it at shutdown).
-    fn listen_addrs(&self) -> Result<(SocketAddr, Option<SocketAddr>), GatewayError> {
-        let (_public, addr) = probe(self.config.listen)?;
+    fn listen_addrs(&self) -> Result<Addrs, GatewayError> {
+        let (_public, public) = probe(self.config.listen)?;
         let admin = match (&self.admin, &self.config.admin) {
             (Some(_), Some(c)) => Some(probe(c.listen)?),
             _ => None,
         };
-        // Both probes close here, just before pingora binds the same addresses.
-        Ok((addr, admin.map(|(_, admin_addr)| admin_addr)))
+        let metrics = match self.config.metrics.listen {
+            Some(addr) => Some(probe(addr)?),
+            None => None,
+        };
+        // The probes close here, just before pingora binds the same addresses.
+        Ok(Addrs {
+            public,
+            admin: admin.map(|(_, a)| a),
+            metrics: metrics.map(|(_, a)| a),
+        })
     }
 
     /// The pingora server: the listeners, and the background services that stop with it —
     /// the reload task, the directory watcher (with `sighup`, SIGHUP too), the health
     /// checks and the canary judge.
-    fn server(
-        &mut self,
-        addr: SocketAddr,
-        admin_addr: Option<SocketAddr>,
-        grace_s: u64,
-        sighup: bool,
-    ) -> Server {
+    fn server(&mut self, addrs: Addrs, grace_s: u64, sighup: bool) -> Server {
+        let Addrs {
+            public: addr,
+            admin: admin_addr,
+            metrics: metrics_addr,
+        } = addrs;
         let conf = ServerConf {
             threads: self.config.threads,
             grace_period_seconds: Some(grace_s),
@@ -124,6 +143,8 @@ impl Gateway {
         }
         let app = HttpApp {
             handler: Handler::Public(Arc::clone(&self.api)),
+            listener: "public",
+            metrics: Arc::clone(&self.api.metrics),
             limits: self.config.limits,
             admission: Some(Admission::new(self.config.admission)),
         };
@@ -143,6 +164,8 @@ impl Gateway {
         if let (Some(admin), Some(admin_addr)) = (&self.admin, admin_addr) {
             let app = HttpApp {
                 handler: Handler::Admin(Arc::clone(admin)),
+                listener: "admin",
+                metrics: Arc::clone(&self.api.metrics),
                 limits: LimitsConfig {
                     // Connector documents are bigger than API bodies.
                     max_body_bytes: 1024 * 1024,
@@ -154,6 +177,18 @@ impl Gateway {
             service.add_tcp(&admin_addr.to_string());
             server.add_service(service);
         }
+        if let Some(metrics_addr) = metrics_addr {
+            let app = HttpApp {
+                handler: Handler::Metrics(Arc::clone(&self.api)),
+                listener: "metrics",
+                metrics: Arc::clone(&self.api.metrics),
+                limits: self.config.limits,
+                admission: None,
+            };
+            let mut service = Service::new("mallgate metrics".to_owned(), app);
+            service.add_tcp(&metrics_addr.to_string());
+            server.add_service(service);
+        }
         server
     }
 
@@ -161,8 +196,9 @@ impl Gateway {
     /// pingora cannot report the port it bound) on a thread of its own, and returns once
     /// the listener accepts connections.
     pub fn start(mut self) -> Result<RunningGateway, GatewayError> {
-        let (addr, admin_addr) = self.listen_addrs()?;
-        let server = self.server(addr, admin_addr, 0, false);
+        let addrs = self.listen_addrs()?;
+        let (addr, admin_addr, metrics_addr) = (addrs.public, addrs.admin, addrs.metrics);
+        let server = self.server(addrs, 0, false);
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("mallgate-pingora".into())
@@ -176,6 +212,7 @@ impl Gateway {
             addr,
             api: Arc::clone(&self.api),
             admin_addr,
+            metrics_addr,
             admin: self.admin.clone(),
             connections: Arc::clone(&self.connections),
             stop: Some(tx),
@@ -201,8 +238,8 @@ impl Gateway {
     /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
     /// connections are closed), SIGINT stops at once; SIGHUP reloads the connectors.
     pub fn run(mut self) -> Result<(), GatewayError> {
-        let (addr, admin_addr) = self.listen_addrs()?;
-        let server = self.server(addr, admin_addr, 5, true);
+        let addrs = self.listen_addrs()?;
+        let server = self.server(addrs, 5, true);
         server.run(RunArgs::default());
         Ok(())
     }
@@ -265,6 +302,9 @@ impl ShutdownSignalWatch for ChannelSignal {
 /// The HTTP/1 listener app: the public API or the admin API behind the same limits.
 struct HttpApp {
     handler: Handler,
+    /// `public`, `admin` or `metrics` (the `listener` label and log field).
+    listener: &'static str,
+    metrics: Arc<Metrics>,
     limits: LimitsConfig,
     /// Admission control (the public listener only).
     admission: Option<Admission>,
@@ -273,6 +313,8 @@ struct HttpApp {
 enum Handler {
     Public(Arc<Api>),
     Admin(Arc<Admin>),
+    /// `/metrics` alone, without a token (`metrics.listen`).
+    Metrics(Arc<Api>),
 }
 
 /// Admission control: a bound on requests in flight (503 at once beyond it) and an
@@ -441,6 +483,7 @@ impl HttpApp {
         let response = match &self.handler {
             Handler::Public(api) => api.handle(request).await,
             Handler::Admin(admin) => admin.handle(request).await,
+            Handler::Metrics(api) => crate::admin::metrics_only(api, &request),
         };
         (response, head_only)
     }
@@ -472,6 +515,14 @@ impl HttpServerApp for HttpApp {
             Ok(Some(Ok(false) | Err(_))) | Err(_) => return None,
         }
         let mut close = *shutdown.borrow();
+        let started = tokio::time::Instant::now();
+        let head = http.req_header();
+        let method = request::method_label(&head.method);
+        let route = request::route_of(head.uri.path());
+        let span = request::server_span(method, route, head.uri.path());
+        if crate::telemetry::tracing_on() {
+            crate::telemetry::traces::adopt_parent(&span, &head.headers);
+        }
         // Liveness is never refused; everything else passes admission first.
         let admitted = match &self.admission {
             Some(admission) if http.req_header().uri.path() != "/healthz" => {
@@ -479,14 +530,24 @@ impl HttpServerApp for HttpApp {
             }
             _ => Ok(None),
         };
+        let mut tally = request::SourceTally::default();
         let (response, head_only) = match admitted {
             Ok(_admitted) => {
-                match tokio::time::timeout(timeout, self.respond(&mut http, &mut close)).await {
-                    Ok(r) => r,
+                let answer = request::tallied(self.respond(&mut http, &mut close))
+                    .instrument(span.clone());
+                match tokio::time::timeout(timeout, answer).await {
+                    Ok((r, t)) => {
+                        tally = t;
+                        r
+                    }
                     Err(_) => return None,
                 }
             }
             Err(e) => {
+                self.metrics.refused(match e {
+                    ApiError::TooManyRequests { .. } => "client_rate_limited",
+                    _ => "overloaded",
+                });
                 // The body (if any) is left unread: the connection cannot be reused.
                 close |= http
                     .req_header()
@@ -516,9 +577,29 @@ impl HttpServerApp for HttpApp {
             header.insert_header("connection", "close").ok()?;
         }
         http.write_response_header(Box::new(header)).await.ok()?;
+        let status = response.status;
+        let request_id = response.header("x-request-id").map(str::to_owned);
         if !response.body.is_empty() && !head_only {
             http.write_response_body(response.body, true).await.ok()?;
         }
+        let client = http
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        request::answered(
+            &span,
+            &self.metrics,
+            &request::Answered {
+                listener: self.listener,
+                method,
+                route,
+                status,
+                elapsed: started.elapsed(),
+                request_id: request_id.as_deref(),
+                client: client.as_deref(),
+                tally,
+            },
+        );
         let settings = HttpPersistentSettings::for_session(&http);
         crate::connections::waiting();
         match http.finish().await {

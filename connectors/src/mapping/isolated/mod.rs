@@ -98,6 +98,10 @@ pub struct IsolationStats {
     pub retired_total: u64,
     /// Jobs not run because their deadline passed while they waited.
     pub expired_total: u64,
+    /// Jobs waiting for a worker now.
+    pub queued: u64,
+    /// Time workers spent on jobs, in microseconds.
+    pub run_micros_total: u64,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +112,7 @@ struct Counters {
     died: AtomicU64,
     retired: AtomicU64,
     expired: AtomicU64,
+    run_micros: AtomicU64,
 }
 
 struct Job {
@@ -243,6 +248,11 @@ impl IsolatedPool {
             died_total: l(&c.died),
             retired_total: l(&c.retired),
             expired_total: l(&c.expired),
+            queued: self
+                .sender
+                .as_ref()
+                .map_or(0, |s| (s.max_capacity() - s.capacity()) as u64),
+            run_micros_total: l(&c.run_micros),
         }
     }
 }
@@ -318,7 +328,12 @@ async fn slot(
             continue;
         }
         counters.jobs.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = run_job(&config, &counters, &mut worker, &job).await;
+        counters.run_micros.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let _ = job.reply.send(result);
     }
 }

@@ -88,7 +88,7 @@ async fn ejection_backs_off_and_returns() {
 
 #[tokio::test(start_paused = true)]
 async fn probes_end_ejections_only_after_their_time() {
-    let s = EndpointState::new("http://127.0.0.1:1", &ResilienceSettings::default());
+    let s = EndpointState::new("test", "http://127.0.0.1:1", &ResilienceSettings::default());
     s.set_probed(true);
     s.record_probe(false, Some("refused".into()));
     s.record_probe(false, Some("refused".into()));
@@ -138,7 +138,7 @@ fn retry_decisions() {
 async fn selection_fails_over_by_priority_and_weighs() {
     let config = ResilienceSettings::default();
     let route = |url: &str, priority, weight| Route {
-        state: Arc::new(EndpointState::new(url, &config)),
+        state: Arc::new(EndpointState::new("test", url, &config)),
         base: url::Url::parse(url).expect("url"),
         priority,
         weight,

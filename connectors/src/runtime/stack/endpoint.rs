@@ -19,6 +19,7 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
 use url::Url;
 
 use super::{AdmissionState, Exchange, bump};
@@ -167,12 +168,16 @@ where
         };
         let future = self.inner.call(attempt);
         Box::pin(async move {
+            let started = Instant::now();
             let result = future.await;
             let outcome = outcome(&result);
             if health_probe {
                 slot.state.record_probe_exchange(outcome);
             } else {
                 slot.state.record(outcome);
+                slot.state
+                    .exchange_seconds
+                    .observe(started.elapsed().as_secs_f64());
             }
             // The verdict is in: the probe is settled, not abandoned.
             slot.settle();
@@ -238,17 +243,76 @@ where
         // exchange if it is the one that finishes.
         let trace = Arc::clone(&attempt.exchange.trace);
         trace.sent();
+        let span = client_span(&attempt, &url);
         let future = self.inner.call(attempt);
-        Box::pin(async move {
-            let result = tokio::time::timeout(timeout, future).await.unwrap_or(Err(
-                ConnectorError::Timeout {
-                    url: url.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                },
-            ));
-            trace.answered(url);
-            result
-        })
+        Box::pin(
+            async move {
+                let result = tokio::time::timeout(timeout, future).await.unwrap_or(Err(
+                    ConnectorError::Timeout {
+                        url: url.clone(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    },
+                ));
+                trace.answered(url);
+                record_result(&tracing::Span::current(), &result);
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// The client span of one attempt, per the OpenTelemetry HTTP client conventions
+/// (`url.full` redacted: no query, no user info). Health probes have none: they are not
+/// part of any request, and a trace per probe would drown the ones that are.
+fn client_span(attempt: &Attempt, url: &str) -> tracing::Span {
+    if attempt.probe {
+        return tracing::Span::none();
+    }
+    let method = attempt.exchange.prepared.method.as_str();
+    tracing::info_span!(
+        target: "mallgate::exchange",
+        "exchange",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        server.address = attempt.target.host_str().unwrap_or_default(),
+        server.port = attempt.target.port_or_known_default().unwrap_or_default(),
+        url.full = url,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The attempt's result on its span: the status, or the error's type.
+fn record_result(span: &tracing::Span, result: &Result<Reply, ConnectorError>) {
+    match result {
+        Ok(reply) => {
+            span.record("http.response.status_code", reply.status.as_u16());
+            if reply.status.is_server_error() {
+                span.record("error.type", reply.status.as_str());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(e) => {
+            span.record("error.type", error_type(e));
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// A low-cardinality `error.type` of a failed exchange.
+pub fn error_type(error: &ConnectorError) -> &'static str {
+    match error {
+        ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. } => "timeout",
+        ConnectorError::Transport { connect: true, .. } => "connect_failed",
+        ConnectorError::Transport { .. } => "transport",
+        ConnectorError::Tls { .. } => "tls",
+        ConnectorError::TooLarge { .. } => "too_large",
+        ConnectorError::AddressDenied { .. } => "address_denied",
+        ConnectorError::NoEndpoint => "unavailable",
+        _ => "_OTHER",
     }
 }
 
@@ -273,7 +337,11 @@ impl Service<Attempt> for Client {
         let max_bytes = self.max_bytes;
         let transport = self.transport.clone();
         Box::pin(async move {
-            let request = attempt.exchange.prepared.build(&attempt.target);
+            let mut request = attempt.exchange.prepared.build(&attempt.target);
+            // Inside the attempt's client span: its context goes to the partner.
+            for (name, value) in crate::runtime::telemetry::propagation_headers() {
+                request = request.header(name, value);
+            }
             match transport {
                 None => send(request, &attempt.target, max_bytes).await,
                 Some(transport) => {

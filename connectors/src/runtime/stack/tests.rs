@@ -406,7 +406,7 @@ fn state(url: &str, failures: u32) -> Arc<EndpointState> {
         breaker_failures: failures,
         ..ResilienceSettings::default()
     };
-    Arc::new(EndpointState::new(url, &config))
+    Arc::new(EndpointState::new("test", url, &config))
 }
 
 fn attempt(probe: bool) -> Attempt {

@@ -1,0 +1,141 @@
+//! Telemetry (DESIGN §8): what an operator reads to answer "which partner is slow, since
+//! when, and what did the frontend see?".
+//!
+//! - **Logs**: `tracing` events as JSON lines (`serve`) or text (`demo`) on stdout, written
+//!   by a background thread (a blocked stdout drops lines, counted, and never stalls a
+//!   request); pingora's `log` records are bridged in. One access line per request
+//!   ([`request`]); events for partner call failures, breaker and ejection transitions,
+//!   reloads, canary decisions and admin changes. Secrets are a type whose `Debug` and
+//!   `Display` print `***`; no event formats a credential.
+//! - **Traces**: the same `tracing` spans, exported over OTLP when configured ([`traces`]):
+//!   a server span per request, a span per source, a client span per partner exchange, a
+//!   mapping span; W3C `traceparent` in and out.
+//! - **Metrics**: Prometheus families per gateway ([`metrics`]), most read from the state
+//!   the gateway keeps anyway (breakers, ejections, guardrails, the cache) at scrape time.
+
+pub mod metrics;
+pub mod request;
+pub mod traces;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, fmt};
+
+use crate::GatewayError;
+use crate::config::{GatewayConfig, LogFormat};
+
+pub use self::metrics::Metrics;
+
+/// Which command the process runs (it picks the default log format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Demo,
+}
+
+/// Whether spans are exported (the server span then adopts a frontend's `traceparent`).
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn tracing_on() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// Keeps the log writer and the span exporter alive; dropping it flushes both.
+#[must_use = "dropping the guard stops the log writer and the span exporter"]
+pub struct TelemetryGuard {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    _log: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("traces", &self.provider.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// The log filter: `RUST_LOG` when set, else the config's level (default `info`); the
+/// access log is off when the config says so.
+fn filter(config: &GatewayConfig) -> Result<EnvFilter, GatewayError> {
+    let text = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => config.log.level.clone().unwrap_or_else(|| "info".into()),
+    };
+    let mut filter = EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| GatewayError::Startup(format!("log level `{text}`: {e}")))?;
+    if !config.log.access {
+        filter = filter.add_directive(
+            "mallgate::access=off"
+                .parse()
+                .map_err(|e| GatewayError::Startup(format!("log filter: {e}")))?,
+        );
+    }
+    Ok(filter)
+}
+
+/// Installs the process's logging and (when configured) trace export. Call once, from
+/// the binary; a second call fails (there is one global subscriber).
+pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, GatewayError> {
+    let format = config.log.format.unwrap_or(match mode {
+        Mode::Serve => LogFormat::Json,
+        Mode::Demo => LogFormat::Text,
+    });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("mallgate-log")
+        .finish(std::io::stdout());
+    metrics::set_log_drops(writer.error_counter());
+    // Log lines are events only: span fields are for traces (and cost nothing unless
+    // traces are on).
+    let events = filter(config)?.and(filter_fn(|m| m.is_event()));
+    let logs = match format {
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(events)
+            .boxed(),
+        LogFormat::Text => fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .with_filter(events)
+            .boxed(),
+    };
+    let provider = match traces::endpoint(&config.traces) {
+        Some(endpoint) => Some(traces::provider(&config.traces, endpoint)?),
+        None => None,
+    };
+    let spans = provider.as_ref().map(|p| {
+        traces::layer(p).with_filter(filter_fn(|m| {
+            m.is_span() && m.target().starts_with("mallgate")
+        }))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .map_err(|e| GatewayError::Startup(format!("logging is already set up: {e}")))?;
+    if provider.is_some() {
+        TRACING.store(true, Ordering::Relaxed);
+        mallgate_connectors::runtime::telemetry::set_propagator(Box::new(traces::propagation));
+    }
+    Ok(TelemetryGuard {
+        provider,
+        _log: guard,
+    })
+}
