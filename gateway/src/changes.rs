@@ -234,7 +234,11 @@ fn observed(
             }
         }
         Err(e) => {
-            let result = if e.status() >= 500 { "failed" } else { "rejected" };
+            let result = if e.status() >= 500 {
+                "failed"
+            } else {
+                "rejected"
+            };
             metrics.reload(source, result);
             let problem = e.to_problem("", "-");
             let detail = problem["detail"].as_str().unwrap_or_default();

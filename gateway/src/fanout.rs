@@ -245,7 +245,10 @@ pub async fn run(
         let span = source_span(&call.connector, capability);
         async move {
             let started = Instant::now();
-            let result = one(cache, health, metrics, capability, call, deadline, request_id).await;
+            let result = one(
+                cache, health, metrics, capability, call, deadline, request_id,
+            )
+            .await;
             noted(&result, metrics, started, request_id);
             result
         }

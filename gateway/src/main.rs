@@ -86,8 +86,9 @@ fn main() -> anyhow::Result<()> {
                 listen = %config.listen,
                 "starting"
             );
-            let gateway = Gateway::build(config, std::sync::Arc::default())
-                .inspect_err(|e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"))?;
+            let gateway = Gateway::build(config, std::sync::Arc::default()).inspect_err(
+                |e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"),
+            )?;
             gateway.run()?;
             Ok(())
         }

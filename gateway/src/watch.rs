@@ -92,12 +92,13 @@ impl BackgroundService for Watcher {
                 continue;
             };
             let change = Change::Reload(source);
-            match self.changes.submit(Role::Operator, change).await {
-                // Not taken (the queue is full): the next look tries again.
-                Err(ApiError::Overloaded { .. }) => continue,
-                // Refused: the reload task logged why and counted it; the active set keeps
-                // serving, and the next change of the directory tries again.
-                Err(_) | Ok(_) => {}
+            // Not taken (the queue is full): the next look tries again. Refused: the reload
+            // task logged why and counted it; the active set keeps serving, and the next
+            // change of the directory tries again.
+            if let Err(ApiError::Overloaded { .. }) =
+                self.changes.submit(Role::Operator, change).await
+            {
+                continue;
             }
             seen = now;
         }

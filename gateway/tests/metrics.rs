@@ -59,7 +59,9 @@ fn sum(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
         .into_iter()
         .filter(|(s, _)| {
             s.split_once('{').map_or(s.as_str(), |(n, _)| n) == name
-                && with.iter().all(|(k, v)| s.contains(&format!("{k}=\"{v}\"")))
+                && with
+                    .iter()
+                    .all(|(k, v)| s.contains(&format!("{k}=\"{v}\"")))
         })
         .map(|(_, v)| v)
         .sum()
@@ -132,7 +134,11 @@ async fn the_exposition_parses_and_counts_what_the_partners_saw() {
     let answered = sum(
         &text,
         "http_server_request_duration_seconds_count",
-        &[("listener", "public"), ("http_route", "/v1/products"), ("http_response_status_class", "2xx")],
+        &[
+            ("listener", "public"),
+            ("http_route", "/v1/products"),
+            ("http_response_status_class", "2xx"),
+        ],
     );
     assert_eq!(answered, 2.0);
     for kind in ["gateway", "partner"] {
@@ -150,7 +156,11 @@ async fn the_exposition_parses_and_counts_what_the_partners_saw() {
         snapshot.generation as f64
     );
     assert_eq!(
-        sum(&text, "mallgate_connector_active_version", &[("connector", "voltmart")]),
+        sum(
+            &text,
+            "mallgate_connector_active_version",
+            &[("connector", "voltmart")]
+        ),
         1.0
     );
     assert_eq!(sum(&text, "mallgate_build_info", &[]), 1.0);
@@ -164,7 +174,11 @@ async fn a_stopped_replica_shows_in_the_endpoint_gauges() {
     let endpoint = format!("{}/", down.trim_end_matches('/'));
     let text = scrape(&mall).await;
     let labels = [("partner", "voltmart"), ("endpoint", endpoint.as_str())];
-    assert_eq!(sum(&text, "mallgate_endpoint_ejected", &labels), 0.0, "{text}");
+    assert_eq!(
+        sum(&text, "mallgate_endpoint_ejected", &labels),
+        0.0,
+        "{text}"
+    );
     assert_eq!(sum(&text, "mallgate_endpoint_available", &labels), 1.0);
 
     mall.fleet
@@ -175,7 +189,9 @@ async fn a_stopped_replica_shows_in_the_endpoint_gauges() {
     let mut out = false;
     for i in 0..40 {
         // Distinct queries: every one is a partner call, failing over to the live replica.
-        let a = mall.get_owned(format!("/v1/products?q=cable{i}&limit=3")).await;
+        let a = mall
+            .get_owned(format!("/v1/products?q=cable{i}&limit=3"))
+            .await;
         assert_eq!(a.status, 200);
         assert_eq!(a.outcome("voltmart"), Some("live"), "{}", a.body);
         let text = scrape(&mall).await;
@@ -301,7 +317,10 @@ async fn distinct_queries_ids_and_keys_never_become_series() {
     // replicas, five outcomes, six capabilities...).
     let (before_values, after_values) = (label_values(&before), label_values(&after));
     assert_eq!(before_values["http_route"], after_values["http_route"]);
-    assert_eq!(before_values["http_request_method"], after_values["http_request_method"]);
+    assert_eq!(
+        before_values["http_request_method"],
+        after_values["http_request_method"]
+    );
     let domain = [
         ("partner", 6),
         ("connector", 6),
@@ -315,7 +334,11 @@ async fn distinct_queries_ids_and_keys_never_become_series() {
     ];
     for (label, most) in domain {
         let n = after_values.get(label).map_or(0, |v| v.len());
-        assert!(n <= most, "{label}: {n} values {:?}", after_values.get(label));
+        assert!(
+            n <= most,
+            "{label}: {n} values {:?}",
+            after_values.get(label)
+        );
     }
     assert!(after.len() < 2_000, "{} series", after.len());
     // And the requests were counted, under their route templates.
@@ -328,7 +351,9 @@ async fn distinct_queries_ids_and_keys_never_become_series() {
 }
 
 /// Each label name's values over all series.
-fn label_values(series: &BTreeMap<String, f64>) -> BTreeMap<String, std::collections::BTreeSet<String>> {
+fn label_values(
+    series: &BTreeMap<String, f64>,
+) -> BTreeMap<String, std::collections::BTreeSet<String>> {
     let mut values: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for name in series.keys() {
         let Some((_, labels)) = name.split_once('{') else {

@@ -40,11 +40,16 @@ async fn receiver() -> (SocketAddr, Arc<Mutex<Vec<Span>>>) {
                         sink.extend(scope.spans);
                     }
                 }
-                ([("content-type", "application/x-protobuf")], Vec::<u8>::new())
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -62,7 +67,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn attr(span: &Span, key: &str) -> Option<String> {
-    let value = span.attributes.iter().find(|a| a.key == key)?.value.as_ref()?;
+    let value = span
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?;
     match value.value.as_ref()? {
         AnyValue::StringValue(s) => Some(s.clone()),
         AnyValue::IntValue(i) => Some(i.to_string()),
@@ -216,7 +226,10 @@ fn secret_forms() -> Vec<String> {
 async fn drive(served: &Served, http: &reqwest::Client, fleet: &mallgate_partner_sim::Fleet) {
     let get = |path: String| http.get(format!("{}{path}", served.public)).send();
     let search = http
-        .get(format!("{}/v1/products?q=headphones&limit=5", served.public))
+        .get(format!(
+            "{}/v1/products?q=headphones&limit=5",
+            served.public
+        ))
         .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
         .header("x-request-id", "telemetry-search-1")
         .send()
@@ -229,9 +242,21 @@ async fn drive(served: &Served, http: &reqwest::Client, fleet: &mallgate_partner
         .iter()
         .find_map(|p| p.variants[0].gtin14())
         .expect("a product with a GTIN");
-    assert!(get(format!("/v1/inventory?gtin={gtin}")).await.expect("inventory").status().is_success());
-    let parcel = world.parcels.iter().find(|p| p.carrier == Partner::SwiftShip).expect("a parcel");
-    let tracked = get(format!("/v1/tracking/swiftship/{}", parcel.tracking_number)).await.expect("tracking");
+    assert!(
+        get(format!("/v1/inventory?gtin={gtin}"))
+            .await
+            .expect("inventory")
+            .status()
+            .is_success()
+    );
+    let parcel = world
+        .parcels
+        .iter()
+        .find(|p| p.carrier == Partner::SwiftShip)
+        .expect("a parcel");
+    let tracked = get(format!("/v1/tracking/swiftship/{}", parcel.tracking_number))
+        .await
+        .expect("tracking");
     assert_eq!(tracked.status(), 200);
     let rates = http
         .post(format!("{}/v1/shipping/rates", served.public))
@@ -248,17 +273,31 @@ async fn drive(served: &Served, http: &reqwest::Client, fleet: &mallgate_partner
             .bearer_auth(OPERATOR_TOKEN)
     };
     let (_, _, key) = mallgate_partner_sim::partners::demo_secrets()[0];
-    let set = admin(reqwest::Method::PUT, "/admin/v1/partners/voltmart/secrets/voltmart-api-key")
-        .body(key)
-        .send()
-        .await
-        .expect("secret");
-    assert!(set.status().is_success(), "{}", set.text().await.unwrap_or_default());
+    let set = admin(
+        reqwest::Method::PUT,
+        "/admin/v1/partners/voltmart/secrets/voltmart-api-key",
+    )
+    .body(key)
+    .send()
+    .await
+    .expect("secret");
+    assert!(
+        set.status().is_success(),
+        "{}",
+        set.text().await.unwrap_or_default()
+    );
     for path in ["/admin/v1/status", "/admin/v1/connectors/voltmart"] {
-        let r = admin(reqwest::Method::GET, path).send().await.expect("admin");
+        let r = admin(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("admin");
         assert_eq!(r.status(), 200, "{path}");
     }
-    let metrics = http.get(format!("{}/metrics", served.admin)).send().await.expect("metrics");
+    let metrics = http
+        .get(format!("{}/metrics", served.admin))
+        .send()
+        .await
+        .expect("metrics");
     assert_eq!(metrics.status(), 200);
     // Failures log their partner call (the URL carries Voltmart's key in its query).
     for r in 0..2 {
@@ -267,9 +306,14 @@ async fn drive(served: &Served, http: &reqwest::Client, fleet: &mallgate_partner
             .expect("replica")
             .state
             .faults
-            .set(Faults { error_rate: 1.0, ..Faults::default() });
+            .set(Faults {
+                error_rate: 1.0,
+                ..Faults::default()
+            });
     }
-    let failing = get("/v1/products?q=cable&limit=5".into()).await.expect("search");
+    let failing = get("/v1/products?q=cable&limit=5".into())
+        .await
+        .expect("search");
     assert_eq!(failing.status(), 200);
 }
 
@@ -295,7 +339,13 @@ async fn logs_and_traces_tell_the_operator_what_happened_and_no_secret() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen_by_voltmart: Vec<String> = (0..2)
-        .flat_map(|r| fleet.replica(Partner::Voltmart, r).expect("replica").state.traceparents())
+        .flat_map(|r| {
+            fleet
+                .replica(Partner::Voltmart, r)
+                .expect("replica")
+                .state
+                .traceparents()
+        })
         .collect();
     let lines = served.stop();
     let _ = std::fs::remove_dir_all(&dir);
@@ -305,7 +355,11 @@ async fn logs_and_traces_tell_the_operator_what_happened_and_no_secret() {
     for span in spans.lock().expect("spans").iter() {
         let text = format!("{span:?}");
         for form in &forms {
-            assert!(!text.contains(form.as_str()), "a secret in span {}: {text}", span.name);
+            assert!(
+                !text.contains(form.as_str()),
+                "a secret in span {}: {text}",
+                span.name
+            );
         }
     }
 }
@@ -315,16 +369,26 @@ fn check_logs(lines: &[String]) {
     let mut parsed = Vec::new();
     for line in lines {
         for form in &forms {
-            assert!(!line.contains(form.as_str()), "a secret in a log line: {line}");
+            assert!(
+                !line.contains(form.as_str()),
+                "a secret in a log line: {line}"
+            );
         }
-        let value: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
-        assert!(value["timestamp"].is_string() && value["level"].is_string(), "{line}");
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
         parsed.push(value);
     }
     let by = |target: &'static str| parsed.iter().filter(move |v| v["target"] == target);
     // pingora's own `log` records are bridged in.
-    assert!(parsed.iter().any(|v| v["target"].as_str().is_some_and(|t| t.starts_with("pingora"))));
+    assert!(parsed.iter().any(|v| {
+        v["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("pingora"))
+    }));
     // The search's access line: the route template, never the query; the frontend's trace.
     let access = by("mallgate::access")
         .find(|v| v["request_id"] == "telemetry-search-1")
@@ -333,15 +397,28 @@ fn check_logs(lines: &[String]) {
     assert_eq!(access["http.request.method"], "GET");
     assert_eq!(access["http.response.status_code"], 200);
     assert_eq!(access["trace_id"], TRACE_ID);
-    assert!(access["sources.live"].as_u64().is_some_and(|n| n >= 3), "{access}");
+    assert!(
+        access["sources.live"].as_u64().is_some_and(|n| n >= 3),
+        "{access}"
+    );
     assert!(access["duration_ms"].as_f64().is_some());
     for v in by("mallgate::access") {
         let text = v.to_string();
-        assert!(!text.contains("headphones") && !text.contains("q="), "{text}");
+        assert!(
+            !text.contains("headphones") && !text.contains("q="),
+            "{text}"
+        );
     }
-    let routes: Vec<&str> = by("mallgate::access").filter_map(|v| v["http.route"].as_str()).collect();
-    for route in ["/v1/inventory", "/v1/tracking/{carrier}/{tracking_number}", "/v1/shipping/rates",
-                  "/admin/v1/partners/{partner}/secrets/{name}", "/metrics"] {
+    let routes: Vec<&str> = by("mallgate::access")
+        .filter_map(|v| v["http.route"].as_str())
+        .collect();
+    for route in [
+        "/v1/inventory",
+        "/v1/tracking/{carrier}/{tracking_number}",
+        "/v1/shipping/rates",
+        "/admin/v1/partners/{partner}/secrets/{name}",
+        "/metrics",
+    ] {
         assert!(routes.contains(&route), "{route} in {routes:?}");
     }
     // The failed partner call, with its code and the request it served.
@@ -353,23 +430,48 @@ fn check_logs(lines: &[String]) {
 }
 
 fn check_spans(spans: &[Span], seen_by_voltmart: &[String]) {
-    let trace: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == TRACE_ID).collect();
+    let trace: Vec<&Span> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
     let server = trace
         .iter()
         .find(|s| s.kind == SpanKind::Server as i32)
-        .unwrap_or_else(|| panic!("a server span in {:?}", trace.iter().map(|s| &s.name).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "a server span in {:?}",
+                trace.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
     assert_eq!(server.name, "GET /v1/products");
-    assert_eq!(hex(&server.parent_span_id), PARENT_ID, "the frontend's span is the parent");
+    assert_eq!(
+        hex(&server.parent_span_id),
+        PARENT_ID,
+        "the frontend's span is the parent"
+    );
     assert_eq!(attr(server, "http.request.method").as_deref(), Some("GET"));
     assert_eq!(attr(server, "http.route").as_deref(), Some("/v1/products"));
-    assert_eq!(attr(server, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(server, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     let children = |parent: &Span| -> Vec<&Span> {
-        trace.iter().copied().filter(|s| s.parent_span_id == parent.span_id).collect()
+        trace
+            .iter()
+            .copied()
+            .filter(|s| s.parent_span_id == parent.span_id)
+            .collect()
     };
     let sources = children(server);
-    let partners: Vec<String> = sources.iter().filter_map(|s| attr(s, "mallgate.partner")).collect();
+    let partners: Vec<String> = sources
+        .iter()
+        .filter_map(|s| attr(s, "mallgate.partner"))
+        .collect();
     for partner in ["voltmart", "threadline", "acme"] {
-        assert!(partners.iter().any(|p| p == partner), "{partner} in {partners:?}");
+        assert!(
+            partners.iter().any(|p| p == partner),
+            "{partner} in {partners:?}"
+        );
     }
     let voltmart = sources
         .iter()
@@ -377,7 +479,10 @@ fn check_spans(spans: &[Span], seen_by_voltmart: &[String]) {
         .expect("voltmart's source span");
     assert_eq!(voltmart.name, "source catalog.search");
     assert_eq!(attr(voltmart, "mallgate.outcome").as_deref(), Some("live"));
-    assert_eq!(attr(voltmart, "mallgate.connector.id").as_deref(), Some("voltmart"));
+    assert_eq!(
+        attr(voltmart, "mallgate.connector.id").as_deref(),
+        Some("voltmart")
+    );
     assert!(attr(voltmart, "mallgate.connector.version").is_some());
     let under = children(voltmart);
     let exchange = under
@@ -385,14 +490,32 @@ fn check_spans(spans: &[Span], seen_by_voltmart: &[String]) {
         .find(|s| s.kind == SpanKind::Client as i32)
         .expect("a client span under the source");
     assert_eq!(exchange.name, "GET");
-    assert_eq!(attr(exchange, "http.request.method").as_deref(), Some("GET"));
-    assert_eq!(attr(exchange, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        attr(exchange, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        attr(exchange, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
     assert!(attr(exchange, "server.port").is_some());
-    assert_eq!(attr(exchange, "http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(
+        attr(exchange, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     let url = attr(exchange, "url.full").expect("url.full");
-    assert!(url.ends_with("/v1/products") && !url.contains('?'), "{url}: no query, no key");
-    assert!(under.iter().any(|s| s.name == "mapping"), "a mapping span under the source");
+    assert!(
+        url.ends_with("/v1/products") && !url.contains('?'),
+        "{url}: no query, no key"
+    );
+    assert!(
+        under.iter().any(|s| s.name == "mapping"),
+        "a mapping span under the source"
+    );
     // The partner saw this exchange as the parent of its work.
     let expected = format!("00-{TRACE_ID}-{}-01", hex(&exchange.span_id));
-    assert!(seen_by_voltmart.contains(&expected), "{expected} in {seen_by_voltmart:?}");
+    assert!(
+        seen_by_voltmart.contains(&expected),
+        "{expected} in {seen_by_voltmart:?}"
+    );
 }

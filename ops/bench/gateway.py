@@ -47,7 +47,10 @@ procs = []
 
 
 def start(args, cpu, **kw):
-    p = subprocess.Popen(["taskset", "-c", str(cpu)] + args, stdout=subprocess.PIPE,
+    # The gateway's stdout is its log (JSON lines at the defaults: an access line per
+    # request), written to /dev/null as to a file; other servers print what is read.
+    out = subprocess.DEVNULL if os.path.basename(args[0]) == "mallgate" else subprocess.PIPE
+    p = subprocess.Popen(["taskset", "-c", str(cpu)] + args, stdout=out,
                          stderr=subprocess.DEVNULL, **kw)
     procs.append(p)
     return p
@@ -270,6 +273,7 @@ capabilities:
                 f.write(template.replace("{partner}", partner))
     nginx(common.replace("{name}", "static") + f"""
 server {{ listen 127.0.0.1:18092; location / {{ root {tmp}; default_type application/json; }} }}
+server {{ listen 127.0.0.1:18096; location /v1/traces {{ return 200; }} }}
 server {{ listen 127.0.0.1:18094 ssl; ssl_certificate {tls_dir}/server.pem;
   ssl_certificate_key {tls_dir}/server-key.pem; keepalive_requests 1000000;
   location / {{ root {tmp}; default_type application/json; }} }} }}
@@ -290,7 +294,7 @@ server {{ listen 127.0.0.1:18095; location / {{ proxy_pass https://ut; proxy_htt
 """, 1, tmp, "tlsproxy")
     nginx_tls_pids = [int(open(f"{tmp}/tlsproxy.pid").read())]
     nginx_tls_pids += children(nginx_tls_pids[0])
-    def passthrough_gateway(port, connectors, isolated=False):
+    def passthrough_gateway(port, connectors, isolated=False, extra=""):
         conf = os.path.join(tmp, f"{connectors}-{port}.yaml")
         with open(conf, "w") as f:
             f.write(f"""listen: 127.0.0.1:{port}
@@ -300,7 +304,7 @@ connectors_dir: {tmp}/{connectors}
 allow_loopback_partners: true
 deadline: {{default_ms: 5000}}
 sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
-""")
+{extra}""")
         gw = start([os.path.join(BIN, "mallgate"), "serve", "--config", conf], 1)
         wait_ok(f"http://127.0.0.1:{port}/readyz")
         return gw
@@ -309,8 +313,11 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
     jq = passthrough_gateway(18083, "jq-fanout")
     iso = passthrough_gateway(18084, "jq-fanout", isolated=True)
     tls = passthrough_gateway(18085, "tls-fanout")
+    # (b) with every request traced, spans exported over OTLP/HTTP to nginx answering 200.
+    traced = passthrough_gateway(18086, "pt-fanout",
+                                 extra="traces: {endpoint: http://127.0.0.1:18096, sampling_ratio: 1.0}\n")
     wait_ok(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json")
-    for port in (18081, 18083, 18084, 18085):
+    for port in (18081, 18083, 18084, 18085, 18086):
         answer = json.loads(wait_ok(f"http://127.0.0.1:{port}/v1/products?q=check"))
         live = [s["outcome"] for s in answer["sources"]]
         offers = [o for v in answer["data"][0]["variants"] for o in v["offers"]] if answer["data"] else []
@@ -326,12 +333,12 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         f.write('counter = 0\nrequest = function()\n  counter = counter + 1\n'
                 '  return wrk.format("GET", "/v1/products?q=u" .. counter .. "x" .. math.random(1, 1000000000))\nend\n')
     for url in ("http://127.0.0.1:18081", "http://127.0.0.1:18083", "http://127.0.0.1:18084",
-                "http://127.0.0.1:18082", "http://127.0.0.1:18085"):
+                "http://127.0.0.1:18082", "http://127.0.0.1:18085", "http://127.0.0.1:18086"):
         wrk(url, script)
     wrk(f"http://127.0.0.1:18093/passthrough-{FANOUT_PARTNERS[0]}.json")
     wrk(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json")
     profile("b", "http://127.0.0.1:18081", pt.pid, script)
-    b_gw, b_one, b_ng, b_jq, b_iso, b_tls, b_ngtls = [], [], [], [], [], [], []
+    b_gw, b_one, b_ng, b_jq, b_iso, b_tls, b_ngtls, b_tr = [], [], [], [], [], [], [], []
     for _ in range(ROUNDS):
         b_gw.append(measure("http://127.0.0.1:18081", [pt.pid], script))
         b_gw[-1]["cpu_us_per_call"] = b_gw[-1]["cpu_us_per_req"] / FANOUT
@@ -344,6 +351,7 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         b_tls.append(measure("http://127.0.0.1:18085", [tls.pid], script))
         b_tls[-1]["cpu_us_per_call"] = b_tls[-1]["cpu_us_per_req"] / FANOUT
         b_ngtls.append(measure(f"http://127.0.0.1:18095/passthrough-{FANOUT_PARTNERS[0]}.json", nginx_tls_pids))
+        b_tr.append(measure("http://127.0.0.1:18086", [traced.pid], script))
 
     # --- (c) mapping cost per record (the connectors crate's bench) ------------------
     mapping = "(skipped)" if os.environ.get("SKIP_MAPPING") == "1" else subprocess.run(
@@ -369,6 +377,10 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
          med(b_ngtls, "cpu_us_per_req"),
          f"{med(b_tls, 'cpu_us_per_call') / med(b_ngtls, 'cpu_us_per_req'):.2f}x nginx over HTTPS"),
         ("(b-tls) requests/s", med(b_tls, "rps"), med(b_ngtls, "rps"), ""),
+        ("(b-traced) the fan-out, every request traced (OTLP), CPU us per request",
+         med(b_tr, "cpu_us_per_req"), med(b_gw, "cpu_us_per_req"),
+         f"+{med(b_tr, 'cpu_us_per_req') - med(b_gw, 'cpu_us_per_req'):.1f} us per traced request "
+         f"(against (b) untraced, in the nginx column)"),
         ("(b) one connector, CPU us per request (= per partner call)", med(b_one, "cpu_us_per_req"),
          med(b_ng, "cpu_us_per_req"), f"{med(b_one, 'cpu_us_per_req') / med(b_ng, 'cpu_us_per_req'):.2f}x nginx"),
         ("(d) p50 ms, cached / uncached fan-out", f"{med(a_gw, 'p50'):.2f} / {med(b_gw, 'p50'):.2f}",
@@ -376,7 +388,7 @@ sandbox: {{workers: 2, operator_in_process: {str(not isolated).lower()}}}
         ("(d) p99 ms, cached / uncached fan-out", f"{med(a_gw, 'p99'):.2f} / {med(b_gw, 'p99'):.2f}",
          f"{med(a_ng, 'p99'):.2f} / {med(b_ng, 'p99'):.2f}", ""),
     ]
-    errors = sum(r["errors"] for r in a_gw + b_gw + b_one + b_jq + b_iso + b_tls)
+    errors = sum(r["errors"] for r in a_gw + b_gw + b_one + b_jq + b_iso + b_tls + b_tr)
     print(f"\nbody of (a): {size} bytes; {ROUNDS} rounds of {SECONDS} s, {CONNS} connections, "
           f"wrk on core 0, system under test on core 1; non-2xx answers from the gateway: {errors}\n")
     print("| measure | mallgate | nginx | ratio |")

@@ -248,7 +248,11 @@ async fn faults_and_counters(State(state): State<AppState>, req: Request, next: 
     state
         .replica
         .count(format!("path:{} {}", req.method(), req.uri().path()));
-    if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
         state.replica.note_traceparent(tp);
     }
     // The partner's correlation header comes back on every answer it gives.

@@ -125,10 +125,13 @@ impl PartnerResources {
     /// The shared state of the endpoint at `url`, created on first use.
     pub fn endpoint(&self, url: &str) -> Arc<EndpointState> {
         let mut map = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            map.entry(url.to_owned())
-                .or_insert_with(|| Arc::new(EndpointState::new(&self.partner, url, &self.config.resilience))),
-        )
+        Arc::clone(map.entry(url.to_owned()).or_insert_with(|| {
+            Arc::new(EndpointState::new(
+                &self.partner,
+                url,
+                &self.config.resilience,
+            ))
+        }))
     }
 
     /// The admission state of `connector` under `policies`: the one its other versions

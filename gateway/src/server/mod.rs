@@ -40,9 +40,9 @@ use crate::health::HealthChecker;
 use crate::problem::ApiError;
 use crate::telemetry::{Metrics, request};
 use crate::watch::Watcher;
-use tracing::Instrument;
 pub use build::resolve_reference;
 use pingora::services::background::background_service;
+use tracing::Instrument;
 
 /// Bytes a connection buffers before a send (pingora's read buffer is as large).
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -533,8 +533,8 @@ impl HttpServerApp for HttpApp {
         let mut tally = request::SourceTally::default();
         let (response, head_only) = match admitted {
             Ok(_admitted) => {
-                let answer = request::tallied(self.respond(&mut http, &mut close))
-                    .instrument(span.clone());
+                let answer =
+                    request::tallied(self.respond(&mut http, &mut close)).instrument(span.clone());
                 match tokio::time::timeout(timeout, answer).await {
                     Ok((r, t)) => {
                         tally = t;

@@ -103,8 +103,16 @@ impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.0.registry.load();
         use MetricType::{Counter, Gauge};
-        let version = VersionLabel { version: env!("CARGO_PKG_VERSION") };
-        family(&mut encoder, "mallgate_build_info", "The running Mallgate's version", Gauge, [(version, ConstGauge::new(1i64))])?;
+        let version = VersionLabel {
+            version: env!("CARGO_PKG_VERSION"),
+        };
+        family(
+            &mut encoder,
+            "mallgate_build_info",
+            "The running Mallgate's version",
+            Gauge,
+            [(version, ConstGauge::new(1i64))],
+        )?;
         one(
             &mut encoder,
             "mallgate_registry_generation",
@@ -114,25 +122,65 @@ impl Collector for Scrape {
         )?;
         // Each connector's active and canary version: version drift across a fleet is one
         // query (`count by (connector) (count by (connector, version) (...))`).
-        let active = snapshot
-            .connectors
-            .iter()
-            .map(|c| (ConnectorLabels { partner: c.partner().to_owned(), connector: c.id().to_owned() }, gauge(u64::from(c.version()))));
-        family(&mut encoder, "mallgate_connector_active_version", "The active version of each connector", Gauge, active)?;
-        let canaries = snapshot
-            .canaries
-            .iter()
-            .map(|c| (ConnectorLabels { partner: c.live.partner().to_owned(), connector: c.live.id().to_owned() }, gauge(u64::from(c.live.version()))));
-        family(&mut encoder, "mallgate_connector_canary_version", "The version on canary, per connector that has one", Gauge, canaries)?;
+        let active = snapshot.connectors.iter().map(|c| {
+            (
+                ConnectorLabels {
+                    partner: c.partner().to_owned(),
+                    connector: c.id().to_owned(),
+                },
+                gauge(u64::from(c.version())),
+            )
+        });
+        family(
+            &mut encoder,
+            "mallgate_connector_active_version",
+            "The active version of each connector",
+            Gauge,
+            active,
+        )?;
+        let canaries = snapshot.canaries.iter().map(|c| {
+            (
+                ConnectorLabels {
+                    partner: c.live.partner().to_owned(),
+                    connector: c.live.id().to_owned(),
+                },
+                gauge(u64::from(c.live.version())),
+            )
+        });
+        family(
+            &mut encoder,
+            "mallgate_connector_canary_version",
+            "The version on canary, per connector that has one",
+            Gauge,
+            canaries,
+        )?;
         endpoints(&mut encoder, &snapshot)?;
         guardrails(&mut encoder, &snapshot)?;
         cache(&mut encoder, &self.0.cache)?;
         pools(&mut encoder, &self.0.registry)?;
         if let Some(connections) = &self.0.connections {
             let (open, refused, evicted) = connections.counts();
-            one(&mut encoder, "mallgate_connections_open", "Open connections of the public listener", Gauge, gauge(open as u64))?;
-            one(&mut encoder, "mallgate_connections_refused", "Connections refused at the public listener's caps", Counter, ConstCounter::new(refused))?;
-            one(&mut encoder, "mallgate_connections_evicted", "Idle connections closed to admit a newcomer", Counter, ConstCounter::new(evicted))?;
+            one(
+                &mut encoder,
+                "mallgate_connections_open",
+                "Open connections of the public listener",
+                Gauge,
+                gauge(open as u64),
+            )?;
+            one(
+                &mut encoder,
+                "mallgate_connections_refused",
+                "Connections refused at the public listener's caps",
+                Counter,
+                ConstCounter::new(refused),
+            )?;
+            one(
+                &mut encoder,
+                "mallgate_connections_evicted",
+                "Idle connections closed to admit a newcomer",
+                Counter,
+                ConstCounter::new(evicted),
+            )?;
         }
         one(
             &mut encoder,
@@ -162,41 +210,122 @@ fn endpoint_states(snapshot: &crate::registry::Snapshot) -> Vec<Arc<EndpointStat
     states
 }
 
-fn endpoints(encoder: &mut DescriptorEncoder, snapshot: &crate::registry::Snapshot) -> Result<(), std::fmt::Error> {
+fn endpoints(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &crate::registry::Snapshot,
+) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge, Histogram};
     let states = endpoint_states(snapshot);
-    let labels = |s: &Arc<EndpointState>| EndpointLabels { partner: s.partner.clone(), endpoint: s.redacted.clone() };
+    let labels = |s: &Arc<EndpointState>| EndpointLabels {
+        partner: s.partner.clone(),
+        endpoint: s.redacted.clone(),
+    };
     let breaker = states.iter().flat_map(|s| {
         let now = s.breaker.state();
-        [("closed", BreakerState::Closed), ("open", BreakerState::Open), ("half_open", BreakerState::HalfOpen)]
-            .into_iter()
-            .map(move |(name, state)| {
-                (BreakerLabels { partner: s.partner.clone(), endpoint: s.redacted.clone(), state: name }, gauge(u64::from(now == state)))
-            })
+        [
+            ("closed", BreakerState::Closed),
+            ("open", BreakerState::Open),
+            ("half_open", BreakerState::HalfOpen),
+        ]
+        .into_iter()
+        .map(move |(name, state)| {
+            (
+                BreakerLabels {
+                    partner: s.partner.clone(),
+                    endpoint: s.redacted.clone(),
+                    state: name,
+                },
+                gauge(u64::from(now == state)),
+            )
+        })
     });
-    family(encoder, "mallgate_endpoint_breaker_state", "Each endpoint's circuit breaker state (1 for the current one)", Gauge, breaker)?;
+    family(
+        encoder,
+        "mallgate_endpoint_breaker_state",
+        "Each endpoint's circuit breaker state (1 for the current one)",
+        Gauge,
+        breaker,
+    )?;
     let reports: Vec<_> = states.iter().map(|s| (s, s.report(0, 0, false))).collect();
-    family(encoder, "mallgate_endpoint_ejected", "Whether the endpoint is ejected from rotation (1) or not (0)", Gauge,
-        reports.iter().map(|(s, r)| (labels(s), gauge(u64::from(r.ejected)))))?;
-    family(encoder, "mallgate_endpoint_available", "Whether the endpoint can be picked now: not ejected, breaker letting calls through", Gauge,
-        reports.iter().map(|(s, r)| (labels(s), gauge(u64::from(r.available)))))?;
-    family(encoder, "mallgate_endpoint_breaker_opened", "Times the endpoint's breaker opened", Counter,
-        reports.iter().map(|(s, r)| (labels(s), ConstCounter::new(r.breaker_opened_total))))?;
-    family(encoder, "mallgate_endpoint_ejections", "Times the endpoint was ejected", Counter,
-        reports.iter().map(|(s, r)| (labels(s), ConstCounter::new(r.ejected_total))))?;
-    family(encoder, "mallgate_endpoint_requests", "Exchanges with the endpoint (calls, retries and hedges; probes excluded)", Counter,
-        reports.iter().map(|(s, r)| (labels(s), ConstCounter::new(r.requests))))?;
-    family(encoder, "mallgate_endpoint_failures", "Exchanges with the endpoint that failed (connect, timeout, 5xx)", Counter,
-        reports.iter().map(|(s, r)| (labels(s), ConstCounter::new(r.failures))))?;
-    family(encoder, "mallgate_partner_exchange_duration_seconds", "Duration of partner HTTP exchanges (one attempt), per endpoint", Histogram,
-        states.iter().map(|s| (labels(s), s.exchange_seconds.clone())))
+    family(
+        encoder,
+        "mallgate_endpoint_ejected",
+        "Whether the endpoint is ejected from rotation (1) or not (0)",
+        Gauge,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), gauge(u64::from(r.ejected)))),
+    )?;
+    family(
+        encoder,
+        "mallgate_endpoint_available",
+        "Whether the endpoint can be picked now: not ejected, breaker letting calls through",
+        Gauge,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), gauge(u64::from(r.available)))),
+    )?;
+    family(
+        encoder,
+        "mallgate_endpoint_breaker_opened",
+        "Times the endpoint's breaker opened",
+        Counter,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), ConstCounter::new(r.breaker_opened_total))),
+    )?;
+    family(
+        encoder,
+        "mallgate_endpoint_ejections",
+        "Times the endpoint was ejected",
+        Counter,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), ConstCounter::new(r.ejected_total))),
+    )?;
+    family(
+        encoder,
+        "mallgate_endpoint_requests",
+        "Exchanges with the endpoint (calls, retries and hedges; probes excluded)",
+        Counter,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), ConstCounter::new(r.requests))),
+    )?;
+    family(
+        encoder,
+        "mallgate_endpoint_failures",
+        "Exchanges with the endpoint that failed (connect, timeout, 5xx)",
+        Counter,
+        reports
+            .iter()
+            .map(|(s, r)| (labels(s), ConstCounter::new(r.failures))),
+    )?;
+    family(
+        encoder,
+        "mallgate_partner_exchange_duration_seconds",
+        "Duration of partner HTTP exchanges (one attempt), per endpoint",
+        Histogram,
+        states
+            .iter()
+            .map(|s| (labels(s), s.exchange_seconds.clone())),
+    )
 }
 
-fn guardrails(encoder: &mut DescriptorEncoder, snapshot: &crate::registry::Snapshot) -> Result<(), std::fmt::Error> {
+/// A guardrail family: name, help, and which figure it reads.
+type Guardrail = (&'static str, &'static str, fn(&GuardrailFigures) -> u64);
+
+fn guardrails(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &crate::registry::Snapshot,
+) -> Result<(), std::fmt::Error> {
     // A connector's versions may share one admission state: each counted once.
     let mut seen = HashSet::new();
     let mut rows: Vec<(ConnectorLabels, GuardrailFigures)> = Vec::new();
-    let all = snapshot.connectors.iter().chain(snapshot.canaries.iter().map(|c| &c.live));
+    let all = snapshot
+        .connectors
+        .iter()
+        .chain(snapshot.canaries.iter().map(|c| &c.live));
     for c in all {
         let counters = c.connector.counters();
         if !seen.insert(std::ptr::from_ref(counters)) {
@@ -205,21 +334,55 @@ fn guardrails(encoder: &mut DescriptorEncoder, snapshot: &crate::registry::Snaps
         let figures = counters.figures();
         match rows.iter_mut().find(|(l, _)| l.connector == c.id()) {
             Some((_, f)) => *f += figures,
-            None => rows.push((ConnectorLabels { partner: c.partner().to_owned(), connector: c.id().to_owned() }, figures)),
+            None => rows.push((
+                ConnectorLabels {
+                    partner: c.partner().to_owned(),
+                    connector: c.id().to_owned(),
+                },
+                figures,
+            )),
         }
     }
-    let counters: [(&str, &str, fn(&GuardrailFigures) -> u64); 7] = [
-        ("mallgate_partner_exchanges", "Partner exchanges admitted by the connector's stack (first attempts)", |f| f.exchanges),
+    let counters: [Guardrail; 7] = [
+        (
+            "mallgate_partner_exchanges",
+            "Partner exchanges admitted by the connector's stack (first attempts)",
+            |f| f.exchanges,
+        ),
         ("mallgate_partner_retries", "Retries sent", |f| f.retries),
-        ("mallgate_partner_hedges", "Hedged requests sent", |f| f.hedges),
-        ("mallgate_partner_retry_budget_refused", "Retries and hedges the retry budget refused", |f| f.budget_refused),
-        ("mallgate_partner_shed", "Exchanges shed at the connector's concurrency limit", |f| f.shed),
-        ("mallgate_partner_rate_limited", "Exchanges held back by the partner's rate limit or its 429", |f| f.rate_limited),
-        ("mallgate_partner_failovers", "Refused connections moved to another endpoint", |f| f.failovers),
+        ("mallgate_partner_hedges", "Hedged requests sent", |f| {
+            f.hedges
+        }),
+        (
+            "mallgate_partner_retry_budget_refused",
+            "Retries and hedges the retry budget refused",
+            |f| f.budget_refused,
+        ),
+        (
+            "mallgate_partner_shed",
+            "Exchanges shed at the connector's concurrency limit",
+            |f| f.shed,
+        ),
+        (
+            "mallgate_partner_rate_limited",
+            "Exchanges held back by the partner's rate limit or its 429",
+            |f| f.rate_limited,
+        ),
+        (
+            "mallgate_partner_failovers",
+            "Refused connections moved to another endpoint",
+            |f| f.failovers,
+        ),
     ];
     for (name, help, read) in counters {
-        family(encoder, name, help, MetricType::Counter,
-            rows.iter().map(|(l, f)| (l.clone(), ConstCounter::new(read(f)))))?;
+        family(
+            encoder,
+            name,
+            help,
+            MetricType::Counter,
+            rows.iter()
+                .map(|(l, f)| (l.clone(), ConstCounter::new(read(f)))),
+        )?;
     }
     Ok(())
 }
@@ -234,13 +397,36 @@ fn cache(encoder: &mut DescriptorEncoder, cache: &RecordCache) -> Result<(), std
         ("coalesced", s.coalesced.load(Relaxed)),
         ("stale", s.stale_served.load(Relaxed)),
     ];
-    family(encoder, "mallgate_cache_lookups",
+    family(
+        encoder,
+        "mallgate_cache_lookups",
         "Record cache lookups: hit (fresh), revalidate (served, refreshed in the background), miss; coalesced misses joined a call in flight; stale answers were served because the partner failed",
-        MetricType::Counter, lookups.into_iter().map(|(result, n)| (ResultLabel { result }, ConstCounter::new(n))))?;
-    one(encoder, "mallgate_cache_partner_calls", "Partner calls the cache started (a coalesced miss counts once)", MetricType::Counter,
-        ConstCounter::new(s.calls.load(Relaxed)))?;
-    one(encoder, "mallgate_cache_entries", "Entries in the record cache", MetricType::Gauge, gauge(cache.entry_count()))?;
-    one(encoder, "mallgate_cache_bytes", "Weighted size of the record cache", MetricType::Gauge, gauge(cache.weighted_size()))
+        MetricType::Counter,
+        lookups
+            .into_iter()
+            .map(|(result, n)| (ResultLabel { result }, ConstCounter::new(n))),
+    )?;
+    one(
+        encoder,
+        "mallgate_cache_partner_calls",
+        "Partner calls the cache started (a coalesced miss counts once)",
+        MetricType::Counter,
+        ConstCounter::new(s.calls.load(Relaxed)),
+    )?;
+    one(
+        encoder,
+        "mallgate_cache_entries",
+        "Entries in the record cache",
+        MetricType::Gauge,
+        gauge(cache.entry_count()),
+    )?;
+    one(
+        encoder,
+        "mallgate_cache_bytes",
+        "Weighted size of the record cache",
+        MetricType::Gauge,
+        gauge(cache.weighted_size()),
+    )
 }
 
 fn pools(encoder: &mut DescriptorEncoder, registry: &Registry) -> Result<(), std::fmt::Error> {
@@ -248,20 +434,51 @@ fn pools(encoder: &mut DescriptorEncoder, registry: &Registry) -> Result<(), std
     let trusted = mappers.trusted.stats();
     let isolated = mappers.isolated.stats();
     let queued = [("trusted", trusted.queued), ("sandbox", isolated.queued)];
-    family(encoder, "mallgate_mapping_queue_depth", "Mapping jobs waiting for a thread (trusted) or a worker process (sandbox)", MetricType::Gauge,
-        queued.into_iter().map(|(pool, n)| (PoolLabel { pool }, gauge(n))))?;
-    let jobs = [("trusted", trusted.completed_total), ("sandbox", isolated.jobs_total)];
-    family(encoder, "mallgate_mapping_jobs", "Mapping jobs run", MetricType::Counter,
-        jobs.into_iter().map(|(pool, n)| (PoolLabel { pool }, ConstCounter::new(n))))?;
-    family(encoder, "mallgate_mapping_run_seconds", "Time mapping jobs ran", MetricType::Counter,
-        [("trusted", trusted.run_micros_total), ("sandbox", isolated.run_micros_total)]
+    family(
+        encoder,
+        "mallgate_mapping_queue_depth",
+        "Mapping jobs waiting for a thread (trusted) or a worker process (sandbox)",
+        MetricType::Gauge,
+        queued
             .into_iter()
-            .map(|(pool, us)| (PoolLabel { pool }, ConstCounter::new(us as f64 / 1e6))))?;
+            .map(|(pool, n)| (PoolLabel { pool }, gauge(n))),
+    )?;
+    let jobs = [
+        ("trusted", trusted.completed_total),
+        ("sandbox", isolated.jobs_total),
+    ];
+    family(
+        encoder,
+        "mallgate_mapping_jobs",
+        "Mapping jobs run",
+        MetricType::Counter,
+        jobs.into_iter()
+            .map(|(pool, n)| (PoolLabel { pool }, ConstCounter::new(n))),
+    )?;
+    family(
+        encoder,
+        "mallgate_mapping_run_seconds",
+        "Time mapping jobs ran",
+        MetricType::Counter,
+        [
+            ("trusted", trusted.run_micros_total),
+            ("sandbox", isolated.run_micros_total),
+        ]
+        .into_iter()
+        .map(|(pool, us)| (PoolLabel { pool }, ConstCounter::new(us as f64 / 1e6))),
+    )?;
     let sandbox = [
         ("killed", isolated.killed_total),
         ("died", isolated.died_total),
         ("expired", isolated.expired_total),
     ];
-    family(encoder, "mallgate_sandbox_worker_losses", "Sandbox jobs that cost a worker (killed at the deadline or over the cap, died) or expired while queued", MetricType::Counter,
-        sandbox.into_iter().map(|(result, n)| (ResultLabel { result }, ConstCounter::new(n))))
+    family(
+        encoder,
+        "mallgate_sandbox_worker_losses",
+        "Sandbox jobs that cost a worker (killed at the deadline or over the cap, died) or expired while queued",
+        MetricType::Counter,
+        sandbox
+            .into_iter()
+            .map(|(result, n)| (ResultLabel { result }, ConstCounter::new(n))),
+    )
 }

@@ -228,7 +228,13 @@ impl Metrics {
     }
 
     /// A source of an answer.
-    pub fn source(&self, partner: &str, connector: &str, capability: &'static str, outcome: Outcome) {
+    pub fn source(
+        &self,
+        partner: &str,
+        connector: &str,
+        capability: &'static str,
+        outcome: Outcome,
+    ) {
         let outcome = match outcome {
             Outcome::Live => "live",
             Outcome::Cached => "cached",

@@ -182,17 +182,27 @@ mod tests {
 
     #[test]
     fn routes_are_templates_never_ids() {
-        assert_eq!(route_of("/v1/products/gtin:00012345678905"), "/v1/products/{product_id}");
+        assert_eq!(
+            route_of("/v1/products/gtin:00012345678905"),
+            "/v1/products/{product_id}"
+        );
         assert_eq!(
             route_of("/v1/tracking/swiftship/1Z999"),
             "/v1/tracking/{carrier}/{tracking_number}"
         );
         assert_eq!(route_of("/v1/tracking/swiftship/"), "unmatched");
-        assert_eq!(route_of("/admin/v1/connectors/acme/versions/3/quarantine"),
-            "/admin/v1/connectors/{id}/versions/{version}/quarantine");
-        assert_eq!(route_of("/admin/v1/partners/acme/secrets/api-key"),
-            "/admin/v1/partners/{partner}/secrets/{name}");
+        assert_eq!(
+            route_of("/admin/v1/connectors/acme/versions/3/quarantine"),
+            "/admin/v1/connectors/{id}/versions/{version}/quarantine"
+        );
+        assert_eq!(
+            route_of("/admin/v1/partners/acme/secrets/api-key"),
+            "/admin/v1/partners/{partner}/secrets/{name}"
+        );
         assert_eq!(route_of("/wp-login.php"), "unmatched");
-        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").expect("a method")), "_OTHER");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").expect("a method")),
+            "_OTHER"
+        );
     }
 }
