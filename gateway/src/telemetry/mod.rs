@@ -19,7 +19,9 @@ pub mod traces;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+use tracing::subscriber::Interest;
+use tracing_subscriber::filter::{DynFilterFn, EnvFilter, FilterExt, filter_fn};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -98,9 +100,20 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
         .thread_name("mallgate-log")
         .finish(std::io::stdout());
     metrics::set_log_drops(writer.error_counter());
-    // Log lines are events only: span fields are for traces (and cost nothing unless
-    // traces are on).
-    let events = filter(config)?.and(filter_fn(|m| m.is_event()));
+    // Log lines are events only: span fields are for traces. Spans are refused per
+    // callsite, not per span, so with traces off no span is ever built (a filter that
+    // answers per span would have the registry build every one, then drop it).
+    let events_only = DynFilterFn::new(|m: &tracing::Metadata<'_>, _: &Context<'_, _>| {
+        m.is_event()
+    })
+    .with_callsite_filter(|m| {
+        if m.is_span() {
+            Interest::never()
+        } else {
+            Interest::sometimes()
+        }
+    });
+    let events = filter(config)?.and(events_only);
     let logs = match format {
         LogFormat::Json => fmt::layer()
             .json()
