@@ -293,18 +293,32 @@ fn noted(result: &SourceResult, metrics: &Metrics, started: Instant, request_id:
     if let Some(error) = s.error.as_ref().filter(|_| s.outcome != Outcome::Skipped) {
         span.record("error.type", error.code.as_str());
         span.record("otel.status_code", "ERROR");
-        tracing::warn!(
-            target: "mallgate::partner",
-            partner = %s.partner,
-            connector = %s.connector_id,
-            connector_version = s.connector_version,
-            capability = s.capability.name(),
-            outcome,
-            error.code = %error.code,
-            error.message = %error.message,
-            request_id,
-            "partner call failed"
-        );
+        // With every endpoint out (breaker open, ejected), each request would log the same
+        // refusal: the transition was logged once by the endpoint; these go to debug.
+        if error.code == "unavailable" {
+            tracing::debug!(
+                target: "mallgate::partner",
+                partner = %s.partner,
+                connector = %s.connector_id,
+                capability = s.capability.name(),
+                outcome,
+                request_id,
+                "partner unavailable (every endpoint out)"
+            );
+        } else {
+            tracing::warn!(
+                target: "mallgate::partner",
+                partner = %s.partner,
+                connector = %s.connector_id,
+                connector_version = s.connector_version,
+                capability = s.capability.name(),
+                outcome,
+                error.code = %error.code,
+                error.message = %error.message,
+                request_id,
+                "partner call failed"
+            );
+        }
     }
 }
 

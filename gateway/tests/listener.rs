@@ -169,16 +169,26 @@ async fn at_the_connection_cap_the_longest_waiting_connection_makes_room() {
         .expect("client");
     // Four connections that never send a head fill the table; the first is the oldest.
     let mut idle = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let mut stream = TcpStream::connect(mall.gateway.addr)
             .await
             .expect("connect");
         // A byte of a head that never ends: the server has accepted and holds it.
         stream.write_all(b"G").await.expect("write");
         idle.push(stream);
-        // Accepted in this order (each is answered by its own task): wait until the
-        // server holds it before opening the next.
-        tokio::task::yield_now().await;
+        // Accepted in this order (each is answered by its own task): wait (at most 10 s,
+        // polling) until the server holds it before opening the next.
+        for _ in 0..1000 {
+            if mall.gateway.connections.counts().0 > i {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            mall.gateway.connections.counts().0,
+            i + 1,
+            "the server holds it"
+        );
     }
     // A real client still gets in: the longest-waiting connection makes room.
     for _ in 0..3 {

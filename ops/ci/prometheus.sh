@@ -18,7 +18,7 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT
+trap cleanup EXIT INT TERM
 
 for _ in $(seq 300); do
   curl -fs "http://$LISTEN/readyz" >/dev/null 2>&1 && break
@@ -28,7 +28,7 @@ curl -fs "http://$LISTEN/readyz" >/dev/null
 # Traffic, so the request and source families have series.
 curl -fs "http://$LISTEN/v1/products?q=headphones&limit=5" >/dev/null
 # The demo writes its fresh tokens here (see `mallgate demo`'s banner).
-source /tmp/mallgate-demo/tokens.env
+source "${TMPDIR:-/tmp}/mallgate-demo/tokens.env"
 printf '%s' "$MALLGATE_OPERATOR_TOKEN" >"$work/token"
 cat >"$work/prometheus.yml" <<YAML
 global: {scrape_interval: 1s, evaluation_interval: 1s}
@@ -56,7 +56,7 @@ for q in 'up{job="mallgate"} == 1' \
          'mallgate_endpoint_available'; do
   out=$(query "$q")
   if [[ -z "$out" ]]; then
-    echo "no series for: $q"; tail -20 "$work/prometheus.log"; exit 1
+    echo "no series for: $q"; tail -20 "$work/prometheus.log"; tail -20 target/prometheus-demo.log; exit 1
   fi
   echo "$q -> $(wc -l <<<"$out") series"
 done

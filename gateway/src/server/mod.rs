@@ -299,6 +299,37 @@ impl ShutdownSignalWatch for ChannelSignal {
     }
 }
 
+/// What a request's figures need besides its answer.
+struct Seen<'a> {
+    span: &'a tracing::Span,
+    method: &'static str,
+    route: &'static str,
+    started: tokio::time::Instant,
+    client: Option<String>,
+}
+
+impl<'a> Seen<'a> {
+    fn new(
+        span: &'a tracing::Span,
+        method: &'static str,
+        route: &'static str,
+        started: tokio::time::Instant,
+        http: &ServerSession,
+    ) -> Self {
+        let client = http
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
+        Self {
+            span,
+            method,
+            route,
+            started,
+            client,
+        }
+    }
+}
+
 /// The HTTP/1 listener app: the public API or the admin API behind the same limits.
 struct HttpApp {
     handler: Handler,
@@ -419,6 +450,30 @@ fn head_size(session: &ServerSession) -> usize {
 }
 
 impl HttpApp {
+    /// The request's span status, access line and figures.
+    fn observe(
+        &self,
+        seen: &Seen<'_>,
+        status: u16,
+        request_id: Option<&str>,
+        tally: request::SourceTally,
+    ) {
+        request::answered(
+            seen.span,
+            &self.metrics,
+            &request::Answered {
+                listener: self.listener,
+                method: seen.method,
+                route: seen.route,
+                status,
+                elapsed: seen.started.elapsed(),
+                request_id,
+                client: seen.client.as_deref(),
+                tally,
+            },
+        );
+    }
+
     /// Reads the body within the limit and answers. `close` is set when the connection
     /// cannot be reused (a body left unread).
     async fn respond(&self, http: &mut ServerSession, close: &mut bool) -> (Response, bool) {
@@ -519,7 +574,7 @@ impl HttpServerApp for HttpApp {
         let head = http.req_header();
         let method = request::method_label(&head.method);
         let route = request::route_of(head.uri.path());
-        let span = request::server_span(method, route, head.uri.path());
+        let span = request::server_span(method, route);
         if crate::telemetry::tracing_on() {
             crate::telemetry::traces::adopt_parent(&span, &head.headers);
         }
@@ -540,7 +595,13 @@ impl HttpServerApp for HttpApp {
                         tally = t;
                         r
                     }
-                    Err(_) => return None,
+                    // Cut off at the request timeout: counted as the 504 it would have
+                    // been, then the connection closes.
+                    Err(_) => {
+                        let seen = Seen::new(&span, method, route, started, &http);
+                        self.observe(&seen, 504, None, request::SourceTally::default());
+                        return None;
+                    }
                 }
             }
             Err(e) => {
@@ -576,30 +637,19 @@ impl HttpServerApp for HttpApp {
         if close {
             header.insert_header("connection", "close").ok()?;
         }
+        // Counted before the answer is written: an answer that cannot be written (the
+        // client left) was still given.
+        let seen = Seen::new(&span, method, route, started, &http);
+        self.observe(
+            &seen,
+            response.status,
+            response.header("x-request-id"),
+            tally,
+        );
         http.write_response_header(Box::new(header)).await.ok()?;
-        let status = response.status;
-        let request_id = response.header("x-request-id").map(str::to_owned);
         if !response.body.is_empty() && !head_only {
             http.write_response_body(response.body, true).await.ok()?;
         }
-        let client = http
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        request::answered(
-            &span,
-            &self.metrics,
-            &request::Answered {
-                listener: self.listener,
-                method,
-                route,
-                status,
-                elapsed: started.elapsed(),
-                request_id: request_id.as_deref(),
-                client: client.as_deref(),
-                tally,
-            },
-        );
         let settings = HttpPersistentSettings::for_session(&http);
         crate::connections::waiting();
         match http.finish().await {

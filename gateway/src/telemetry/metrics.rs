@@ -133,7 +133,7 @@ impl Metrics {
             Family::new_with_constructor(|| Histogram::new(OVERHEAD_BUCKETS));
         families.register(
             "http_server_request_duration_seconds",
-            "Duration of HTTP server requests, from the request head read to the answer written",
+            "Duration of HTTP server requests, from the request head read to the answer handed to the connection",
             requests.clone(),
         );
         families.register(

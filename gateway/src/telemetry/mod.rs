@@ -103,16 +103,15 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
     // Log lines are events only: span fields are for traces. Spans are refused per
     // callsite, not per span, so with traces off no span is ever built (a filter that
     // answers per span would have the registry build every one, then drop it).
-    let events_only = DynFilterFn::new(|m: &tracing::Metadata<'_>, _: &Context<'_, _>| {
-        m.is_event()
-    })
-    .with_callsite_filter(|m| {
-        if m.is_span() {
-            Interest::never()
-        } else {
-            Interest::sometimes()
-        }
-    });
+    let events_only =
+        DynFilterFn::new(|m: &tracing::Metadata<'_>, _: &Context<'_, _>| m.is_event())
+            .with_callsite_filter(|m| {
+                if m.is_span() {
+                    Interest::never()
+                } else {
+                    Interest::sometimes()
+                }
+            });
     let events = filter(config)?.and(events_only);
     let logs = match format {
         LogFormat::Json => fmt::layer()

@@ -106,8 +106,10 @@ pub fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// The server span of a request, per the OpenTelemetry HTTP server conventions.
-pub fn server_span(method: &'static str, route: &'static str, path: &str) -> tracing::Span {
+/// The server span of a request, per the OpenTelemetry HTTP server conventions — without
+/// `url.path`: paths carry product ids and tracking numbers, and `http.route` says which
+/// resource it was.
+pub fn server_span(method: &'static str, route: &'static str) -> tracing::Span {
     tracing::info_span!(
         target: "mallgate::http",
         "request",
@@ -116,13 +118,23 @@ pub fn server_span(method: &'static str, route: &'static str, path: &str) -> tra
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
         http.route = route,
-        url.path = path,
         url.scheme = "http",
         network.protocol.version = "1.1",
         http.response.status_code = tracing::field::Empty,
         error.type = tracing::field::Empty,
         mallgate.request_id = tracing::field::Empty,
     )
+}
+
+/// A 5xx status as `error.type` wants it: a string.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        _ => "_OTHER",
+    }
 }
 
 /// What the access line and the request figures are made of.
@@ -146,7 +158,7 @@ pub fn answered(span: &tracing::Span, metrics: &Metrics, a: &Answered<'_>) {
         span.record("mallgate.request_id", id);
     }
     if a.status >= 500 {
-        span.record("error.type", a.status);
+        span.record("error.type", status_text(a.status));
         span.record("otel.status_code", "ERROR");
     }
     let trace_id = if super::tracing_on() {
