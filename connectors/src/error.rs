@@ -157,6 +157,33 @@ fn retry_after_text(retry_after: &Option<std::time::Duration>) -> String {
 }
 
 impl ConnectorError {
+    /// The stable, low-cardinality code of the error: a source's `error.code` in answers
+    /// and logs, and an exchange span's `error.type`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Transport { connect: true, .. } => "connect_failed",
+            Self::Transport { .. } => "transport",
+            Self::Tls { .. } => "tls",
+            Self::Timeout { .. } | Self::DeadlineExceeded { .. } => "timeout",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::PartnerStatus { .. } => "partner_error",
+            Self::Unauthorized { .. } | Self::Token { .. } | Self::Secret { .. } => "auth",
+            Self::MalformedReply { .. } | Self::Decode { .. } => "malformed_reply",
+            Self::MappingOverrun { .. }
+            | Self::MappingRejected { .. }
+            | Self::InvalidSpec { .. }
+            | Self::MappingBusy
+            | Self::Sandbox { .. }
+            | Self::InvalidProgram { .. } => "mapping",
+            Self::PartnerReported { .. } => "partner_reported",
+            Self::TooLarge { .. } => "too_large",
+            Self::AddressDenied { .. } => "address_denied",
+            Self::Shed { .. } => "shed",
+            Self::NoEndpoint => "unavailable",
+            _ => "internal",
+        }
+    }
+
     /// Whether trying the same thing again may succeed. A rejected document never will.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -169,30 +169,7 @@ impl HealthBook {
 /// The stable code and a message of a connector error. Messages carry no secrets: the
 /// runtime redacts URLs (no query, no user info) and never formats credentials.
 pub fn classify(error: &ConnectorError) -> SourceError {
-    let code = match error {
-        ConnectorError::Transport { connect: true, .. } => "connect_failed",
-        ConnectorError::Transport { .. } => "transport",
-        ConnectorError::Tls { .. } => "tls",
-        ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. } => "timeout",
-        ConnectorError::RateLimited { .. } => "rate_limited",
-        ConnectorError::PartnerStatus { .. } => "partner_error",
-        ConnectorError::Unauthorized { .. }
-        | ConnectorError::Token { .. }
-        | ConnectorError::Secret { .. } => "auth",
-        ConnectorError::MalformedReply { .. } | ConnectorError::Decode { .. } => "malformed_reply",
-        ConnectorError::MappingOverrun { .. }
-        | ConnectorError::MappingRejected { .. }
-        | ConnectorError::InvalidSpec { .. }
-        | ConnectorError::MappingBusy
-        | ConnectorError::Sandbox { .. }
-        | ConnectorError::InvalidProgram { .. } => "mapping",
-        ConnectorError::PartnerReported { .. } => "partner_reported",
-        ConnectorError::TooLarge { .. } => "too_large",
-        ConnectorError::AddressDenied { .. } => "address_denied",
-        ConnectorError::Shed { .. } => "shed",
-        ConnectorError::NoEndpoint => "unavailable",
-        _ => "internal",
-    };
+    let code = error.code();
     SourceError {
         code: code.to_owned(),
         message: public_message(error),

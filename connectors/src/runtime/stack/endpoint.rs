@@ -296,23 +296,9 @@ fn record_result(span: &tracing::Span, result: &Result<Reply, ConnectorError>) {
             }
         }
         Err(e) => {
-            span.record("error.type", error_type(e));
+            span.record("error.type", e.code());
             span.record("otel.status_code", "ERROR");
         }
-    }
-}
-
-/// A low-cardinality `error.type` of a failed exchange.
-pub fn error_type(error: &ConnectorError) -> &'static str {
-    match error {
-        ConnectorError::Timeout { .. } | ConnectorError::DeadlineExceeded { .. } => "timeout",
-        ConnectorError::Transport { connect: true, .. } => "connect_failed",
-        ConnectorError::Transport { .. } => "transport",
-        ConnectorError::Tls { .. } => "tls",
-        ConnectorError::TooLarge { .. } => "too_large",
-        ConnectorError::AddressDenied { .. } => "address_denied",
-        ConnectorError::NoEndpoint => "unavailable",
-        _ => "_OTHER",
     }
 }
 
