@@ -194,7 +194,7 @@ impl Gateway {
 
     /// Listens on `config.listen` (port 0: a free loopback port is picked first, since
     /// pingora cannot report the port it bound) on a thread of its own, and returns once
-    /// the listener accepts connections.
+    /// every listener (public, admin, metrics) accepts connections.
     pub fn start(mut self) -> Result<RunningGateway, GatewayError> {
         let addrs = self.listen_addrs()?;
         let (addr, admin_addr, metrics_addr) = (addrs.public, addrs.admin, addrs.metrics);
@@ -218,21 +218,13 @@ impl Gateway {
             stop: Some(tx),
             thread: Some(thread),
         };
-        let connect_to = if addr.ip().is_unspecified() {
-            SocketAddr::from(([127, 0, 0, 1], addr.port()))
-        } else {
-            addr
-        };
-        for _ in 0..500 {
-            if TcpStream::connect_timeout(&connect_to, Duration::from_millis(100)).is_ok() {
-                return Ok(running);
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // Every listener is a service of its own and binds on its own schedule: wait for
+        // each (a caller may talk to the admin listener first).
+        let listeners = [Some(addr), admin_addr, metrics_addr];
+        for listener in listeners.into_iter().flatten() {
+            wait_for(listener)?;
         }
-        Err(GatewayError::Listen {
-            addr: addr.to_string(),
-            reason: "the listener did not come up within 5 s".into(),
-        })
+        Ok(running)
     }
 
     /// Serves until a Unix signal: SIGTERM drains (in-flight requests finish, keep-alive
@@ -271,6 +263,25 @@ impl Drop for RunningGateway {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Returns once `addr` accepts connections (5 s at most).
+fn wait_for(addr: SocketAddr) -> Result<(), GatewayError> {
+    let connect_to = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    for _ in 0..500 {
+        if TcpStream::connect_timeout(&connect_to, Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(GatewayError::Listen {
+        addr: addr.to_string(),
+        reason: "the listener did not come up within 5 s".into(),
+    })
 }
 
 /// Binds `addr` to check that it can be bound (pingora panics on a failed bind) and, for
