@@ -31,6 +31,7 @@ pub mod connections;
 pub mod cursor;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod drills;
 mod error;
 pub mod fanout;
 pub mod health;

@@ -1,12 +1,12 @@
-//! `mallgate serve --config FILE` | `mallgate demo [--listen ADDR] [--seed N] [--connectors DIR]`
-//! | `mallgate connector check|push ...`
+//! `mallgate serve | demo | connector check|push | drill run` (`--help` on each).
 //!
 //! A thin CLI: everything lives in the library.
-#![allow(clippy::print_stdout)] // `mallgate connector` prints its results on stdout
+#![allow(clippy::print_stdout)] // `mallgate connector` and `drill` print their results
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::{Parser, Subcommand};
 #[cfg(feature = "demo")]
 use mallgate::demo::{self, DemoOptions};
 use mallgate::telemetry::{self, Mode};
@@ -15,118 +15,146 @@ use mallgate::{Gateway, GatewayConfig};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage:
-  mallgate serve --config FILE      serve the unified API (SIGTERM drains, SIGINT stops)
-  mallgate demo [--listen 127.0.0.1:8080] [--seed 7] [--connectors DIR]
-                                    the simulated partner fleet (ports 18000-18602, as the
-                                    example connectors say) and the gateway, on loopback
-  mallgate connector check FILE [--owner operator|partner:ID] [--sample FILE --capability C]
-                                    validate offline; with a sample reply, print the records
-  mallgate connector push FILE --admin URL --token T|env:VAR [--if-match REV]
-                                    register a connector version through the admin API";
+/// Mallgate: one unified mall API in front of many partner dialects.
+#[derive(Debug, Parser)]
+#[command(name = "mallgate", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serves the unified API (SIGTERM drains, SIGINT stops, SIGHUP reloads).
+    Serve {
+        /// The gateway config (YAML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// The simulated partner fleet (ports 18000-18602, as the example connectors say) and
+    /// the gateway, on loopback.
+    Demo {
+        /// The public listener (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The simulated world's seed.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The connectors directory (default: the example connectors).
+        #[arg(long)]
+        connectors: Option<PathBuf>,
+    },
+    /// A partner's connector: validate it offline, or register it.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// Failover drills against a running gateway.
+    #[command(subcommand)]
+    Drill(DrillCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectorCommand {
+    /// Validates offline; with a sample reply, prints the records it maps to.
+    Check(mallgate::cli::CheckArgs),
+    /// Registers a connector version through the admin API.
+    Push(mallgate::cli::PushArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DrillCommand {
+    /// Starts a drill, follows it, prints the report; exit 0 passed, 1 failed, 2 error.
+    Run(Box<mallgate::cli::drill::RunArgs>),
+}
+
+/// The process's own children: the sandbox child and worker take their arguments from the
+/// gateway that started them, never from a person.
+fn sandbox_entry() {
+    let mut args = std::env::args().skip(1);
+    let code = match args.next().as_deref() {
+        Some("sandbox-child") => mallgate_connectors::mapping::child_main(args),
+        Some("sandbox-worker") => mallgate_connectors::mapping::isolated::worker_main(args),
+        _ => return,
+    };
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints a command's outcome and exits: 0 when it succeeded, 1 when not.
+fn finish(outcome: mallgate::cli::Outcome) -> ! {
+    println!("{}", outcome.output);
+    std::process::exit(if outcome.ok { 0 } else { 1 });
+}
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        // The dry-run sandbox's child side (started by the gateway itself, never by hand).
-        Some("sandbox-child") => {
-            let code = mallgate_connectors::mapping::child_main(args);
-            std::process::exit(if code == std::process::ExitCode::SUCCESS {
-                0
-            } else {
-                1
-            });
+    sandbox_entry();
+    match Cli::parse().command {
+        Command::Connector(ConnectorCommand::Check(args)) => finish(mallgate::cli::check(&args)?),
+        Command::Connector(ConnectorCommand::Push(args)) => {
+            finish(runtime()?.block_on(mallgate::cli::push(&args))?)
         }
-        // A worker of the sandbox pool that runs partner-owned jq (started by the gateway).
-        Some("sandbox-worker") => {
-            let code = mallgate_connectors::mapping::isolated::worker_main(args);
-            std::process::exit(if code == std::process::ExitCode::SUCCESS {
-                0
-            } else {
-                1
-            });
-        }
-        Some("connector") => {
-            let rest: Vec<String> = args.collect();
-            let outcome = match rest.first().map(String::as_str) {
-                Some("check") => mallgate::cli::check(&rest[1..])?,
-                Some("push") => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
-                    .block_on(mallgate::cli::push(&rest[1..]))?,
-                Some("-h" | "--help") => mallgate::cli::Outcome {
-                    ok: true,
-                    output: USAGE.to_owned(),
-                },
-                _ => bail!("{USAGE}"),
-            };
-            println!("{}", outcome.output);
-            std::process::exit(if outcome.ok { 0 } else { 1 });
-        }
-        Some("serve") => {
-            let mut config = None;
-            while let Some(arg) = args.next() {
-                match arg.as_str() {
-                    "--config" | "-c" => {
-                        config = Some(PathBuf::from(args.next().context("--config needs a file")?))
-                    }
-                    "-h" | "--help" => {
-                        println!("{USAGE}");
-                        return Ok(());
-                    }
-                    other => bail!("unknown argument `{other}`\n{USAGE}"),
+        Command::Drill(DrillCommand::Run(args)) => {
+            match runtime()?.block_on(mallgate::cli::drill::run(&args)) {
+                Ok(outcome) => finish(outcome),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
                 }
             }
-            let path = config.context("serve needs --config FILE")?;
-            let config = GatewayConfig::load(&path)?;
-            let _telemetry = telemetry::init(&config, Mode::Serve)?;
-            tracing::info!(
-                target: "mallgate::process",
-                version = env!("CARGO_PKG_VERSION"),
-                listen = %config.listen,
-                "starting"
-            );
-            let gateway = Gateway::build(config, std::sync::Arc::default()).inspect_err(
-                |e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"),
-            )?;
-            gateway.run()?;
-            Ok(())
         }
+        Command::Serve { config } => serve(config),
         #[cfg(feature = "demo")]
-        Some("demo") => demo_main(args),
+        Command::Demo {
+            listen,
+            seed,
+            connectors,
+        } => demo_main(listen, seed, connectors),
         #[cfg(not(feature = "demo"))]
-        Some("demo") => bail!("this mallgate was built without the `demo` feature"),
-        Some("-h" | "--help") | None => {
-            eprintln!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => bail!("unknown command `{other}`\n{USAGE}"),
+        Command::Demo { .. } => bail!("this mallgate was built without the `demo` feature"),
     }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(&path)?;
+    let _telemetry = telemetry::init(&config, Mode::Serve)?;
+    tracing::info!(
+        target: "mallgate::process",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %config.listen,
+        "starting"
+    );
+    let gateway = Gateway::build(config, std::sync::Arc::default()).inspect_err(
+        |e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"),
+    )?;
+    gateway.run()?;
+    Ok(())
 }
 
 /// `mallgate demo`: the simulated fleet and the gateway, on loopback.
 #[cfg(feature = "demo")]
-fn demo_main(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let mut options = DemoOptions::default();
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--listen" => {
-                let addr: std::net::SocketAddr =
-                    value()?.parse().context("--listen must be IP:PORT")?;
-                if !addr.ip().is_loopback() {
-                    bail!("the demo listens on loopback only, not {addr}");
-                }
-                options.listen = addr;
-            }
-            "--seed" => options.seed = value()?.parse().context("--seed must be an integer")?,
-            "--connectors" => options.connectors_dir = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                eprintln!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
+fn demo_main(
+    listen: std::net::SocketAddr,
+    seed: u64,
+    connectors: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        bail!("the demo listens on loopback only, not {listen}");
+    }
+    let mut options = DemoOptions {
+        listen,
+        seed,
+        ..DemoOptions::default()
+    };
+    if let Some(dir) = connectors {
+        options.connectors_dir = dir;
     }
     let fleet = demo::start_fleet(options.seed, Some(options.sim_base_port))?;
     let (admin, tokens) = demo::demo_admin()?;

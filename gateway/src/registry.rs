@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use mallgate_connectors::mapping::MappingPool;
 use mallgate_connectors::mapping::isolated::IsolatedPool;
 use mallgate_connectors::runtime::guard::AddressGuard;
+use mallgate_connectors::runtime::resilience::EndpointState;
 use mallgate_connectors::runtime::secrets::SecretStore;
 use mallgate_connectors::runtime::{Connector, Mapper, PartnerResources, RuntimeConfig};
 use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner, Problem};
@@ -162,6 +163,25 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every endpoint of the serving set once (a partner's connectors share endpoint
+    /// state), canaries' included.
+    pub fn endpoint_states(&self) -> Vec<Arc<EndpointState>> {
+        let mut seen = std::collections::HashSet::new();
+        let all = self
+            .connectors
+            .iter()
+            .chain(self.canaries.iter().map(|c| &c.live));
+        let mut states = Vec::new();
+        for c in all {
+            for route in c.connector.routes() {
+                if seen.insert(Arc::as_ptr(&route.state)) {
+                    states.push(Arc::clone(&route.state));
+                }
+            }
+        }
+        states
+    }
+
     /// The versions one request calls (DESIGN §3): for each connector with a canary, the
     /// canary or the active version is chosen here, once, and every call of the request
     /// uses that choice — an inventory request's catalog, stock and location calls never

@@ -146,6 +146,11 @@ capabilities:
 
 /// The API of a gateway whose two retailers are `partners`.
 fn api(partners: &Arc<Partners>) -> Arc<Api> {
+    Arc::clone(&gateway(partners).api)
+}
+
+/// The gateway whose two retailers are `partners`.
+fn gateway(partners: &Arc<Partners>) -> Gateway {
     let dir = std::env::temp_dir().join(format!(
         "mallgate-in-process-{}-{:x}",
         std::process::id(),
@@ -160,9 +165,7 @@ fn api(partners: &Arc<Partners>) -> Arc<Api> {
         ..GatewayConfig::default()
     };
     let transport: Arc<dyn Transport> = Arc::clone(partners) as Arc<dyn Transport>;
-    let gateway =
-        Gateway::build_in_process(config, Arc::default(), transport).expect("gateway builds");
-    Arc::clone(&gateway.api)
+    Gateway::build_in_process(config, Arc::default(), transport).expect("gateway builds")
 }
 
 /// `GET path?query` through `Api::handle`: (status, body).
@@ -283,4 +286,54 @@ async fn concurrent_misses_are_coalesced_into_one_call() {
     }
     assert_eq!(partners.calls(ALPHA), 1, "one call for five misses");
     assert_eq!(partners.calls(BETA), 1);
+}
+
+/// A drill's fault is on from its start, off at its end without anyone asking, and the
+/// report counts what the frontends saw: at exact virtual instants.
+#[tokio::test(start_paused = true)]
+async fn a_drill_ends_on_time_by_itself_and_leaves_no_fault() {
+    let partners = Arc::new(Partners::default());
+    let gateway = gateway(&partners);
+    let api = Arc::clone(&gateway.api);
+    let request = mallgate::drills::Drills::parse(
+        br#"{"target": {"partner": "alpha"}, "fault": "error", "duration_s": 5}"#,
+    )
+    .expect("a drill");
+    let drill = gateway.drills.start(request, "operator").expect("started");
+    assert_eq!(gateway.drills.faults().list().len(), 1);
+
+    // During the drill: Alpha's endpoint answers 503 without being called, Beta is untouched.
+    let (status, body) = get(&api, "/v1/products", "q=gadget").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(outcome(&body, "alpha"), Some("failed"), "{body}");
+    assert_eq!(outcome(&body, "beta"), Some("live"), "{body}");
+    assert_eq!(
+        partners.calls(ALPHA),
+        0,
+        "the fault is injected before the client"
+    );
+    assert!(partners.calls(BETA) > 0);
+    let live = drill.report();
+    assert_eq!(live.state, mallgate::drills::Phase::Running);
+    assert!(live.figures.injected >= 1);
+    assert_eq!(live.figures.answers.failed, 1);
+    // (Frontend requests are counted by the server, which this test does not run.)
+
+    // Nobody calls again: the drill's own task takes the fault off at its end.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    settle().await;
+    assert!(gateway.drills.faults().list().is_empty(), "no fault left");
+    for _ in 0..100 {
+        if drill.phase() == mallgate::drills::Phase::Finished {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(drill.phase(), mallgate::drills::Phase::Finished);
+    let report = drill.report();
+    assert_eq!(report.figures.answers.failed, 1);
+    assert!(report.figures.time_to_recover_ms.is_some(), "{report:?}");
+    let (_, body) = get(&api, "/v1/products", "q=other").await;
+    assert_eq!(outcome(&body, "alpha"), Some("live"), "{body}");
+    assert!(partners.calls(ALPHA) > 0);
 }

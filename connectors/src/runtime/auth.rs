@@ -274,6 +274,7 @@ async fn token_exchange(
             idempotent: false,
             deadline,
             trace: Arc::new(Trace::default()),
+            capability: None,
         },
         target: url.clone(),
         timeout: None,

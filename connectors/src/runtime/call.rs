@@ -425,7 +425,12 @@ impl Connector {
             }
             let pages = output.stats.pages;
             let reply = self
-                .send(page, &url, idempotent, context.deadline, &mut output.stats)
+                .send(
+                    page,
+                    &url,
+                    (context.capability, idempotent, context.deadline),
+                    &mut output.stats,
+                )
                 .await
                 .map_err(|e| match e {
                     // The stack does not know how far the walk got.

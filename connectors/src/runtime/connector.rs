@@ -136,9 +136,13 @@ impl Connector {
         let timeout = Duration::from_millis(u64::from(spec.policies.timeout_ms));
         let max = resources.config.max_response_bytes;
         let transport = resources.config.transport.clone();
+        let faults = (&resources.config.faults, resources.partner());
         let endpoints: Arc<[EndpointStack]> = routes
             .iter()
-            .map(|r| endpoint_stack(Some(Arc::clone(&r.state)), timeout, max, transport.clone()))
+            .map(|r| {
+                let state = Some(Arc::clone(&r.state));
+                endpoint_stack(state, timeout, max, transport.clone(), faults)
+            })
             .collect();
         let (token, token_slot) = match &spec.auth {
             Auth::Oauth2ClientCredentials {
@@ -151,6 +155,7 @@ impl Connector {
                     timeout,
                     max,
                     transport.clone(),
+                    faults,
                 )),
                 Some(resources.token_slot(&format!("{token_url} {client_id}"))),
             ),
@@ -162,7 +167,7 @@ impl Connector {
             policies: spec.policies.clone(),
             routes: Arc::clone(&routes),
             endpoints: Arc::clone(&endpoints),
-            elsewhere: endpoint_stack(None, timeout, max, transport.clone()),
+            elsewhere: endpoint_stack(None, timeout, max, transport.clone(), faults),
             guard: Arc::clone(&resources.guard),
         });
         let tls = spec.tls.as_ref().map(|_| TlsBinding {
@@ -323,22 +328,19 @@ impl Connector {
         &self,
         page: Prepared,
         url: &Url,
-        idempotent: bool,
-        deadline: Instant,
+        call: (Capability, bool, Instant),
         stats: &mut CallStats,
     ) -> Result<Reply, ConnectorError> {
         let Some(slot) = &self.token_slot else {
-            return self.exchange(page, url, idempotent, deadline, stats).await;
+            return self.exchange(page, url, call, stats).await;
         };
         let creds = self.credentials();
         let route = self.token_route(page.client.clone());
         let mut page = page;
         for refreshed in [false, true] {
-            let (applied, token) = oauth_header(slot, &creds, route.as_ref(), deadline).await?;
+            let (applied, token) = oauth_header(slot, &creds, route.as_ref(), call.2).await?;
             page.auth = applied;
-            let reply = self
-                .exchange(page.clone(), url, idempotent, deadline, stats)
-                .await?;
+            let reply = self.exchange(page.clone(), url, call, stats).await?;
             if reply.status != StatusCode::UNAUTHORIZED || refreshed {
                 return Ok(reply);
             }
@@ -356,8 +358,7 @@ impl Connector {
         &self,
         page: Prepared,
         url: &Url,
-        idempotent: bool,
-        deadline: Instant,
+        (capability, idempotent, deadline): (Capability, bool, Instant),
         stats: &mut CallStats,
     ) -> Result<Reply, ConnectorError> {
         let trace = Arc::new(Trace::default());
@@ -368,6 +369,7 @@ impl Connector {
             idempotent,
             deadline,
             trace: Arc::clone(&trace),
+            capability: Some(capability),
         };
         let result = self.stack.clone().oneshot(exchange).await;
         stats.requests += trace.requests();
@@ -433,6 +435,7 @@ impl Connector {
                 idempotent: true,
                 deadline: Instant::now() + timeout,
                 trace: Arc::new(Trace::default()),
+                capability: None,
             },
             target,
             timeout: Some(timeout),

@@ -10,6 +10,7 @@
 pub mod auth;
 mod call;
 mod connector;
+pub mod faults;
 pub mod guard;
 pub mod http;
 mod mapper;
@@ -52,6 +53,8 @@ pub struct RuntimeConfig {
     /// What sends requests: `None` is the network (the pooled HTTP clients); in-process
     /// tests answer in memory instead, under tokio's paused clock.
     pub transport: Option<Arc<dyn Transport>>,
+    /// Faults injected by drills: one registry for the gateway, in every endpoint stack.
+    pub faults: faults::Faults,
 }
 
 /// Sends one built request and reads its reply (at most `max_bytes` of body): the seam
@@ -75,6 +78,7 @@ impl Default for RuntimeConfig {
             resilience: ResilienceSettings::default(),
             sample_refresh: Duration::from_secs(60),
             transport: None,
+            faults: faults::Faults::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod auth;
 mod canary;
 mod change;
 mod connectors;
+mod drills;
 mod dry_run;
 mod quarantine;
 mod routes;
@@ -42,6 +43,7 @@ use crate::GatewayError;
 use crate::api::{Api, Request, Response};
 use crate::changes::Changes;
 use crate::config::AdminConfig;
+use crate::drills::Drills;
 use crate::problem::ApiError;
 use crate::store::Store;
 
@@ -62,6 +64,8 @@ pub struct Admin {
     trials: Sandbox,
     /// Healthy canary calls before promotion.
     promote_after: u64,
+    /// Failover drills.
+    drills: Option<Arc<Drills>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -138,6 +142,7 @@ impl Admin {
             sandbox,
             trials,
             promote_after: u64::from(config.canary_promote_after.max(1)),
+            drills: None,
         })
     }
 

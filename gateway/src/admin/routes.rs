@@ -37,6 +37,11 @@ impl Admin {
                     })?;
                 Ok(Response::json_value(200, &json!({"purged": true})))
             }
+            ("POST", ["admin", "v1", "drills"]) => self.start_drill(&role, req),
+            ("GET", ["admin", "v1", "drills"]) => self.list_drills(&role),
+            ("GET", ["admin", "v1", "drills", id]) => self.get_drill(&role, id),
+            ("GET", ["admin", "v1", "drills", id, "report.html"]) => self.drill_page(&role, id),
+            ("DELETE", ["admin", "v1", "drills", id]) => self.abort_drill(&role, id),
             ("PUT", ["admin", "v1", "partners", partner, "secrets", name]) => {
                 self.put_secret(&role, partner, name, &req.body)
             }

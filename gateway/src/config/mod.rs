@@ -117,6 +117,26 @@ pub struct GatewayConfig {
     /// The Prometheus `/metrics` endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Failover drills through the admin API.
+    #[serde(default)]
+    pub drills: DrillsConfig,
+}
+
+/// Failover drills (`POST /admin/v1/drills`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillsConfig {
+    /// The longest drill allowed, in seconds.
+    #[serde(default = "defaults::drill_max_duration_s")]
+    pub max_duration_s: u64,
+}
+
+impl Default for DrillsConfig {
+    fn default() -> Self {
+        Self {
+            max_duration_s: defaults::drill_max_duration_s(),
+        }
+    }
 }
 
 /// The sandbox pool (DESIGN §5): every jq program of a partner-owned connector runs in one
@@ -281,6 +301,10 @@ pub struct AdmissionConfig {
 mod defaults {
     use std::net::SocketAddr;
 
+    pub(super) fn drill_max_duration_s() -> u64 {
+        600
+    }
+
     pub(super) fn listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8080))
     }
@@ -412,6 +436,7 @@ impl Default for GatewayConfig {
             log: LogConfig::default(),
             traces: TracesConfig::default(),
             metrics: MetricsConfig::default(),
+            drills: DrillsConfig::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mallgate_connectors::mapping::MappingPool;
+use mallgate_connectors::runtime::faults::Faults;
 use mallgate_connectors::runtime::guard::{AddressGuard, Cidr, LoopbackOnly, PublicOnly};
 use mallgate_connectors::runtime::secrets::{MemorySecretStore, SecretStore};
 use mallgate_connectors::runtime::{RuntimeConfig, Transport};
@@ -18,6 +19,7 @@ use crate::changes::{self, ReloadTask};
 use crate::config::GatewayConfig;
 use crate::connections::Connections;
 use crate::cursor::CursorKey;
+use crate::drills::Drills;
 use crate::registry::{Mappers, Registry, documents_in};
 use crate::sandbox::sandbox_pool;
 use crate::store::Store;
@@ -79,16 +81,24 @@ impl Gateway {
         let mappers = mappers(&config)?;
         let store_secrets = Arc::clone(&secrets);
         let secrets: Arc<dyn SecretStore> = secrets;
+        let faults = Faults::default();
         let runtime = RuntimeConfig {
             sample_refresh: Duration::from_secs(config.sandbox.sample_refresh_s),
             resilience: config.resilience.runtime(),
             transport,
+            faults: faults.clone(),
             ..RuntimeConfig::default()
         };
         let registry = Arc::new(
             Registry::new(guard, secrets, mappers, runtime).with_grants(config.partners.clone()),
         );
         let api = Arc::new(Api::new(Arc::clone(&registry), config.clone(), cursor_key));
+        let drills = Arc::new(Drills::new(
+            faults,
+            Arc::clone(&api.metrics.drills),
+            Arc::clone(&registry),
+            Duration::from_secs(config.drills.max_duration_s),
+        ));
         let (changes, queue) = changes::channel();
         let admin = match &config.admin {
             None => {
@@ -102,15 +112,19 @@ impl Gateway {
                     path: "state_dir".into(),
                     reason: "the admin API keeps connector versions in the state directory: set state_dir".into(),
                 })?;
-                let admin = Arc::new(Admin::new(
-                    Arc::clone(&api),
-                    Store::open(state)?,
-                    store_secrets,
-                    config.connectors_dir.clone(),
-                    admin_config,
-                    resolve_reference,
-                    changes.clone(),
-                )?);
+                let admin = Arc::new(
+                    Admin::new(
+                        Arc::clone(&api),
+                        Store::open(state)?,
+                        store_secrets,
+                        config.connectors_dir.clone(),
+                        admin_config,
+                        resolve_reference,
+                        changes.clone(),
+                    )?
+                    .with_drills(Arc::clone(&drills)),
+                );
+                Admin::audit_drills(&admin);
                 // Startup: the directory plus the store's active versions, one reload.
                 admin.reload()?;
                 Some(admin)
@@ -133,6 +147,7 @@ impl Gateway {
         Ok(Self {
             api,
             admin,
+            drills,
             connections,
             config,
             changes,

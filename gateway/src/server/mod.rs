@@ -53,6 +53,8 @@ pub struct Gateway {
     pub api: Arc<Api>,
     /// The admin API, when the config has an `admin` section.
     pub admin: Option<Arc<Admin>>,
+    /// Failover drills (started through the admin API).
+    pub drills: Arc<crate::drills::Drills>,
     config: GatewayConfig,
     /// The public listener's open connections.
     connections: Arc<Connections>,

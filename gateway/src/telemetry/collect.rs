@@ -192,30 +192,12 @@ impl Collector for Scrape {
     }
 }
 
-/// Every endpoint of the serving set once (a partner's connectors share endpoint state).
-fn endpoint_states(snapshot: &crate::registry::Snapshot) -> Vec<Arc<EndpointState>> {
-    let mut seen = HashSet::new();
-    let all = snapshot
-        .connectors
-        .iter()
-        .chain(snapshot.canaries.iter().map(|c| &c.live));
-    let mut states = Vec::new();
-    for c in all {
-        for route in c.connector.routes() {
-            if seen.insert(Arc::as_ptr(&route.state)) {
-                states.push(Arc::clone(&route.state));
-            }
-        }
-    }
-    states
-}
-
 fn endpoints(
     encoder: &mut DescriptorEncoder,
     snapshot: &crate::registry::Snapshot,
 ) -> Result<(), std::fmt::Error> {
     use MetricType::{Counter, Gauge, Histogram};
-    let states = endpoint_states(snapshot);
+    let states = snapshot.endpoint_states();
     let labels = |s: &Arc<EndpointState>| EndpointLabels {
         partner: s.partner.clone(),
         endpoint: s.redacted.clone(),

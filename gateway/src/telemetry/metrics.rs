@@ -110,6 +110,9 @@ pub struct Metrics {
     canaries: Family<CanaryLabels, Counter>,
     /// What is read at scrape time; set once the gateway is built.
     state: OnceLock<State>,
+    /// What running drills saw of the frontends' answers (it rides along the figures:
+    /// every source and every answer passes here).
+    pub drills: Arc<crate::drills::taps::Taps>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +181,7 @@ impl Metrics {
             canaries.clone(),
         );
         Self {
+            drills: Arc::default(),
             families,
             requests,
             latency,

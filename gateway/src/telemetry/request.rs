@@ -24,10 +24,12 @@ pub struct SourceTally {
     /// The longest wait for a partner (sources are asked concurrently): what of the
     /// request's time was the partners', not the gateway's.
     pub partner_wait: Duration,
+    /// The running drills (one bit each) whose target this request's sources touched.
+    pub drills: u64,
 }
 
 /// Notes one source of the current request (outside a request: nothing).
-pub(crate) fn note_source(outcome: Outcome, waited: Duration) {
+pub(crate) fn note_source(outcome: Outcome, waited: Duration, drills: u64) {
     let _ = SOURCES.try_with(|tally| {
         let mut t = tally.borrow_mut();
         match outcome {
@@ -38,6 +40,7 @@ pub(crate) fn note_source(outcome: Outcome, waited: Duration) {
             Outcome::Skipped => t.skipped += 1,
         }
         t.partner_wait = t.partner_wait.max(waited);
+        t.drills |= drills;
     });
 }
 
@@ -80,6 +83,9 @@ fn admin_route(rest: &[&str]) -> &'static str {
         ["status"] => "/admin/v1/status",
         ["reload"] => "/admin/v1/reload",
         ["cache", "purge"] => "/admin/v1/cache/purge",
+        ["drills"] => "/admin/v1/drills",
+        ["drills", _] => "/admin/v1/drills/{id}",
+        ["drills", _, "report.html"] => "/admin/v1/drills/{id}/report.html",
         ["partners", _, "secrets", _] => "/admin/v1/partners/{partner}/secrets/{name}",
         ["connectors", _] => "/admin/v1/connectors/{id}",
         ["connectors", _, "versions"] => "/admin/v1/connectors/{id}/versions",
@@ -167,6 +173,7 @@ pub fn answered(span: &tracing::Span, metrics: &Metrics, a: &Answered<'_>) {
         None
     };
     let t = &a.tally;
+    metrics.drills.request(t.drills, a.status);
     tracing::info!(
         target: "mallgate::access",
         listener = a.listener,

@@ -7,8 +7,8 @@
 //! untried endpoint at once, without spending the retry budget.
 //!
 //! Per endpoint, [`endpoint_stack`] composes: breaker (admission, the half-open probe,
-//! the outcome fed to the endpoint's partner-wide state) → attempt timeout → the pooled
-//! client. Token requests and health probes go through the same per-endpoint stacks.
+//! the outcome fed to the endpoint's partner-wide state) → attempt timeout → injected
+//! faults ([`crate::runtime::faults`], drills) → the pooled client. Token requests and health probes go through the same per-endpoint stacks.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,6 +25,7 @@ use url::Url;
 use super::{AdmissionState, Exchange, bump};
 use crate::error::ConnectorError;
 use crate::runtime::Transport;
+use crate::runtime::faults::{FaultPoint, Faults};
 use crate::runtime::guard::{AddressGuard, redact};
 use crate::runtime::http::{Reply, send};
 use crate::runtime::resilience::{
@@ -57,17 +58,24 @@ impl std::fmt::Debug for Attempt {
 /// The per-endpoint stack.
 pub type EndpointStack = BoxCloneSyncService<Attempt, Reply, ConnectorError>;
 
-/// Breaker → attempt timeout → client, for the endpoint whose state is `state` (`None`:
-/// a URL outside the connector's endpoints, which has no breaker).
+/// Breaker → attempt timeout → injected faults → client, for the endpoint whose state is
+/// `state` (`None`: a URL outside the connector's endpoints, which has no breaker).
 pub fn endpoint_stack(
     state: Option<Arc<EndpointState>>,
     timeout: Duration,
     max_bytes: usize,
     transport: Option<Arc<dyn Transport>>,
+    faults: (&Faults, &str),
 ) -> EndpointStack {
+    let point = FaultPoint {
+        faults: faults.0.clone(),
+        partner: Arc::from(faults.1),
+        endpoint: state.as_ref().map(|s| s.redacted.clone()),
+    };
     let stack = ServiceBuilder::new()
         .option_layer(state.map(BreakerLayer::new))
         .layer(AttemptTimeoutLayer { timeout })
+        .layer(point)
         .service(Client {
             max_bytes,
             transport,

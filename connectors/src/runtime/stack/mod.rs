@@ -156,6 +156,8 @@ pub struct Exchange {
     /// The capability call's deadline: no attempt, back-off or hedge outlives it.
     pub deadline: Instant,
     pub trace: Arc<Trace>,
+    /// The capability called (`None`: a token request or a health probe).
+    pub capability: Option<crate::spec::Capability>,
 }
 
 impl std::fmt::Debug for Exchange {

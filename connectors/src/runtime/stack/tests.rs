@@ -58,6 +58,7 @@ fn exchange(idempotent: bool, deadline_in: Duration) -> Exchange {
         idempotent,
         deadline: Instant::now() + deadline_in,
         trace: Arc::new(Trace::default()),
+        capability: None,
     }
 }
 

@@ -1,13 +1,18 @@
-//! `mallgate connector check|push`: the partner's side of onboarding, from a shell.
+//! The CLI's commands beside `serve` and `demo` (their arguments are `clap` types, parsed
+//! in the binary):
 //!
-//! - `check FILE [--owner operator|partner:ID] [--sample FILE --capability C [--query JSON]]`
-//!   validates offline (every problem as `FILE:LINE:COLUMN: POINTER: REASON`) and, with a
-//!   sample reply, maps it in the sandbox child and prints the normalized records.
-//! - `push FILE --admin URL --token T [--if-match REV]` registers the document through the
-//!   admin API (the current revision is looked up when not given). `T` may be a reference
-//!   (`env:VAR`, `file:PATH`) so the token stays out of the process list.
+//! - `connector check FILE [--owner operator|partner:ID] [--sample FILE --capability C
+//!   [--query JSON]]` validates offline (every problem as `FILE:LINE:COLUMN: POINTER:
+//!   REASON`) and, with a sample reply, maps it in the sandbox child and prints the
+//!   normalized records.
+//! - `connector push FILE --admin URL --token T [--if-match REV]` registers the document
+//!   through the admin API (the current revision is looked up when not given). `T` may be
+//!   a reference (`env:VAR`, `file:PATH`) so the token stays out of the process list.
+//! - `drill run ...` ([`drill`]): starts a failover drill, follows it, prints the report.
 
-use std::path::Path;
+pub mod drill;
+
+use std::path::{Path, PathBuf};
 
 use mallgate_connectors::mapping::{DryRunRequest, Sandbox, SandboxLimits};
 use mallgate_connectors::{Capability, ConnectorError, ConnectorSpec, Format, Owner};
@@ -33,43 +38,73 @@ fn read(path: &Path) -> Result<String, GatewayError> {
     })
 }
 
-fn owner(text: &str) -> Result<Owner, GatewayError> {
+/// `env:VAR` or `file:PATH` is read; anything else is the token itself.
+fn token(text: &str) -> Result<String, GatewayError> {
+    if text.starts_with("env:") || text.starts_with("file:") {
+        crate::server::resolve_reference(text).map_err(fail)
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// `mallgate connector check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The connector document (YAML or JSON).
+    pub file: PathBuf,
+    /// Who submits it: `operator` or `partner:ID` (what a partner may use is narrower).
+    #[arg(long, default_value = "operator", value_parser = owner)]
+    pub owner: Owner,
+    /// A partner reply to map in the sandbox child.
+    #[arg(long, requires = "capability")]
+    pub sample: Option<PathBuf>,
+    /// The capability the sample answers, e.g. `catalog.search`.
+    #[arg(long, value_parser = capability)]
+    pub capability: Option<Capability>,
+    /// The normalized query, as JSON (`{"q": "speaker"}`).
+    #[arg(long, default_value = "{}", value_parser = json_arg)]
+    pub query: Value,
+}
+
+/// `mallgate connector push`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// The connector document.
+    pub file: PathBuf,
+    /// The admin API's base URL, e.g. `http://127.0.0.1:9090`.
+    #[arg(long)]
+    pub admin: String,
+    /// The bearer token, or `env:VAR` / `file:PATH` to keep it out of the process list.
+    #[arg(long)]
+    pub token: String,
+    /// The revision replaced (looked up when not given).
+    #[arg(long)]
+    pub if_match: Option<String>,
+}
+
+fn capability(text: &str) -> Result<Capability, String> {
+    serde_json::from_value(Value::from(text))
+        .map_err(|_| format!("`{text}` is not a capability (e.g. catalog.search)"))
+}
+
+fn json_arg(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn owner(text: &str) -> Result<Owner, String> {
     match text {
         "operator" => Ok(Owner::Operator),
         other => match other.strip_prefix("partner:") {
             Some(id) if !id.is_empty() => Ok(Owner::Partner(id.to_owned())),
-            _ => Err(fail(format!(
-                "--owner takes operator or partner:ID, not `{other}`"
-            ))),
+            _ => Err(format!("takes operator or partner:ID, not `{other}`")),
         },
     }
 }
 
 /// `mallgate connector check ...`.
-pub fn check(args: &[String]) -> Result<Outcome, GatewayError> {
-    let mut file = None;
-    let mut who = Owner::Operator;
-    let (mut sample, mut capability, mut query) = (None, None, json!({}));
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| fail(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--owner" => who = owner(&value()?)?,
-            "--sample" => sample = Some(value()?),
-            "--capability" => capability = Some(value()?),
-            "--query" => {
-                query = serde_json::from_str(&value()?)
-                    .map_err(|e| fail(format!("--query is not JSON: {e}")))?;
-            }
-            other if file.is_none() && !other.starts_with("--") => file = Some(other.to_owned()),
-            other => return Err(fail(format!("unknown argument `{other}`"))),
-        }
-    }
-    let file = file.ok_or_else(|| fail("check needs a connector FILE"))?;
+pub fn check(args: &CheckArgs) -> Result<Outcome, GatewayError> {
+    let file = args.file.display().to_string();
+    let who = args.owner.clone();
     let text = read(Path::new(&file))?;
     let format = Format::sniff(&text);
     let spec = match ConnectorSpec::load(&text, format, &who) {
@@ -108,18 +143,17 @@ pub fn check(args: &[String]) -> Result<Outcome, GatewayError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let Some(sample) = sample else {
+    let Some(sample) = &args.sample else {
         return Ok(Outcome {
             ok: true,
             output: summary,
         });
     };
-    let capability: Capability = serde_json::from_value(Value::from(
-        capability.ok_or_else(|| fail("--sample needs --capability"))?,
-    ))
-    .map_err(|_| fail("--capability takes a capability such as catalog.search"))?;
-    let payload = std::fs::read(&sample).map_err(|source| GatewayError::Io {
-        path: sample.clone().into(),
+    let capability = args
+        .capability
+        .ok_or_else(|| fail("--sample needs --capability"))?;
+    let payload = std::fs::read(sample).map_err(|source| GatewayError::Io {
+        path: sample.clone(),
         source,
     })?;
     let program = std::env::current_exe().map_err(|e| fail(e.to_string()))?;
@@ -135,7 +169,7 @@ pub fn check(args: &[String]) -> Result<Outcome, GatewayError> {
         capability,
         provenance: json!({"partner_id": spec.partner, "connector_id": spec.id,
                            "connector_version": 1, "fetched_at": jiff::Timestamp::now().to_string()}),
-        query,
+        query: args.query.clone(),
         locations: json!({}),
     };
     match sandbox.dry_run(&request, &payload) {
@@ -155,31 +189,9 @@ pub fn check(args: &[String]) -> Result<Outcome, GatewayError> {
 }
 
 /// `mallgate connector push ...`.
-pub async fn push(args: &[String]) -> Result<Outcome, GatewayError> {
-    let (mut file, mut admin, mut token, mut if_match) = (None, None, None, None);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| fail(format!("{arg} needs a value")))
-        };
-        match arg.as_str() {
-            "--admin" => admin = Some(value()?),
-            "--token" => token = Some(value()?),
-            "--if-match" => if_match = Some(value()?),
-            other if file.is_none() && !other.starts_with("--") => file = Some(other.to_owned()),
-            other => return Err(fail(format!("unknown argument `{other}`"))),
-        }
-    }
-    let file = file.ok_or_else(|| fail("push needs a connector FILE"))?;
-    let admin = admin.ok_or_else(|| fail("push needs --admin URL"))?;
-    let token = token.ok_or_else(|| fail("push needs --token T (or env:VAR, file:PATH)"))?;
-    let token = if token.starts_with("env:") || token.starts_with("file:") {
-        crate::server::resolve_reference(&token).map_err(fail)?
-    } else {
-        token
-    };
+pub async fn push(args: &PushArgs) -> Result<Outcome, GatewayError> {
+    let file = args.file.display().to_string();
+    let token = token(&args.token)?;
     let text = read(Path::new(&file))?;
     let id = ConnectorSpec::load(&text, Format::sniff(&text), &Owner::Operator)
         .map(|s| s.id)
@@ -190,10 +202,10 @@ pub async fn push(args: &[String]) -> Result<Outcome, GatewayError> {
                 .and_then(|(v, _)| v.get("id").and_then(Value::as_str).map(str::to_owned))
                 .ok_or_else(|| fail(format!("{file} has no `id`")))
         })?;
-    let base = admin.trim_end_matches('/');
+    let base = args.admin.trim_end_matches('/');
     let url = format!("{base}/admin/v1/connectors/{id}");
     let client = reqwest::Client::new();
-    let if_match = match if_match {
+    let if_match = match args.if_match.clone() {
         Some(r) => Some(r),
         None => {
             let current = client
