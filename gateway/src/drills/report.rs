@@ -34,7 +34,8 @@ pub struct Figures {
     pub time_to_detect_ms: Option<u64>,
     /// From the onset to the first good answer (live from another endpoint, or stale).
     pub time_to_failover_ms: Option<u64>,
-    /// From the fault's end to every target endpoint closed and back in rotation.
+    /// From the fault's end to every target endpoint back in rotation (not ejected, its
+    /// breaker admitting calls).
     pub time_to_recover_ms: Option<u64>,
     /// Source answers of the target by outcome, over the drill and its recovery.
     pub answers: Second,
