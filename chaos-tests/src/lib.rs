@@ -1,3 +1,8 @@
 //! Chaos tests for Mallgate: the real gateway against the simulated fleet with faults
-//! injected in userspace (the simulator's knobs, stopped replicas). The tests live in
-//! `tests/`; they share the gateway's integration harness, the `mallgate-testkit` crate.
+//! injected in userspace — the simulator's knobs, stopped replicas, the gateway's own
+//! drills, and [`proxy::FaultProxy`] for the faults below HTTP. The tests live in
+//! `tests/`; they share the gateway's integration harness (`mallgate-testkit`) and
+//! [`scenario`]'s helpers, which run each scenario as a drill and keep its report.
+
+pub mod proxy;
+pub mod scenario;

@@ -265,7 +265,9 @@ fn noted(result: &SourceResult, metrics: &Metrics, started: Instant, request_id:
         Outcome::Live | Outcome::Stale | Outcome::Failed => started.elapsed(),
         Outcome::Cached | Outcome::Skipped => std::time::Duration::ZERO,
     };
-    let drills = metrics.drills.source(&s.partner, s.capability, s.outcome);
+    let drills = metrics
+        .drills
+        .source(&s.partner, s.capability, s.outcome, started);
     crate::telemetry::request::note_source(s.outcome, waited, drills);
     metrics.source(&s.partner, &s.connector_id, s.capability.name(), s.outcome);
     if let Some(error) = s.error.as_ref().filter(|_| s.outcome != Outcome::Skipped) {

@@ -20,6 +20,16 @@ pub async fn admin_mall(
     tokens: &[(&str, &str)],
     configure: impl FnOnce(&mut GatewayConfig),
 ) -> Mall {
+    admin_mall_with(tokens, |_, text| text, configure).await
+}
+
+/// As [`admin_mall`], with `patch` applied to each connector's text (after Threadline's
+/// pacing is lifted).
+pub async fn admin_mall_with(
+    tokens: &[(&str, &str)],
+    patch: impl Fn(Partner, String) -> String,
+    configure: impl FnOnce(&mut GatewayConfig),
+) -> Mall {
     let tokens: Vec<TokenConfig> = tokens
         .iter()
         .map(|(role, token)| TokenConfig {
@@ -30,11 +40,12 @@ pub async fn admin_mall(
         .collect();
     Mall::start_configured(
         |partner, text| {
-            if partner == Partner::Threadline {
+            let text = if partner == Partner::Threadline {
                 text.replace("rate_limit_rps: 2 ", "rate_limit_rps: 10000 ")
             } else {
                 text
-            }
+            };
+            patch(partner, text)
         },
         |config| {
             config.partners = mallgate::demo::demo_grants();

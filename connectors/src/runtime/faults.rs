@@ -46,6 +46,9 @@ pub enum FaultKind {
     Garbage,
     /// `429 Too Many Requests` with `Retry-After: 1`.
     RateLimited,
+    /// Nothing is injected: the drill only watches and reports (a fault made outside the
+    /// gateway — a fault proxy, a partner's maintenance window — measured the same way).
+    Observe,
 }
 
 impl FaultKind {
@@ -57,6 +60,7 @@ impl FaultKind {
             Self::Reset => "reset",
             Self::Garbage => "garbage",
             Self::RateLimited => "rate_limited",
+            Self::Observe => "observe",
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct ActiveFault {
     pub injected: AtomicU64,
     /// When the first attempt got the fault: the onset every drill figure counts from.
     pub first_injected: OnceLock<Instant>,
+    /// When it was taken off before its end (an abort).
+    off_at: OnceLock<Instant>,
 }
 
 impl ActiveFault {
@@ -112,7 +118,13 @@ impl ActiveFault {
             candidates: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             first_injected: OnceLock::new(),
+            off_at: OnceLock::new(),
         }
+    }
+
+    /// Whether the fault was on at `at`: before its end and before an abort.
+    pub fn was_on_at(&self, at: Instant) -> bool {
+        at < self.ends_at && self.off_at.get().is_none_or(|off| at < *off)
     }
 
     /// Whether the `n`th candidate (from 1) gets the fault: exactly `rate` of them, spread
@@ -123,7 +135,7 @@ impl ActiveFault {
     }
 
     fn applies(&self, point: &FaultPoint, attempt: &Attempt, now: Instant) -> Option<bool> {
-        if now >= self.ends_at || *self.target.partner != *point.partner {
+        if !self.was_on_at(now) || *self.target.partner != *point.partner {
             return None;
         }
         let capability = attempt.exchange.capability;
@@ -141,7 +153,7 @@ impl ActiveFault {
             None => true,
             Some(endpoint) => point.endpoint.as_deref() == Some(endpoint.as_str()),
         };
-        if !here {
+        if !here || self.kind == FaultKind::Observe {
             return Some(false);
         }
         let n = self.candidates.fetch_add(1, Ordering::Relaxed) + 1;
@@ -164,8 +176,12 @@ impl Faults {
         });
     }
 
-    /// Removes fault `id` (a fault already gone is no error).
+    /// Removes fault `id` (a fault already gone is no error); it is off at once, even for
+    /// an attempt that loaded the list before.
     pub fn remove(&self, id: &str) {
+        for fault in self.active.load().iter().filter(|f| f.id == id) {
+            let _ = fault.off_at.set(Instant::now());
+        }
         self.active.rcu(|list| {
             list.iter()
                 .filter(|f| f.id != id)
@@ -245,6 +261,8 @@ where
         let _ = fault.first_injected.set(Instant::now());
         let url = redact(&attempt.target);
         match fault.kind {
+            // Never picked (see `applies`).
+            FaultKind::Observe => Box::pin(self.inner.call(attempt)),
             FaultKind::Latency => {
                 let delay = fault.latency;
                 let future = self.inner.call(attempt);

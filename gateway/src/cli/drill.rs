@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// One capability; default: every exchange with the partner.
     #[arg(long, value_parser = capability)]
     pub capability: Option<Capability>,
-    /// error, latency, blackhole, reset, garbage or rate_limited.
+    /// error, latency, blackhole, reset, garbage, rate_limited, or observe (inject
+    /// nothing, report what happens).
     #[arg(long, value_parser = fault)]
     pub fault: FaultKind,
     /// Share of the target's attempts that get the fault.
@@ -69,7 +70,7 @@ pub struct RunArgs {
 
 fn fault(text: &str) -> Result<FaultKind, String> {
     serde_json::from_value(Value::from(text)).map_err(|_| {
-        format!("`{text}` is not a fault: error, latency, blackhole, reset, garbage, rate_limited")
+        format!("`{text}` is not a fault: error, latency, blackhole, reset, garbage, rate_limited, observe")
     })
 }
 

@@ -383,10 +383,11 @@ impl Drills {
         book.iter().cloned().collect()
     }
 
-    /// Aborts drill `id`: its fault is off at once; the drill then waits for recovery.
+    /// Aborts drill `id`: while running, its fault is off at once and the drill then
+    /// waits for recovery; while recovering, it stops waiting.
     pub fn abort(&self, id: &str) -> Option<Arc<Drill>> {
         let drill = self.get(id)?;
-        if drill.phase() == Phase::Running {
+        if matches!(drill.phase(), Phase::Running | Phase::Recovering) {
             drill.mark(|m| m.aborted = true);
             self.faults.remove(&drill.id);
             drill.abort.notify_one();

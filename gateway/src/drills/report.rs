@@ -39,6 +39,8 @@ pub struct Figures {
     pub time_to_recover_ms: Option<u64>,
     /// Source answers of the target by outcome, over the drill and its recovery.
     pub answers: Second,
+    /// The answers of calls started while the fault was on (request counts not kept).
+    pub answers_while_on: Second,
     pub frontend_requests: u64,
     pub frontend_non_2xx: u64,
     /// Attempts at the partner (calls, retries, hedges; probes not) while the fault was on.
@@ -100,14 +102,7 @@ pub(super) fn build(drill: &Drill) -> Report {
     for s in &seconds {
         answers.add(s);
     }
-    // While the fault was on: the seconds up to its end.
-    let fault_seconds = marks.fault_end.map_or(seconds.len(), |end| {
-        (end.saturating_duration_since(drill.started).as_secs() as usize + 1).min(seconds.len())
-    });
-    let source_calls: u64 = seconds[..fault_seconds]
-        .iter()
-        .map(|s| s.live + s.stale + s.failed)
-        .sum();
+    let source_calls = drill.tap.calls_while_on.load(Ordering::Relaxed);
     let attempts = drill.fault.attempts.load(Ordering::Relaxed);
     let figures = Figures {
         onset_ms: since(drill.started, onset),
@@ -115,6 +110,7 @@ pub(super) fn build(drill: &Drill) -> Report {
         time_to_failover_ms: onset.and_then(|o| since(o, failover)),
         time_to_recover_ms: marks.fault_end.and_then(|e| since(e, marks.recovered)),
         answers,
+        answers_while_on: drill.tap.while_on(),
         frontend_requests: answers.requests,
         frontend_non_2xx: answers.non_2xx,
         partner_attempts: attempts,

@@ -29,6 +29,21 @@ fn targets(drills: &Drills, drill: &Drill) -> Vec<Arc<EndpointState>> {
         .collect()
 }
 
+/// How long a call of the target may last: two attempt timeouts of its slowest connector
+/// (an attempt and a retry or hedge), at most 5 s.
+fn longest_call(drills: &Drills, drill: &Drill) -> Duration {
+    let slowest = drills
+        .registry
+        .load()
+        .connectors
+        .iter()
+        .filter(|c| c.partner() == drill.request.target.partner)
+        .map(|c| u64::from(c.spec().policies.timeout_ms))
+        .max()
+        .unwrap_or(0);
+    Duration::from_millis(2 * slowest).min(Duration::from_secs(5))
+}
+
 /// Breaker openings and ejections so far, over the target's endpoints.
 fn trips(states: &[Arc<EndpointState>]) -> u64 {
     states
@@ -64,13 +79,27 @@ pub(super) async fn watch(drills: Arc<Drills>, drill: Arc<Drill>) {
     drills.faults.remove(&drill.id);
     drill.mark(|m| m.fault_end = Some(Instant::now()));
     drill.set_phase(Phase::Recovering);
+    // Calls started while the fault was on still answer after it: the drill counts them
+    // (amplification's two sides cover the same calls) for as long as one may last.
+    let linger = Instant::now() + longest_call(&drills, &drill);
     let give_up = Instant::now() + drills.recovery_bound;
+    // An abort now stops the wait (the endpoints may never come back).
     while Instant::now() < give_up {
         if healthy(&targets(&drills, &drill)) {
             drill.mark(|m| m.recovered = Some(Instant::now()));
             break;
         }
-        tokio::time::sleep(TICK).await;
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            () = drill.abort.notified() => break,
+        }
+    }
+    let left = linger.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(left) => {}
+            () = drill.abort.notified() => {}
+        }
     }
     drills.taps.remove(drill.tap.slot);
     let aborted = drill.marks().aborted;

@@ -3,11 +3,12 @@
 //! fan-out reports each source here ([`Taps::source`]); with no drill running that is one
 //! atomic load.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use mallgate_connectors::Capability;
-use mallgate_connectors::runtime::faults::ActiveFault;
+use mallgate_connectors::runtime::faults::{ActiveFault, FaultKind};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -52,6 +53,11 @@ pub struct Tap {
     pub failover: OnceLock<Instant>,
     /// The drill's fault: its onset is when it first hit an attempt.
     fault: Arc<ActiveFault>,
+    /// Source calls that went to the partner (live, stale, failed) and started while the
+    /// fault was on: the denominator of retry amplification, over its numerator's window.
+    pub calls_while_on: AtomicU64,
+    /// Source answers of calls started while the fault was on, by outcome.
+    while_on: Mutex<Second>,
 }
 
 impl Tap {
@@ -64,11 +70,17 @@ impl Tap {
             seconds: Mutex::new(Vec::new()),
             failover: OnceLock::new(),
             fault,
+            calls_while_on: AtomicU64::new(0),
+            while_on: Mutex::new(Second::default()),
         }
     }
 
-    /// When the fault first hit an attempt.
+    /// When the fault first hit an attempt (an `observe` drill: its start, since the
+    /// fault is not its own).
     pub fn onset(&self) -> Option<Instant> {
+        if self.fault.kind == FaultKind::Observe {
+            return Some(self.started);
+        }
         self.fault.first_injected.get().copied()
     }
 
@@ -82,6 +94,11 @@ impl Tap {
             seconds.resize(at + 1, Second::default());
         }
         f(&mut seconds[at]);
+    }
+
+    /// Answers of calls started while the fault was on.
+    pub fn while_on(&self) -> Second {
+        *self.while_on.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The per-second answers so far.
@@ -126,23 +143,41 @@ impl Taps {
         self.active.load().iter().map(|t| t.slot).collect()
     }
 
-    /// One source answer of the current request: the bits of the drills it belongs to.
-    pub fn source(&self, partner: &str, capability: Capability, outcome: Outcome) -> u64 {
+    /// One source answer (of a call started at `started`) of the current request: the bits
+    /// of the drills it belongs to.
+    pub fn source(
+        &self,
+        partner: &str,
+        capability: Capability,
+        outcome: Outcome,
+        started: Instant,
+    ) -> u64 {
         let active = self.active.load();
         if active.is_empty() {
             return 0;
         }
         let mut bits = 0;
+        let add = |s: &mut Second| match outcome {
+            Outcome::Live => s.live += 1,
+            Outcome::Cached => s.cached += 1,
+            Outcome::Stale => s.stale += 1,
+            Outcome::Failed => s.failed += 1,
+            Outcome::Skipped => s.skipped += 1,
+        };
         for tap in active.iter().filter(|t| t.wants(partner, capability)) {
             bits |= 1 << tap.slot;
-            tap.second(|s| match outcome {
-                Outcome::Live => s.live += 1,
-                Outcome::Cached => s.cached += 1,
-                Outcome::Stale => s.stale += 1,
-                Outcome::Failed => s.failed += 1,
-                Outcome::Skipped => s.skipped += 1,
-            });
-            if matches!(outcome, Outcome::Live | Outcome::Stale) && tap.onset().is_some() {
+            tap.second(add);
+            if tap.fault.was_on_at(started) {
+                add(&mut tap.while_on.lock().unwrap_or_else(|p| p.into_inner()));
+                if matches!(outcome, Outcome::Live | Outcome::Stale | Outcome::Failed) {
+                    tap.calls_while_on.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // A good answer to a call that met the fault: the failover (late answers after
+            // the fault's end are not).
+            let met =
+                tap.onset().is_some_and(|o| o <= Instant::now()) && tap.fault.was_on_at(started);
+            if matches!(outcome, Outcome::Live | Outcome::Stale) && met {
                 let _ = tap.failover.set(Instant::now());
             }
         }

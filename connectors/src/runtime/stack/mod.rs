@@ -287,7 +287,7 @@ impl AdmissionState {
             budget: TpsBudget::new(
                 Duration::from_secs(10),
                 config.retry_reserve_per_s.min(1000),
-                (percent.min(1000) as f32) / 100.0,
+                budget_share(percent),
             ),
             block,
             turn: AtomicU64::new(0),
@@ -375,6 +375,13 @@ pub struct StackParts {
     /// For links outside the version's endpoints: timeout and client, no breaker.
     pub elsewhere: EndpointStack,
     pub guard: Arc<dyn AddressGuard>,
+}
+
+/// `percent` as tower's `retry_percent`. tower prices a withdrawal at `(1.0 / share) as
+/// isize` deposits, and `1.0 / 0.1f32` is 9.99999985: 10% would buy one retry per 9 calls
+/// (11.1%). A share a hair below the exact one truncates to the intended price.
+fn budget_share(percent: u32) -> f32 {
+    (percent.min(1000) as f32) / 100.0 * (1.0 - 1e-6)
 }
 
 /// Composes a version's stack, in DESIGN §7's order.
