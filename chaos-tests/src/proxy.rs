@@ -147,14 +147,17 @@ async fn accept(
     stats: Arc<ProxyStats>,
 ) {
     let mut n = 0u64;
+    // Connections live in the accept task: aborting it (the proxy dropped) ends them all.
+    let mut connections = tokio::task::JoinSet::new();
     while let Ok((client, _)) = listener.accept().await {
+        while connections.try_join_next().is_some() {}
         n += 1;
         stats.connections.fetch_add(1, Ordering::Relaxed);
         let Some(upstream) = *upstream.lock().unwrap_or_else(|p| p.into_inner()) else {
             continue;
         };
         let (toxics, stats) = (Arc::clone(&toxics), Arc::clone(&stats));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _ = connection(client, upstream, toxics, stats, n).await;
         });
     }
@@ -238,8 +241,12 @@ async fn connection(
             }
             if t.half_open {
                 client_write.shutdown().await?;
-                // Keep reading (and dropping) what the partner still sends.
-                while server_read.read(&mut buf).await? > 0 {}
+                // Keep reading (and dropping) what the partner still sends, for a while.
+                let drain = async {
+                    while server_read.read(&mut buf).await? > 0 {}
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(30), drain).await;
                 return Ok(());
             }
         }

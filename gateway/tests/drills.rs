@@ -79,7 +79,9 @@ async fn an_endpoint_drill_fails_over_reaches_only_its_target_and_aborts_clean()
     assert_eq!(status, 201, "{started}");
     assert_eq!(started["state"], "running");
     let id = started["id"].as_str().expect("id").to_owned();
-    // The primary's counters from here: nothing faulted may reach it.
+    // A health probe sent just before the drill may still arrive (its timeout is 1 s):
+    // the primary's counters from a moment later, then nothing faulted may reach it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (primary_products, primary_health) = (
         mall.replica_requests(Partner::Voltmart, 0, "/v1/products"),
         mall.replica_requests(Partner::Voltmart, 0, "/health"),
@@ -252,7 +254,24 @@ async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
         assert_eq!(status, 422, "{answer}");
         assert_eq!(answer["problems"][0]["pointer"], pointer, "{answer}");
     }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_drills_itself_once_at_a_time_and_sees_only_its_own() {
+    let mall = mall().await;
+    let post = |token: &'static str, body: Value| {
+        let mall = &mall;
+        async move {
+            drill(
+                mall,
+                token,
+                reqwest::Method::POST,
+                "/admin/v1/drills",
+                Some(body),
+            )
+            .await
+        }
+    };
     // Its own partner: allowed, once at a time; it sees its own drills only.
     let own = json!({"target": {"partner": "threadline"}, "fault": "latency", "latency_ms": 50, "duration_s": 30});
     let (status, body) = post(THREADLINE, own.clone()).await;

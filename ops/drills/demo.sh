@@ -21,9 +21,9 @@ log="$out/demo.log"
 
 "$bin" demo >"$log" 2>&1 &
 demo=$!
-load=""
+loads=()
 cleanup() {
-  [[ -n $load ]] && kill "$load" 2>/dev/null || true
+  for pid in "${loads[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
   kill "$demo" 2>/dev/null || true
   wait 2>/dev/null || true
 }
@@ -39,15 +39,13 @@ source "${TMPDIR:-/tmp}/mallgate-demo/tokens.env"
 export MALLGATE_OPERATOR_TOKEN
 
 # Bounded load: four loops of fresh searches (nothing cached), at most 20,000 requests.
-(
-  for w in 1 2 3 4; do
-    (for i in $(seq 1 5000); do
-       curl -s -o /dev/null "localhost:8080/v1/products?q=drill$w-$i&limit=3" || true
-     done) &
-  done
-  wait
-) &
-load=$!
+loads=()
+for w in 1 2 3 4; do
+  (for i in $(seq 1 5000); do
+     curl -s -o /dev/null "localhost:8080/v1/products?q=drill$w-$i&limit=3" || true
+   done) &
+  loads+=($!)
+done
 sleep 2
 
 primary=http://127.0.0.1:18101/

@@ -85,9 +85,14 @@ pub struct ActiveFault {
     pub rate: f64,
     pub latency: Duration,
     pub ends_at: Instant,
-    /// The partner's attempts while the fault was on (calls, retries, hedges; not probes),
-    /// within the target's capability: the numerator of retry amplification.
+    /// The partner's attempts while the fault was on (calls, retries, hedges; not probes
+    /// nor token requests), within the target's capability: amplification's numerator.
     pub attempts: AtomicU64,
+    /// The exchanges those attempts belong to (each one's first attempt): its denominator.
+    pub exchanges: AtomicU64,
+    /// The first good answer of an exchange that had tried another endpoint first: the
+    /// failover, as the partner stack saw it.
+    pub first_failover: OnceLock<Instant>,
     /// Attempts that were candidates for the fault (the right endpoint and capability).
     candidates: AtomicU64,
     /// Attempts that got the fault.
@@ -115,6 +120,8 @@ impl ActiveFault {
             latency,
             ends_at,
             attempts: AtomicU64::new(0),
+            exchanges: AtomicU64::new(0),
+            first_failover: OnceLock::new(),
             candidates: AtomicU64::new(0),
             injected: AtomicU64::new(0),
             first_injected: OnceLock::new(),
@@ -146,8 +153,13 @@ impl ActiveFault {
         if !in_scope {
             return None;
         }
-        if !attempt.probe {
+        // Calls, retries and hedges of a capability count; probes and token requests not.
+        if !attempt.probe && capability.is_some() {
             self.attempts.fetch_add(1, Ordering::Relaxed);
+            // The timeout layer above counted this attempt already: the first is 1.
+            if attempt.exchange.trace.requests() <= 1 {
+                self.exchanges.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let here = match &self.target.endpoint {
             None => true,
@@ -195,22 +207,61 @@ impl Faults {
         Vec::clone(&self.active.load())
     }
 
-    /// The fault `attempt` at `point` gets, if any (the first registered that is due).
-    fn pick(&self, point: &FaultPoint, attempt: &Attempt) -> Option<Arc<ActiveFault>> {
+    /// The fault `attempt` at `point` gets, if any (the first registered that is due), and
+    /// every fault that watches it.
+    fn pick(&self, point: &FaultPoint, attempt: &Attempt) -> Picked {
         let active = self.active.load();
         if active.is_empty() {
-            return None;
+            return Picked::default();
         }
         let now = Instant::now();
-        let mut picked = None;
+        let mut picked = Picked::default();
         // Every matching fault counts the attempt, whichever injects.
         for fault in active.iter() {
-            if fault.applies(point, attempt, now) == Some(true) && picked.is_none() {
-                picked = Some(Arc::clone(fault));
+            match fault.applies(point, attempt, now) {
+                Some(true) if picked.inject.is_none() => {
+                    picked.inject = Some(Arc::clone(fault));
+                }
+                Some(_) => picked.watching.push(Arc::clone(fault)),
+                None => {}
             }
         }
         picked
     }
+}
+
+#[derive(Default)]
+struct Picked {
+    inject: Option<Arc<ActiveFault>>,
+    watching: Vec<Arc<ActiveFault>>,
+}
+
+/// Whether a reply says the endpoint answered well (what a failover is for).
+fn good(result: &Result<Reply, ConnectorError>) -> bool {
+    result
+        .as_ref()
+        .is_ok_and(|r| !r.status.is_server_error() && r.status != StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Marks the failover on `watching` when an attempt of an exchange that had tried another
+/// endpoint first answers well.
+fn watch_failover<F>(
+    watching: Vec<Arc<ActiveFault>>,
+    future: F,
+) -> BoxFuture<'static, Result<Reply, ConnectorError>>
+where
+    F: std::future::Future<Output = Result<Reply, ConnectorError>> + Send + 'static,
+{
+    Box::pin(async move {
+        let result = future.await;
+        if good(&result) {
+            let now = Instant::now();
+            for fault in watching.iter().filter(|f| f.was_on_at(now)) {
+                let _ = fault.first_failover.set(now);
+            }
+        }
+        result
+    })
 }
 
 /// Where in the partner stack a fault layer sits: the partner and the endpoint it fronts.
@@ -254,8 +305,17 @@ where
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        let Some(fault) = self.point.faults.pick(&self.point, &attempt) else {
-            return Box::pin(self.inner.call(attempt));
+        let picked = self.point.faults.pick(&self.point, &attempt);
+        let Some(fault) = picked.inject else {
+            // With no fault watching (the usual case) nothing is added to the attempt.
+            let failed_over = !picked.watching.is_empty()
+                && !attempt.probe
+                && attempt.exchange.trace.tried().len() >= 2;
+            let future = self.inner.call(attempt);
+            if !failed_over {
+                return Box::pin(future);
+            }
+            return watch_failover(picked.watching, future);
         };
         fault.injected.fetch_add(1, Ordering::Relaxed);
         let _ = fault.first_injected.set(Instant::now());
@@ -271,7 +331,18 @@ where
                     future.await
                 })
             }
-            FaultKind::Blackhole => Box::pin(std::future::pending()),
+            // No answer: the attempt timeout above ends it; the fault's end at the latest.
+            FaultKind::Blackhole => {
+                let until = fault.ends_at;
+                Box::pin(async move {
+                    tokio::time::sleep_until(until).await;
+                    Err(ConnectorError::Transport {
+                        url,
+                        reason: "no answer (blackholed by a drill)".into(),
+                        connect: false,
+                    })
+                })
+            }
             FaultKind::Reset => Box::pin(async move {
                 Err(ConnectorError::Transport {
                     url,

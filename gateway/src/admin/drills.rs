@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use super::change::Event;
 use super::{Admin, Role};
 use crate::api::{Request, Response};
-use crate::drills::{Drill, Drills, html};
+use crate::drills::{Drill, Drills, Phase, html};
 use crate::problem::ApiError;
 
 impl Admin {
@@ -125,6 +125,10 @@ impl Admin {
 
     pub(super) fn abort_drill(&self, role: &Role, id: &str) -> Result<Response, ApiError> {
         let drill = self.drill(role, id)?;
+        if matches!(drill.phase(), Phase::Finished | Phase::Aborted) {
+            // Already over: nothing to abort, nothing to audit.
+            return Response::json(200, &drill.report());
+        }
         self.drill_book()?.abort(id);
         let event = Event::new(role, "drill.abort", &drill.request.target.partner);
         self.audit(&event.detail(id.to_owned()), "ok")

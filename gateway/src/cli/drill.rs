@@ -21,7 +21,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub admin: String,
     /// The bearer token, or `env:VAR` / `file:PATH`.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub token: String,
     /// The partner to drill.
     #[arg(long)]
@@ -42,8 +42,8 @@ pub struct RunArgs {
     /// The delay of a latency fault (`800ms`, `2s`).
     #[arg(long, value_parser = duration)]
     pub latency: Option<Duration>,
-    /// How long the fault stays on (`30s`, `2m`).
-    #[arg(long, value_parser = duration)]
+    /// How long the fault stays on, in whole seconds (`30s`, `2m`).
+    #[arg(long, value_parser = whole_seconds)]
     pub duration: Duration,
     /// Most frontend answers that may be non-2xx.
     #[arg(long)]
@@ -80,6 +80,17 @@ fn duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|e| format!("`{text}` is not a duration (30s, 800ms, 2m): {e}"))?;
     Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
+}
+
+/// A drill lasts whole seconds: `1500ms` is refused rather than cut.
+fn whole_seconds(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d.subsec_nanos() != 0 || d.is_zero() {
+        return Err(format!(
+            "`{text}`: a drill lasts a whole number of seconds (at least 1s)"
+        ));
+    }
+    Ok(d)
 }
 
 fn millis(d: Option<Duration>) -> Option<u64> {
@@ -160,6 +171,9 @@ impl Admin {
             .send()
             .await
             .map_err(|e| fail(format!("cannot reach {}: {}", self.base, e.without_url())))?;
+        if !reply.status().is_success() {
+            return Err(fail(format!("{path}: HTTP {}", reply.status().as_u16())));
+        }
         reply.text().await.map_err(|e| fail(e.to_string()))
     }
 }
@@ -213,13 +227,13 @@ fn summary(r: &Value) -> String {
             f["frontend_requests"], f["frontend_non_2xx"]
         ),
         format!(
-            "  amplification      {} ({} attempts, {} injected, {} source calls)",
+            "  amplification      {} ({} attempts, {} injected, {} exchanges)",
             f["amplification"]
                 .as_f64()
                 .map_or("—".into(), |v| format!("{v:.2}")),
             f["partner_attempts"],
             f["injected"],
-            f["source_calls"]
+            f["exchanges"]
         ),
     ];
     for c in r["verdict"]["checks"].as_array().into_iter().flatten() {
@@ -264,29 +278,7 @@ pub async fn run(args: &RunArgs) -> Result<Outcome, GatewayError> {
     // The drill ends by itself; the CLI gives up waiting well after (recovery is bounded
     // by two minutes).
     let give_up = tokio::time::Instant::now() + args.duration + Duration::from_secs(180);
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let mut aborted = false;
-    let report = loop {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = &mut ctrl_c, if !aborted => {
-                aborted = true;
-                eprintln!("\naborting {id}");
-                admin.send(reqwest::Method::DELETE, &path, None).await?;
-            }
-        }
-        let (_, report) = admin.send(reqwest::Method::GET, &path, None).await?;
-        eprint!("\r{}\x1b[K", progress(&report));
-        let _ = std::io::stderr().flush();
-        if matches!(report["state"].as_str(), Some("finished" | "aborted")) {
-            eprintln!();
-            break report;
-        }
-        if tokio::time::Instant::now() > give_up {
-            admin.send(reqwest::Method::DELETE, &path, None).await?;
-            return Err(fail(format!("drill {id} did not end in time; aborted")));
-        }
-    };
+    let report = follow(&admin, &id, give_up).await?;
     if let Some(file) = &args.html {
         let page = admin.text(&format!("{path}/report.html")).await?;
         std::fs::write(file, page).map_err(|source| GatewayError::Io {
@@ -299,8 +291,56 @@ pub async fn run(args: &RunArgs) -> Result<Outcome, GatewayError> {
     } else {
         summary(&report)
     };
+    // An aborted drill proves nothing: never a green gate.
     Ok(Outcome {
-        ok: report["verdict"]["passed"] == true,
+        ok: report["verdict"]["passed"] == true && report["state"] == "finished",
         output,
     })
+}
+
+/// Polls drill `id` with a progress line until it has ended. The first Ctrl-C aborts it
+/// (and skips the wait for recovery); a second one exits at once (130).
+async fn follow(
+    admin: &Admin,
+    id: &str,
+    give_up: tokio::time::Instant,
+) -> Result<Value, GatewayError> {
+    let path = format!("/admin/v1/drills/{id}");
+    let mut aborted = false;
+    let mut stopped_waiting = false;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                if aborted {
+                    eprintln!("\nleft {id} to end by itself");
+                    std::process::exit(130);
+                }
+                aborted = true;
+                eprintln!("\naborting {id} (Ctrl-C again to leave at once)");
+                admin.send(reqwest::Method::DELETE, &path, None).await?;
+            }
+        }
+        let (status, report) = admin.send(reqwest::Method::GET, &path, None).await?;
+        if status != 200 {
+            return Err(fail(format!(
+                "drill {id} is gone (HTTP {status}; a restarted gateway keeps no drill)"
+            )));
+        }
+        eprint!("\r{}\x1b[K", progress(&report));
+        let _ = std::io::stderr().flush();
+        if matches!(report["state"].as_str(), Some("finished" | "aborted")) {
+            eprintln!();
+            return Ok(report);
+        }
+        // Aborted: no waiting for the endpoints to come back either.
+        if aborted && !stopped_waiting && report["state"] == "recovering" {
+            stopped_waiting = true;
+            admin.send(reqwest::Method::DELETE, &path, None).await?;
+        }
+        if tokio::time::Instant::now() > give_up {
+            admin.send(reqwest::Method::DELETE, &path, None).await?;
+            return Err(fail(format!("drill {id} did not end in time; aborted")));
+        }
+    }
 }

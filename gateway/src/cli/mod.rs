@@ -75,10 +75,10 @@ pub struct PushArgs {
     #[arg(long)]
     pub admin: String,
     /// The bearer token, or `env:VAR` / `file:PATH` to keep it out of the process list.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub token: String,
     /// The revision replaced (looked up when not given).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub if_match: Option<String>,
 }
 

@@ -481,6 +481,9 @@ impl GatewayConfig {
         if !(10..=60_000).contains(&self.sandbox.run_timeout_ms) {
             return Err("sandbox.run_timeout_ms must be between 10 and 60000".into());
         }
+        if !(1..=86_400).contains(&self.drills.max_duration_s) {
+            return Err("drills.max_duration_s must be between 1 and 86400 (a day)".into());
+        }
         self.resilience.check()?;
         self.traces.check()?;
         // Port 0 (a free port, picked at start) never collides.

@@ -306,17 +306,22 @@ impl Drills {
         self.validate(&request)?;
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(busy) = book.iter().find(|d| {
-            d.request.target.partner == request.target.partner && d.phase() == Phase::Running
+            d.request.target.partner == request.target.partner
+                && matches!(d.phase(), Phase::Running | Phase::Recovering)
         }) {
             return Err(ApiError::Conflict {
                 detail: format!(
-                    "drill {} is already running on partner `{}`: one drill per partner at a time",
+                    "drill {} is still running or recovering on partner `{}`: one drill per partner at a time",
                     busy.id, request.target.partner
                 ),
             });
         }
+        // Slots rotate: a slot freed by an ended drill is the last to be taken again, so
+        // a request still in flight under the old drill is not credited to a new one.
         let used = self.taps.slots();
+        let from = self.next.load(Ordering::Relaxed) as u8;
         let slot = (0..64u8)
+            .map(|k| from.wrapping_add(k) % 64)
             .find(|s| !used.contains(s))
             .ok_or_else(|| ApiError::Conflict {
                 detail: "64 drills are running: no more at once".into(),
@@ -349,6 +354,8 @@ impl Drills {
             marks: Mutex::new(Marks::default()),
             abort: Notify::new(),
         });
+        // Breaker openings and ejections before the fault: what detection is judged from.
+        let baseline = run::trips(&run::targets(self, &drill));
         self.taps.add(tap);
         self.faults.insert(fault);
         book.push_back(Arc::clone(&drill));
@@ -364,7 +371,7 @@ impl Drills {
             }
         }
         drop(book);
-        tokio::spawn(run::watch(Arc::clone(self), Arc::clone(&drill)));
+        tokio::spawn(run::watch(Arc::clone(self), Arc::clone(&drill), baseline));
         Ok(drill)
     }
 

@@ -32,7 +32,8 @@ pub struct Figures {
     pub onset_ms: Option<u64>,
     /// From the onset to the first breaker opening or ejection of a target endpoint.
     pub time_to_detect_ms: Option<u64>,
-    /// From the onset to the first good answer (live from another endpoint, or stale).
+    /// From the onset to the first good answer from another endpoint than the one an
+    /// exchange tried first, or the first stale answer.
     pub time_to_failover_ms: Option<u64>,
     /// From the fault's end to every target endpoint back in rotation (not ejected, its
     /// breaker admitting calls).
@@ -43,13 +44,14 @@ pub struct Figures {
     pub answers_while_on: Second,
     pub frontend_requests: u64,
     pub frontend_non_2xx: u64,
-    /// Attempts at the partner (calls, retries, hedges; probes not) while the fault was on.
+    /// Attempts at the partner (calls, retries, hedges; not probes nor token requests)
+    /// while the fault was on.
     pub partner_attempts: u64,
     /// Attempts that got the fault.
     pub injected: u64,
-    /// Source calls that went to the partner (live, stale or failed) while it was on.
-    pub source_calls: u64,
-    /// `partner_attempts / source_calls`.
+    /// The exchanges (a call's request of one page) those attempts belong to.
+    pub exchanges: u64,
+    /// `partner_attempts / exchanges`: retry amplification.
     pub amplification: Option<f64>,
 }
 
@@ -96,13 +98,32 @@ fn since(from: Instant, to: Option<Instant>) -> Option<u64> {
 pub(super) fn build(drill: &Drill) -> Report {
     let marks = drill.marks();
     let onset = drill.tap.onset();
-    let failover = drill.tap.failover.get().copied();
-    let seconds = drill.tap.timeline();
+    // The first good answer from another endpoint (the partner stack's), or the first
+    // stale answer (the cache's), whichever came first.
+    let failover = [
+        drill.fault.first_failover.get().copied(),
+        drill.tap.stale.get().copied(),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let mut seconds = drill.tap.timeline();
+    // Seconds without answers count too: up to the last mark (or now, while it runs).
+    let last = match drill.phase() {
+        Phase::Running | Phase::Recovering => Some(Instant::now()),
+        Phase::Finished | Phase::Aborted => marks.recovered.max(marks.fault_end),
+    };
+    if let Some(last) = last {
+        let span = last.saturating_duration_since(drill.started).as_secs() as usize + 1;
+        if seconds.len() < span {
+            seconds.resize(span, Second::default());
+        }
+    }
     let mut answers = Second::default();
     for s in &seconds {
         answers.add(s);
     }
-    let source_calls = drill.tap.calls_while_on.load(Ordering::Relaxed);
+    let exchanges = drill.fault.exchanges.load(Ordering::Relaxed);
     let attempts = drill.fault.attempts.load(Ordering::Relaxed);
     let figures = Figures {
         onset_ms: since(drill.started, onset),
@@ -115,8 +136,8 @@ pub(super) fn build(drill: &Drill) -> Report {
         frontend_non_2xx: answers.non_2xx,
         partner_attempts: attempts,
         injected: drill.fault.injected.load(Ordering::Relaxed),
-        source_calls,
-        amplification: (source_calls > 0).then(|| attempts as f64 / source_calls as f64),
+        exchanges,
+        amplification: (exchanges > 0).then(|| attempts as f64 / exchanges as f64),
     };
     let timeline_marks = TimelineMarks {
         onset_ms: since(drill.started, onset),

@@ -17,7 +17,7 @@ const TICK: Duration = Duration::from_millis(25);
 
 /// The target's endpoints now (a reload may have replaced the connectors; endpoint state
 /// outlives versions, so these are the same states the calls feed).
-fn targets(drills: &Drills, drill: &Drill) -> Vec<Arc<EndpointState>> {
+pub(super) fn targets(drills: &Drills, drill: &Drill) -> Vec<Arc<EndpointState>> {
     let target = &drill.request.target;
     drills
         .registry
@@ -45,7 +45,7 @@ fn longest_call(drills: &Drills, drill: &Drill) -> Duration {
 }
 
 /// Breaker openings and ejections so far, over the target's endpoints.
-fn trips(states: &[Arc<EndpointState>]) -> u64 {
+pub(super) fn trips(states: &[Arc<EndpointState>]) -> u64 {
     states
         .iter()
         .map(|s| s.breaker.opened_total() + s.ejection.ejected_total())
@@ -59,8 +59,7 @@ fn healthy(states: &[Arc<EndpointState>]) -> bool {
     states.iter().all(|s| s.available())
 }
 
-pub(super) async fn watch(drills: Arc<Drills>, drill: Arc<Drill>) {
-    let baseline = trips(&targets(&drills, &drill));
+pub(super) async fn watch(drills: Arc<Drills>, drill: Arc<Drill>, baseline: u64) {
     let ends_at = drill.fault.ends_at;
     loop {
         let now = Instant::now();

@@ -3,7 +3,6 @@
 //! fan-out reports each source here ([`Taps::source`]); with no drill running that is one
 //! atomic load.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -49,13 +48,10 @@ pub struct Tap {
     capability: Option<Capability>,
     started: Instant,
     seconds: Mutex<Vec<Second>>,
-    /// The first good answer (live or stale) after the fault's onset: the failover.
-    pub failover: OnceLock<Instant>,
+    /// The first stale answer to a call started while the fault was on.
+    pub stale: OnceLock<Instant>,
     /// The drill's fault: its onset is when it first hit an attempt.
     fault: Arc<ActiveFault>,
-    /// Source calls that went to the partner (live, stale, failed) and started while the
-    /// fault was on: the denominator of retry amplification, over its numerator's window.
-    pub calls_while_on: AtomicU64,
     /// Source answers of calls started while the fault was on, by outcome.
     while_on: Mutex<Second>,
 }
@@ -68,11 +64,15 @@ impl Tap {
             capability: fault.target.capability,
             started,
             seconds: Mutex::new(Vec::new()),
-            failover: OnceLock::new(),
+            stale: OnceLock::new(),
             fault,
-            calls_while_on: AtomicU64::new(0),
             while_on: Mutex::new(Second::default()),
         }
+    }
+
+    /// The drill's fault.
+    pub fn fault(&self) -> &ActiveFault {
+        &self.fault
     }
 
     /// When the fault first hit an attempt (an `observe` drill: its start, since the
@@ -169,16 +169,11 @@ impl Taps {
             tap.second(add);
             if tap.fault.was_on_at(started) {
                 add(&mut tap.while_on.lock().unwrap_or_else(|p| p.into_inner()));
-                if matches!(outcome, Outcome::Live | Outcome::Stale | Outcome::Failed) {
-                    tap.calls_while_on.fetch_add(1, Ordering::Relaxed);
+                // A stale answer is served because the partner failed: a failover to the
+                // cache (a live one from another endpoint is seen in the partner stack).
+                if outcome == Outcome::Stale && tap.onset().is_some() {
+                    let _ = tap.stale.set(Instant::now());
                 }
-            }
-            // A good answer to a call that met the fault: the failover (late answers after
-            // the fault's end are not).
-            let met =
-                tap.onset().is_some_and(|o| o <= Instant::now()) && tap.fault.was_on_at(started);
-            if matches!(outcome, Outcome::Live | Outcome::Stale) && met {
-                let _ = tap.failover.set(Instant::now());
             }
         }
         bits

@@ -415,3 +415,27 @@ pub fn build(parts: StackParts) -> Stack {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod budget_tests {
+    use std::time::Duration;
+
+    /// The budget buys exactly `percent` retries per hundred calls: tower's price of a
+    /// withdrawal is `(1.0 / share) as isize`, which a plain `0.1f32` truncates to 9.
+    #[test]
+    fn the_retry_budget_is_the_percent_it_says() {
+        use tower::retry::budget::{Budget, TpsBudget};
+        for percent in [5u32, 10, 20, 25, 50] {
+            // No reserve: only deposits buy withdrawals.
+            let budget = TpsBudget::new(Duration::from_secs(10), 0, super::budget_share(percent));
+            for _ in 0..100 {
+                budget.deposit();
+            }
+            let mut bought = 0;
+            while budget.withdraw() {
+                bought += 1;
+            }
+            assert_eq!(bought, percent, "{percent}%");
+        }
+    }
+}
