@@ -11,6 +11,8 @@ use futures_util::future::join_all;
 use mallgate_partner_sim::Partner;
 use mallgate_testkit::admin::{admin_mall_with, admin_send};
 use mallgate_testkit::{Answer, Mall};
+
+use crate::proxy::FaultProxy;
 use serde_json::Value;
 
 pub const OPERATOR: &str = "operator-token-for-chaos-scenarios";
@@ -22,6 +24,38 @@ pub async fn mall(patch: impl Fn(Partner, String) -> String) -> Mall {
         config.resilience.health_interval_s = 1;
     })
     .await
+}
+
+/// A mall whose `partner` reaches the address after `needle` in its connector (`"url: "`:
+/// its first endpoint, `"token_url: "`: its token endpoint) through `proxy`.
+pub async fn mall_behind(proxy: &FaultProxy, partner: Partner, needle: &str) -> Mall {
+    mall(|p, text| {
+        if p == partner {
+            proxy.front(&text, needle)
+        } else {
+            text
+        }
+    })
+    .await
+}
+
+/// Starts the drill `body`, runs the load while its fault is on, and keeps its report as
+/// `name`: the report and the answers.
+pub async fn drill_under_load<F, Fut>(
+    mall: &Mall,
+    name: &str,
+    body: &Value,
+    (workers, max): (usize, usize),
+    request: F,
+) -> (Value, Load)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    let id = start(mall, body).await;
+    let (report, load) = under_load(mall, &id, workers, max, request).await;
+    keep(mall, name, &id, &report).await;
+    (report, load)
 }
 
 async fn admin(

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use mallgate_chaos_tests::proxy::{FaultProxy, Toxics};
 use mallgate_chaos_tests::scenario::{
-    self, Load, fresh, keep, mall, outcome, promises, start, under_load,
+    self, Load, drill_under_load, fresh, keep, mall, mall_behind, outcome, promises, start,
+    under_load,
 };
 use mallgate_partner_sim::{Faults, Partner};
 use serde_json::{Value, json};
@@ -54,17 +55,18 @@ fn primary_of(mall: &mallgate_testkit::Mall) -> String {
 async fn primary_blackholed_under_load() {
     let mall = mall(|_, t| t).await;
     mall.wait_until_probed().await;
-    let id = start(
+    let (report, load) = drill_under_load(
         &mall,
+        "primary-blackholed",
         &json!({
             "target": {"partner": "voltmart", "endpoint": primary_of(&mall)},
             "fault": "blackhole", "duration_s": 4,
             "expect": {"max_frontend_errors": 0},
         }),
+        (4, 600),
+        fresh(&mall, "bh"),
     )
     .await;
-    let (report, load) = under_load(&mall, &id, 4, 600, fresh(&mall, "bh")).await;
-    keep(&mall, "primary-blackholed", &id, &report).await;
     promises(&report, &load, budget(&report));
     assert!(report["figures"]["time_to_detect_ms"].is_u64(), "{report}");
     assert!(
@@ -80,17 +82,18 @@ async fn primary_blackholed_under_load() {
 async fn brown_out_above_the_hedge_delay() {
     let mall = mall(|_, t| t).await;
     mall.wait_until_probed().await;
-    let id = start(
+    let (report, load) = drill_under_load(
         &mall,
+        "brown-out",
         &json!({
             "target": {"partner": "voltmart", "endpoint": primary_of(&mall)},
             "fault": "latency", "latency_ms": 400, "duration_s": 5,
             "expect": {"max_frontend_errors": 0},
         }),
+        (8, 800),
+        fresh(&mall, "slow"),
     )
     .await;
-    let (report, load) = under_load(&mall, &id, 8, 800, fresh(&mall, "slow")).await;
-    keep(&mall, "brown-out", &id, &report).await;
     promises(&report, &load, budget(&report));
     // Slow, not broken: the answers come (a loaded CI machine may push one past 600 ms).
     let (live, failed) = (
@@ -112,14 +115,7 @@ async fn brown_out_above_the_hedge_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_endpoint_through_the_fault_proxy() {
     let proxy = FaultProxy::start(None).await.expect("proxy");
-    let mall = mall(|p, t| {
-        if p == Partner::Voltmart {
-            proxy.front(&t, "url: ")
-        } else {
-            t
-        }
-    })
-    .await;
+    let mall = mall_behind(&proxy, Partner::Voltmart, "url: ").await;
     mall.wait_until_probed().await;
     let id = start(
         &mall,
@@ -157,16 +153,17 @@ async fn flapping_endpoint_through_the_fault_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_storm() {
     let mall = mall(|_, t| t).await;
-    let id = start(
+    let (report, load) = drill_under_load(
         &mall,
+        "rate-limit-storm",
         &json!({
             "target": {"partner": "voltmart"}, "fault": "rate_limited", "duration_s": 3,
             "expect": {"max_frontend_errors": 0, "max_amplification": 1.1},
         }),
+        (4, 400),
+        fresh(&mall, "storm"),
     )
     .await;
-    let (report, load) = under_load(&mall, &id, 4, 400, fresh(&mall, "storm")).await;
-    keep(&mall, "rate-limit-storm", &id, &report).await;
     promises(&report, &load, 1.1);
     assert!(count(&load, "threadline", "live") > 0);
 }
@@ -176,16 +173,17 @@ async fn rate_limit_storm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_drifted_payloads() {
     let mall = mall(|_, t| t).await;
-    let id = start(
+    let (report, load) = drill_under_load(
         &mall,
+        "garbage-payloads",
         &json!({
             "target": {"partner": "voltmart"}, "fault": "garbage", "duration_s": 3,
             "expect": {"max_frontend_errors": 0},
         }),
+        (4, 400),
+        fresh(&mall, "junk"),
     )
     .await;
-    let (report, load) = under_load(&mall, &id, 4, 400, fresh(&mall, "junk")).await;
-    keep(&mall, "garbage-payloads", &id, &report).await;
     promises(&report, &load, budget(&report));
     // Garbage is never an answer (a call started just before the fault's end may still
     // get its attempt after it, a real answer: at most a handful).
@@ -203,16 +201,17 @@ async fn garbage_and_drifted_payloads() {
             ..Faults::default()
         },
     );
-    let id = start(
+    let (report, load) = drill_under_load(
         &mall,
+        "drifted-payloads",
         &json!({
             "target": {"partner": "voltmart"}, "fault": "observe", "duration_s": 3,
             "expect": {"max_frontend_errors": 0},
         }),
+        (4, 400),
+        fresh(&mall, "drift"),
     )
     .await;
-    let (report, load) = under_load(&mall, &id, 4, 400, fresh(&mall, "drift")).await;
-    keep(&mall, "drifted-payloads", &id, &report).await;
     promises(&report, &load, budget(&report));
     assert!(count(&load, "threadline", "live") > 0);
 }
@@ -222,14 +221,7 @@ async fn garbage_and_drifted_payloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_outage() {
     let proxy = FaultProxy::start(None).await.expect("proxy");
-    let mall = mall(|p, t| {
-        if p == Partner::SwiftShip {
-            proxy.front(&t, "token_url: ")
-        } else {
-            t
-        }
-    })
-    .await;
+    let mall = mall_behind(&proxy, Partner::SwiftShip, "token_url: ").await;
     mall.wait_until_probed().await;
     proxy.set(Toxics {
         blackhole: true,
@@ -266,14 +258,7 @@ async fn token_endpoint_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_drip_through_the_fault_proxy() {
     let proxy = FaultProxy::start(None).await.expect("proxy");
-    let mall = mall(|p, t| {
-        if p == Partner::Voltmart {
-            proxy.front(&t, "url: ")
-        } else {
-            t
-        }
-    })
-    .await;
+    let mall = mall_behind(&proxy, Partner::Voltmart, "url: ").await;
     mall.wait_until_probed().await;
     proxy.set(Toxics {
         slice_bytes: 32,

@@ -34,6 +34,11 @@ async fn drill(
     admin_send(mall, method, path, token, &[], body.map(|b| b.to_string())).await
 }
 
+async fn post(mall: &Mall, token: &str, body: Value) -> (u16, Value) {
+    let path = "/admin/v1/drills";
+    drill(mall, token, reqwest::Method::POST, path, Some(body)).await
+}
+
 /// Voltmart's primary endpoint, as the status and the metrics name it.
 fn primary(mall: &Mall) -> String {
     let url = mall.fleet.url(Partner::Voltmart, 0).expect("replica");
@@ -183,20 +188,8 @@ async fn an_endpoint_drill_fails_over_reaches_only_its_target_and_aborts_clean()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
     let mall = mall().await;
-    let post = |token: &'static str, body: Value| {
-        let mall = &mall;
-        async move {
-            drill(
-                mall,
-                token,
-                reqwest::Method::POST,
-                "/admin/v1/drills",
-                Some(body),
-            )
-            .await
-        }
-    };
     let (status, body) = post(
+        &mall,
         THREADLINE,
         json!({"target": {"partner": "voltmart"}, "fault": "error", "duration_s": 5}),
     )
@@ -211,6 +204,7 @@ async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
     );
 
     let (status, body) = post(
+        &mall,
         OPERATOR,
         json!({"target": {"partner": "voltmart"}, "fault": "error", "duration_s": 5, "rat": 0.5}),
     )
@@ -220,7 +214,7 @@ async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
         body["detail"].as_str().expect("detail").contains("rat"),
         "{body}"
     );
-    let (status, body) = post(OPERATOR, json!({"target": {"partner": "voltmart", "endpont": "x"}, "fault": "error", "duration_s": 5})).await;
+    let (status, body) = post(&mall, OPERATOR, json!({"target": {"partner": "voltmart", "endpont": "x"}, "fault": "error", "duration_s": 5})).await;
     assert_eq!(status, 400, "{body}");
     assert!(
         body["pointer"]
@@ -250,7 +244,7 @@ async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
             "/target/endpoint",
         ),
     ] {
-        let (status, answer) = post(OPERATOR, body).await;
+        let (status, answer) = post(&mall, OPERATOR, body).await;
         assert_eq!(status, 422, "{answer}");
         assert_eq!(answer["problems"][0]["pointer"], pointer, "{answer}");
     }
@@ -259,27 +253,15 @@ async fn partners_drill_only_themselves_and_bad_drills_are_refused_precisely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partner_drills_itself_once_at_a_time_and_sees_only_its_own() {
     let mall = mall().await;
-    let post = |token: &'static str, body: Value| {
-        let mall = &mall;
-        async move {
-            drill(
-                mall,
-                token,
-                reqwest::Method::POST,
-                "/admin/v1/drills",
-                Some(body),
-            )
-            .await
-        }
-    };
     // Its own partner: allowed, once at a time; it sees its own drills only.
     let own = json!({"target": {"partner": "threadline"}, "fault": "latency", "latency_ms": 50, "duration_s": 30});
-    let (status, body) = post(THREADLINE, own.clone()).await;
+    let (status, body) = post(&mall, THREADLINE, own.clone()).await;
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_str().expect("id").to_owned();
-    let (status, body) = post(OPERATOR, own).await;
+    let (status, body) = post(&mall, OPERATOR, own).await;
     assert_eq!(status, 409, "one drill per partner at a time: {body}");
     let (status, body) = post(
+        &mall,
         OPERATOR,
         json!({"target": {"partner": "voltmart"}, "fault": "reset", "duration_s": 30}),
     )

@@ -284,7 +284,9 @@ impl<S> Layer<S> for FaultPoint {
     }
 }
 
-/// The fault layer's service.
+/// The fault layer's service. It answers an injected attempt without calling the service
+/// below, so that service must not reserve capacity in `poll_ready` (the pooled client
+/// below it does not).
 #[derive(Debug, Clone)]
 pub struct Inject<S> {
     inner: S,
