@@ -105,17 +105,22 @@ pub fn fresh<'a>(
 /// Frontend answers of a load.
 #[derive(Debug, Default)]
 pub struct Load {
-    /// Every status the frontends got.
-    pub statuses: Vec<u16>,
-    /// The answers' bodies (for source outcomes).
-    pub bodies: Vec<Value>,
+    pub answers: Vec<Answer>,
 }
 
 impl Load {
     pub fn non_2xx(&self) -> usize {
-        self.statuses
+        self.answers
             .iter()
-            .filter(|s| !(200..300).contains(*s))
+            .filter(|a| !(200..300).contains(&a.status))
+            .count()
+    }
+
+    /// Answers whose `partner` source had `outcome`.
+    pub fn count(&self, partner: &str, outcome: &str) -> usize {
+        self.answers
+            .iter()
+            .filter(|a| a.outcome(partner) == Some(outcome))
             .count()
     }
 }
@@ -144,11 +149,7 @@ where
                 break;
             }
             let a = request(i).await;
-            {
-                let mut l = load.lock().expect("load");
-                l.statuses.push(a.status);
-                l.bodies.push(a.body);
-            }
+            load.lock().expect("load").answers.push(a);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -216,15 +217,6 @@ pub async fn keep(mall: &Mall, name: &str, id: &str, report: &Value) {
         f["frontend_non_2xx"],
         f["amplification"]
     );
-}
-
-/// The outcome of `partner`'s source in an answer body.
-pub fn outcome<'a>(body: &'a Value, partner: &str) -> Option<&'a str> {
-    body["sources"]
-        .as_array()?
-        .iter()
-        .find(|s| s["partner"] == partner)
-        .and_then(|s| s["outcome"].as_str())
 }
 
 /// The frontend promises every scenario keeps: no non-2xx while another source answers,

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use mallgate_chaos_tests::proxy::{FaultProxy, Toxics};
 use mallgate_chaos_tests::scenario::{
-    self, Load, drill_under_load, fresh, keep, mall, mall_behind, outcome, promises, start,
-    under_load,
+    self, drill_under_load, fresh, keep, mall, mall_behind, promises, start, under_load,
 };
 use mallgate_partner_sim::{Faults, Partner};
 use serde_json::{Value, json};
@@ -35,13 +34,6 @@ fn budget_after(report: &Value, before: f64) -> f64 {
 
 fn budget(report: &Value) -> f64 {
     budget_after(report, 0.0)
-}
-
-fn count(load: &Load, partner: &str, wanted: &str) -> usize {
-    load.bodies
-        .iter()
-        .filter(|b| outcome(b, partner) == Some(wanted))
-        .count()
 }
 
 fn primary_of(mall: &mallgate_testkit::Mall) -> String {
@@ -73,7 +65,7 @@ async fn primary_blackholed_under_load() {
         report["figures"]["time_to_failover_ms"].is_u64(),
         "{report}"
     );
-    assert!(count(&load, "voltmart", "live") > count(&load, "voltmart", "failed"));
+    assert!(load.count("voltmart", "live") > load.count("voltmart", "failed"));
 }
 
 /// A brown-out: the primary answers 400 ms late, above the 150 ms hedge delay and below
@@ -97,8 +89,8 @@ async fn brown_out_above_the_hedge_delay() {
     promises(&report, &load, budget(&report));
     // Slow, not broken: the answers come (a loaded CI machine may push one past 600 ms).
     let (live, failed) = (
-        count(&load, "voltmart", "live"),
-        count(&load, "voltmart", "failed"),
+        load.count("voltmart", "live"),
+        load.count("voltmart", "failed"),
     );
     assert!(
         failed * 10 <= live,
@@ -165,7 +157,7 @@ async fn rate_limit_storm() {
     )
     .await;
     promises(&report, &load, 1.1);
-    assert!(count(&load, "threadline", "live") > 0);
+    assert!(load.count("threadline", "live") > 0);
 }
 
 /// Garbage (a 200 that is not the dialect) from a drill, then a drifted dialect from the
@@ -213,7 +205,7 @@ async fn garbage_and_drifted_payloads() {
     )
     .await;
     promises(&report, &load, budget(&report));
-    assert!(count(&load, "threadline", "live") > 0);
+    assert!(load.count("threadline", "live") > 0);
 }
 
 /// Swiftship's token endpoint blackholed behind the fault proxy: the token the gateway
@@ -248,7 +240,7 @@ async fn token_endpoint_outage() {
     keep(&mall, "token-endpoint-outage", &id, &report).await;
     promises(&report, &load, budget(&report));
     assert!(
-        count(&load, "swiftship", "live") > 0,
+        load.count("swiftship", "live") > 0,
         "the held token carries on"
     );
 }
@@ -277,7 +269,7 @@ async fn slow_drip_through_the_fault_proxy() {
     proxy.clear();
     keep(&mall, "slow-drip", &id, &report).await;
     promises(&report, &load, budget(&report));
-    assert!(count(&load, "voltmart", "live") > 0, "the standby answers");
+    assert!(load.count("voltmart", "live") > 0, "the standby answers");
 }
 
 /// Every endpoint down (a drill on the whole partner): cached queries are served stale,
@@ -300,7 +292,7 @@ async fn every_endpoint_down_with_and_without_cached_data() {
         let a = mall
             .get_owned(format!("/v1/products?q=warm{i}&limit=2"))
             .await;
-        assert_eq!(outcome(&a.body, "voltmart"), Some("live"), "{}", a.body);
+        assert_eq!(a.outcome("voltmart"), Some("live"), "{}", a.body);
     }
     // Past the 1 s TTL (a state to reach, not a speed to judge).
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -326,11 +318,11 @@ async fn every_endpoint_down_with_and_without_cached_data() {
     // The four warming calls earned budget too.
     promises(&report, &load, budget_after(&report, 4.0));
     assert!(
-        count(&load, "voltmart", "stale") > 0,
+        load.count("voltmart", "stale") > 0,
         "stale served when cached: {report}"
     );
     assert!(
-        count(&load, "voltmart", "failed") > 0,
+        load.count("voltmart", "failed") > 0,
         "nothing cached: failed alone"
     );
     assert!(
@@ -385,5 +377,5 @@ async fn primary_killed_under_load() {
     );
     assert_eq!(load.non_2xx(), 0, "{report}");
     assert!(report["figures"]["time_to_detect_ms"].is_u64(), "{report}");
-    assert!(count(&load, "voltmart", "live") > count(&load, "voltmart", "failed"));
+    assert!(load.count("voltmart", "live") > load.count("voltmart", "failed"));
 }

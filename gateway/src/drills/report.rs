@@ -109,7 +109,9 @@ pub(super) fn build(drill: &Drill) -> Report {
     .min();
     let mut seconds = drill.tap.timeline();
     // Seconds without answers count too: up to the last mark (or now, while it runs).
-    let last = match drill.phase() {
+    // One reading of the phase: the padding and the state agree.
+    let state = drill.phase();
+    let last = match state {
         Phase::Running | Phase::Recovering => Some(Instant::now()),
         Phase::Finished | Phase::Aborted => marks.recovered.max(marks.fault_end),
     };
@@ -146,7 +148,6 @@ pub(super) fn build(drill: &Drill) -> Report {
         fault_end_ms: since(drill.started, marks.fault_end),
         recovered_ms: since(drill.started, marks.recovered),
     };
-    let state = drill.phase();
     Report {
         id: drill.id.clone(),
         state,
