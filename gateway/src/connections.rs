@@ -14,10 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_trait::async_trait;
-use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
-use pingora::server::ShutdownWatch;
 use tokio::sync::Notify;
 
 use crate::config::ConnectionsConfig;
@@ -141,7 +137,18 @@ impl Connections {
 }
 
 /// Waits for `read` (a request head) unless this connection is evicted first: `None` then.
+/// The connection stops waiting when `read` is done.
 pub async fn unless_evicted<T>(read: impl std::future::Future<Output = T>) -> Option<T> {
+    let out = evictable(read).await;
+    let _ = SLOT.try_with(|slot| {
+        *slot.waiting_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    });
+    out
+}
+
+/// Waits for `read` unless this connection is evicted first, and leaves it waiting: an
+/// idle connection's wait for its next request's first byte.
+pub async fn evictable<T>(read: impl std::future::Future<Output = T>) -> Option<T> {
     let Ok(slot) = SLOT.try_with(Arc::clone) else {
         return Some(read.await);
     };
@@ -149,12 +156,10 @@ pub async fn unless_evicted<T>(read: impl std::future::Future<Output = T>) -> Op
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert_with(Instant::now);
-    let out = tokio::select! {
+    tokio::select! {
         out = read => Some(out),
         () = slot.evict.notified() => None,
-    };
-    *slot.waiting_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    out
+    }
 }
 
 /// Marks this connection waiting again (its answer is written).
@@ -164,36 +169,17 @@ pub fn waiting() {
     });
 }
 
-/// A listener's app behind the connection table.
-#[derive(Debug)]
-pub struct Bounded<A> {
-    pub inner: Arc<A>,
-    pub connections: Arc<Connections>,
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Bounded<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let ip = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        // Refused: the stream is dropped, which closes the connection.
-        let slot = self.connections.admit(ip)?;
-        let inner = Arc::clone(&self.inner);
-        let out = SLOT
-            .scope(Arc::clone(&slot), async move {
-                inner.process_new(stream, shutdown).await
-            })
-            .await;
-        self.connections.release(&slot);
-        out
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
+impl Connections {
+    /// Runs `serve` (a connection's whole life) in a slot of the table, or not at all
+    /// (`None`) when every slot is busy.
+    pub async fn within<T>(
+        &self,
+        ip: Option<IpAddr>,
+        serve: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        let slot = self.admit(ip)?;
+        let out = SLOT.scope(Arc::clone(&slot), serve).await;
+        self.release(&slot);
+        Some(out)
     }
 }

@@ -17,6 +17,8 @@
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
 //! - [`changes`]: the reload task: every change to the serving set, one at a time.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
+//! - [`process`]: draining on SIGTERM, the binary upgrade on SIGQUIT (listeners and idle
+//!   connections handed to the new instance), the pid file.
 //! - [`telemetry`]: logs, traces and Prometheus metrics.
 //! - `demo` (the default `demo` feature): the simulator fleet and the gateway in one
 //!   process.
@@ -38,6 +40,7 @@ pub mod health;
 pub mod merge;
 pub mod openapi;
 pub mod problem;
+pub mod process;
 pub mod registry;
 pub mod sandbox;
 pub mod server;

@@ -9,6 +9,7 @@ use anyhow::bail;
 use clap::{Parser, Subcommand};
 #[cfg(feature = "demo")]
 use mallgate::demo::{self, DemoOptions};
+use mallgate::server::RunOptions;
 use mallgate::telemetry::{self, Mode};
 use mallgate::{Gateway, GatewayConfig};
 
@@ -25,12 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serves the unified API (SIGTERM drains, SIGINT stops, SIGHUP reloads).
-    Serve {
-        /// The gateway config (YAML).
-        #[arg(short, long)]
-        config: PathBuf,
-    },
+    /// Serves the unified API (SIGTERM drains, SIGQUIT hands over to `serve --upgrade`,
+    /// SIGINT stops, SIGHUP reloads the connectors).
+    Serve(ServeArgs),
     /// The simulated partner fleet (ports 18000-18602, as the example connectors say) and
     /// the gateway, on loopback.
     Demo {
@@ -50,6 +48,21 @@ enum Command {
     /// Failover drills against a running gateway.
     #[command(subcommand)]
     Drill(DrillCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The gateway config (YAML).
+    #[arg(short, long)]
+    config: PathBuf,
+    /// Takes the listeners (and idle connections) over from the running instance: start
+    /// this, then send the running one SIGQUIT (within 5 s of this one's "waiting" line).
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Runs in the background (the parent returns once this instance serves; systemd's
+    /// `Type=forking`). Needs `process.pid_file`.
+    #[arg(short, long)]
+    daemon: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +123,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Serve { config } => serve(config),
+        Command::Serve(args) => serve(args),
         #[cfg(feature = "demo")]
         Command::Demo {
             listen,
@@ -122,20 +135,71 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = GatewayConfig::load(&path)?;
-    let _telemetry = telemetry::init(&config, Mode::Serve)?;
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = GatewayConfig::load(&args.config)?;
+    // Before any thread starts: a fork keeps only the thread that forks.
+    let ready = if args.daemon {
+        if config.process.pid_file.is_none() {
+            bail!("--daemon needs process.pid_file in the config (the service manager reads it)");
+        }
+        Some(daemon()?)
+    } else {
+        None
+    };
+    let telemetry = telemetry::init(&config, Mode::Serve)?;
     tracing::info!(
         target: "mallgate::process",
         version = env!("CARGO_PKG_VERSION"),
         listen = %config.listen,
+        upgrade = args.upgrade,
         "starting"
     );
     let gateway = Gateway::build(config, std::sync::Arc::default()).inspect_err(
         |e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"),
     )?;
-    gateway.run()?;
+    let telemetry = std::sync::Mutex::new(Some(telemetry));
+    let options = RunOptions {
+        upgrade: args.upgrade,
+        on_ready: ready.map(|mut writer| {
+            Box::new(move || {
+                use std::io::Write;
+                let _ = writer.write_all(b"1");
+            }) as Box<dyn FnOnce() + Send>
+        }),
+        on_exit: Some(Box::new(move || {
+            drop(telemetry.lock().ok().and_then(|mut t| t.take()));
+        })),
+    };
+    gateway.run(options)?;
     Ok(())
+}
+
+/// Forks into the background (the working directory and standard streams kept). The
+/// parent waits until the daemon serves (it writes a byte once its listeners are its own
+/// and the pid file is written) and exits 0, or exits 1 if the daemon died first.
+fn daemon() -> anyhow::Result<std::io::PipeWriter> {
+    let (mut reader, writer) = std::io::pipe()?;
+    let daemonize = daemonize::Daemonize::new()
+        .working_directory(std::env::current_dir()?)
+        .stdout(daemonize::Stdio::keep())
+        .stderr(daemonize::Stdio::keep());
+    match daemonize.execute() {
+        daemonize::Outcome::Parent(parent) => {
+            parent?;
+            drop(writer);
+            let mut byte = [0u8; 1];
+            let ok = std::io::Read::read(&mut reader, &mut byte).is_ok_and(|n| n == 1);
+            if !ok {
+                eprintln!("error: the daemon exited before it served (see its log)");
+            }
+            std::process::exit(if ok { 0 } else { 1 });
+        }
+        daemonize::Outcome::Child(child) => {
+            child?;
+            drop(reader);
+            Ok(writer)
+        }
+    }
 }
 
 /// `mallgate demo`: the simulated fleet and the gateway, on loopback.
@@ -165,6 +229,6 @@ fn demo_main(
         "{}",
         demo::sample_commands(&format!("http://{}", options.listen), &fleet, &tokens)
     );
-    gateway.run()?;
+    gateway.run(RunOptions::default())?;
     Ok(())
 }

@@ -42,6 +42,9 @@ pub enum ApiError {
     },
     /// Too many requests in flight: shed at once (503).
     Overloaded { retry_after_s: u64 },
+    /// This instance is draining (503, `Retry-After: 1`): `/readyz` says so, and admin
+    /// writes go to the instance that stays.
+    Draining { detail: String },
     /// This client is over its rate (429).
     TooManyRequests { retry_after_s: u64 },
     /// No partner answered and nothing was cached (503), with each source's outcome.
@@ -71,7 +74,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType { .. } => 415,
             Self::HeadersTooLarge { .. } => 431,
-            Self::Unavailable { .. } | Self::Overloaded { .. } => 503,
+            Self::Unavailable { .. } | Self::Overloaded { .. } | Self::Draining { .. } => 503,
             Self::TooManyRequests { .. } => 429,
             Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
@@ -104,6 +107,7 @@ impl ApiError {
             }
             Self::Unavailable { .. } => ("partners-unavailable", "No partner could answer"),
             Self::Overloaded { .. } => ("overloaded", "The gateway is at capacity"),
+            Self::Draining { .. } => ("draining", "This instance is draining"),
             Self::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             Self::Unauthorized => ("unauthorized", "A valid bearer token is required"),
             Self::Forbidden { .. } => ("forbidden", "Not allowed for this token"),
@@ -124,6 +128,7 @@ impl ApiError {
             | Self::TooManyRequests { retry_after_s } => {
                 vec![("retry-after", retry_after_s.to_string())]
             }
+            Self::Draining { .. } => vec![("retry-after", "1".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -155,6 +160,7 @@ impl ApiError {
             | Self::Conflict { detail }
             | Self::PreconditionRequired { detail }
             | Self::Rejected { detail, .. }
+            | Self::Draining { detail }
             | Self::Internal { detail } => detail.clone(),
             Self::TooManyRequests { retry_after_s } => format!(
                 "this client (its x-api-key, else its address) is over its request rate; try again in {retry_after_s} s"

@@ -199,6 +199,11 @@ impl BackgroundService for CanaryJudge {
                 () = tokio::time::sleep(LOOK) => {}
                 _ = shutdown.changed() => return,
             }
+            // A draining instance leaves the decisions to the one that stays (both read
+            // the same store).
+            if self.admin.api.drain.draining().is_some() {
+                continue;
+            }
             let mut changes = self.admin.overrunning();
             changes.extend(self.admin.canary_verdicts());
             for change in changes {

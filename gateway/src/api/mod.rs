@@ -98,6 +98,8 @@ pub struct Api {
     pub cache: Arc<RecordCache>,
     pub health: Arc<HealthBook>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// The process's drain (SIGTERM, SIGQUIT): `/readyz` answers 503 while it lasts.
+    pub drain: Arc<crate::process::Drain>,
     windows: products::Windows,
     cursor_key: CursorKey,
     config: GatewayConfig,
@@ -128,6 +130,7 @@ impl Api {
             cache,
             health: Arc::new(HealthBook::default()),
             metrics: Arc::new(crate::telemetry::Metrics::new()),
+            drain: Arc::new(crate::process::Drain::new(&config.process)),
             windows,
             cursor_key,
             openapi: Bytes::from(openapi_document().to_string()),
@@ -220,6 +223,14 @@ impl Api {
     }
 
     fn ready(&self) -> Result<Response, ApiError> {
+        if let Some(kind) = self.drain.draining() {
+            return Err(ApiError::Draining {
+                detail: format!(
+                    "this instance is draining ({}): it finishes what it has and takes no new work",
+                    kind.as_str()
+                ),
+            });
+        }
         let snapshot = self.registry.load();
         if snapshot.generation == 0 || snapshot.connectors.is_empty() {
             return Err(ApiError::Unavailable {

@@ -28,6 +28,7 @@
 //! log: {format: json, level: info, access: true}        # see `config::telemetry`
 //! traces: {endpoint: http://127.0.0.1:4318, sampling_ratio: 0.05}
 //! metrics: {public: false, listen: 127.0.0.1:9464}
+//! process: {pid_file: /run/mallgate/mallgate.pid, drain_delay_s: 5, grace_period_s: 30}
 //! sandbox:                      # where partner-owned jq runs: worker processes
 //!   workers: 2
 //!   address_space_mib: 1536
@@ -46,8 +47,10 @@ use serde::Deserialize;
 
 use crate::GatewayError;
 
+mod process;
 mod resilience;
 mod telemetry;
+pub use self::process::ProcessConfig;
 pub use self::resilience::ResilienceConfig;
 pub use self::telemetry::{LogConfig, LogFormat, MetricsConfig, TracesConfig};
 
@@ -120,6 +123,9 @@ pub struct GatewayConfig {
     /// Failover drills through the admin API.
     #[serde(default)]
     pub drills: DrillsConfig,
+    /// The pid file, the upgrade socket, the drain and its grace period.
+    #[serde(default)]
+    pub process: ProcessConfig,
 }
 
 /// Failover drills (`POST /admin/v1/drills`).
@@ -437,6 +443,7 @@ impl Default for GatewayConfig {
             traces: TracesConfig::default(),
             metrics: MetricsConfig::default(),
             drills: DrillsConfig::default(),
+            process: ProcessConfig::default(),
         }
     }
 }
@@ -486,6 +493,7 @@ impl GatewayConfig {
         }
         self.resilience.check()?;
         self.traces.check()?;
+        self.process.check()?;
         // Port 0 (a free port, picked at start) never collides.
         let fixed = self.metrics.listen.filter(|m| m.port() != 0);
         if let (Some(m), Some(a)) = (fixed, &self.admin)
