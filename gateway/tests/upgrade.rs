@@ -232,6 +232,15 @@ async fn three_binary_upgrades_under_load_lose_nothing() {
         let mut running = Instance::spawn(&setup, false);
         wait_ready(setup.public, &mut running);
         let load = Load::start(Arc::new(setup.public), &plan());
+        // Keep-alive clients with long gaps: idle whenever an upgrade comes, the ones a
+        // server closing idle connections would race.
+        let sparse = Plan {
+            keepalive: 8,
+            fresh: 0,
+            rate: 3.0,
+            ..plan()
+        };
+        let sparse = Load::start(Arc::new(setup.public), &sparse);
         std::thread::sleep(Duration::from_secs(1));
         let mut handed_off = 0;
         for round in 1..=3 {
@@ -270,12 +279,13 @@ async fn three_binary_upgrades_under_load_lose_nothing() {
             assert_eq!(during.errors(), 0, "round {round}:\n{during}");
         }
         std::thread::sleep(Duration::from_secs(1));
-        let counts = load.stop();
-        eprintln!("{counts}handed over: {handed_off}");
-        assert!(counts.sent > 200, "{counts}");
+        let (counts, sparse) = (load.stop(), sparse.stop());
+        eprintln!("steady:\n{counts}sparse:\n{sparse}handed over: {handed_off}");
+        assert!(counts.sent > 200 && sparse.sent > 50, "{counts}{sparse}");
         assert!(counts.clean(), "{counts}");
+        assert!(sparse.clean(), "{sparse}");
         // No idle connection was closed under a client: they went across instead.
-        assert_eq!(counts.idle_closed, 0, "{counts}");
+        assert_eq!(counts.idle_closed + sparse.idle_closed, 0, "{counts}{sparse}");
         assert!(handed_off > 0, "no idle connection was handed over");
         // The last instance serves from the same store and still answers.
         assert_eq!(readyz(setup.public).expect("readyz"), 200);
