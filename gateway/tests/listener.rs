@@ -99,8 +99,9 @@ async fn pipelined_requests_are_answered_in_order() {
         )
         .await
         .expect("three requests in one write");
+    // The third answer is the problem document naming `/nope` as its instance.
     let (seen, _) = read_until(&mut stream, |s| {
-        s.matches("HTTP/1.1 ").count() >= 3 && s.contains("about:blank")
+        s.matches("HTTP/1.1 ").count() >= 3 && s.contains(r#""instance":"/nope""#)
     })
     .await;
     let statuses: Vec<&str> = seen

@@ -285,7 +285,11 @@ async fn three_binary_upgrades_under_load_lose_nothing() {
         assert!(counts.clean(), "{counts}");
         assert!(sparse.clean(), "{sparse}");
         // No idle connection was closed under a client: they went across instead.
-        assert_eq!(counts.idle_closed + sparse.idle_closed, 0, "{counts}{sparse}");
+        assert_eq!(
+            counts.idle_closed + sparse.idle_closed,
+            0,
+            "{counts}{sparse}"
+        );
         assert!(handed_off > 0, "no idle connection was handed over");
         // The last instance serves from the same store and still answers.
         assert_eq!(readyz(setup.public).expect("readyz"), 200);

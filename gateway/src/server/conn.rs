@@ -21,7 +21,8 @@ use super::http::HttpApp;
 use crate::connections::{Connections, evictable};
 use crate::process::{Drain, Leave, handoff};
 
-/// How long an idle keep-alive connection stays open (pingora's default).
+/// What a keep-alive session is told it may last (pingora's default); the connection's
+/// idle limit is the header timeout.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// How long a closing connection reads what the client still sends, before it goes.
@@ -67,8 +68,9 @@ impl Listener {
     async fn serve(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut pipelined = false;
-        // A new connection sends its first head within the header timeout, as any head.
-        let mut wait = Duration::from_millis(self.app.limits.header_timeout_ms);
+        // An idle connection (a new one too) gets the header timeout to start its next
+        // request, and the head then as long again to arrive whole.
+        let wait = Duration::from_millis(self.app.limits.header_timeout_ms);
         loop {
             if !pipelined {
                 match self.idle(&mut stream, wait).await {
@@ -94,7 +96,6 @@ impl Listener {
             stream = reuse.stream;
             settings = Some(reuse.settings);
             pipelined = reuse.pipelined;
-            wait = KEEPALIVE;
         }
     }
 
