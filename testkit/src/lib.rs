@@ -4,6 +4,7 @@
 //! answer the tests read is checked against the bundled OpenAPI document.
 
 pub mod admin;
+pub mod process;
 pub mod steady;
 
 use std::collections::HashMap;
@@ -102,6 +103,27 @@ pub async fn fleet_and_connectors(
         std::fs::write(dir.join(file), patch(*partner, text)).expect("write connector");
     }
     (fleet, dir)
+}
+
+/// Requests one replica of `fleet` answered whose `METHOD route` counter contains `route`
+/// (`""`: every request).
+pub fn replica_requests(fleet: &Fleet, partner: Partner, replica: usize, route: &str) -> u64 {
+    fleet
+        .replica(partner, replica)
+        .expect("replica")
+        .state
+        .counters()
+        .iter()
+        .filter(|(k, _)| !k.starts_with("path:") && !k.starts_with("version:") && k.contains(route))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// As [`replica_requests`], summed over the partner's two replicas.
+pub fn fleet_requests(fleet: &Fleet, partner: Partner, route: &str) -> u64 {
+    (0..2)
+        .map(|r| replica_requests(fleet, partner, r, route))
+        .sum()
 }
 
 impl Mall {
@@ -209,17 +231,7 @@ impl Mall {
 
     /// Requests one replica answered whose `METHOD route` counter contains `route`.
     pub fn replica_requests(&self, partner: Partner, replica: usize, route: &str) -> u64 {
-        self.fleet
-            .replica(partner, replica)
-            .expect("replica")
-            .state
-            .counters()
-            .iter()
-            .filter(|(k, _)| {
-                !k.starts_with("path:") && !k.starts_with("version:") && k.contains(route)
-            })
-            .map(|(_, v)| v)
-            .sum()
+        replica_requests(&self.fleet, partner, replica, route)
     }
 
     pub fn faults(&self, partner: Partner, faults: Faults) {
@@ -236,9 +248,7 @@ impl Mall {
     /// Requests the partner's replicas answered whose `METHOD route` counter contains
     /// `route`, summed over replicas.
     pub fn requests(&self, partner: Partner, route: &str) -> u64 {
-        (0..2)
-            .map(|r| self.replica_requests(partner, r, route))
-            .sum()
+        fleet_requests(&self.fleet, partner, route)
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder, method: &str, path: &str) -> Answer {

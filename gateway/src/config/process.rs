@@ -100,3 +100,36 @@ fn grace_period_s() -> u64 {
 fn graceful_shutdown_timeout_s() -> u64 {
     5
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::GatewayConfig;
+
+    /// The deployment examples are configs this gateway accepts, as they are.
+    #[test]
+    fn the_deployment_examples_load_and_check() {
+        for name in ["systemd.yaml", "kubernetes.yaml"] {
+            let path = format!("{}/../ops/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+            let config = GatewayConfig::load(std::path::Path::new(&path))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            config.check().unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(config.process.drain_delay_s, 5, "{name}");
+        }
+    }
+
+    #[test]
+    fn process_limits_are_checked_and_the_socket_has_a_home() {
+        let err = GatewayConfig::parse("process: {idle_close_ms: 1}").expect_err("refused");
+        assert!(err.contains("process.idle_close_ms"), "{err}");
+        let unknown = GatewayConfig::parse("process: {grace: 3}").expect_err("refused");
+        assert!(unknown.contains("grace"), "{unknown}");
+        let config = GatewayConfig::parse("state_dir: /var/lib/mg").expect("parses");
+        assert_eq!(
+            config
+                .process
+                .upgrade_sock(config.state_dir.as_deref())
+                .to_str(),
+            Some("/var/lib/mg/upgrade.sock")
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! The process's life: draining, the binary upgrade, the pid file and the daemon.
 //!
 //! **Draining.** SIGTERM or SIGQUIT starts a drain ([`Drain`]): `/readyz` answers 503
-//! `draining`, every answer carries `Connection: close`, admin writes are refused (the
-//! instance that stays takes them) and the canary judge stops deciding.
+//! `draining`, admin writes are refused (the instance that stays takes them), the canary
+//! judge stops deciding, and every answer carries `Connection: close` — unless a successor
+//! takes the connections over, when closing them would only make every client reconnect.
 //!
 //! - SIGTERM ([`signals`]): the listeners stay open for `process.drain_delay_s`, so a load
 //!   balancer that reads `/readyz` stops sending; then they close and the process waits for
@@ -116,6 +117,14 @@ impl Drain {
                 state.handoff = Some(Arc::new(sender));
             }
         });
+    }
+
+    /// Whether answers close their connection: while draining, unless a successor takes
+    /// idle connections over (then a connection goes across once its answer is written,
+    /// and its client never reconnects).
+    pub fn closes_connections(&self) -> bool {
+        let state = self.state.borrow();
+        state.kind.is_some() && state.handoff.is_none()
     }
 
     /// Why the process drains, if it does.

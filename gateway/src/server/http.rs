@@ -315,7 +315,7 @@ impl HttpApp {
             // refuses heads over 1 MiB outright); nothing sensible can be answered.
             Ok(Some(Ok(false) | Err(_))) | Err(_) => return None,
         }
-        let mut close = *shutdown.borrow() || self.drain.draining().is_some();
+        let mut close = *shutdown.borrow() || self.drain.closes_connections();
         let started = tokio::time::Instant::now();
         let head = http.req_header();
         let method = request::method_label(&head.method);
