@@ -157,7 +157,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway = Gateway::build(config, std::sync::Arc::default()).inspect_err(
         |e| tracing::error!(target: "mallgate::process", error = %e, "cannot start"),
     )?;
-    let telemetry = std::sync::Mutex::new(Some(telemetry));
+    // Dropped (flushed) by whichever comes first: the early exit once drained, or the
+    // end of `run`.
+    let telemetry = std::sync::Arc::new(std::sync::Mutex::new(Some(telemetry)));
+    let flush = std::sync::Arc::clone(&telemetry);
     let options = RunOptions {
         upgrade: args.upgrade,
         on_ready: ready.map(|mut writer| {
@@ -167,10 +170,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }) as Box<dyn FnOnce() + Send>
         }),
         on_exit: Some(Box::new(move || {
-            drop(telemetry.lock().ok().and_then(|mut t| t.take()));
+            drop(flush.lock().ok().and_then(|mut t| t.take()));
         })),
     };
-    gateway.run(options)?;
+    let served = gateway.run(options);
+    drop(telemetry.lock().ok().and_then(|mut t| t.take()));
+    served?;
     Ok(())
 }
 
@@ -181,6 +186,7 @@ fn daemon() -> anyhow::Result<std::io::PipeWriter> {
     let (mut reader, writer) = std::io::pipe()?;
     let daemonize = daemonize::Daemonize::new()
         .working_directory(std::env::current_dir()?)
+        .umask(0o077)
         .stdout(daemonize::Stdio::keep())
         .stderr(daemonize::Stdio::keep());
     match daemonize.execute() {

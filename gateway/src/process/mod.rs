@@ -66,6 +66,9 @@ pub struct DrainState {
     since: Option<Instant>,
     /// Where idle connections go (an upgrade whose successor listens for them).
     handoff: Option<Arc<handoff::Sender>>,
+    /// The successor has the listening sockets: idle connections go now (until then they
+    /// wait, answered here if a request comes).
+    handing: bool,
 }
 
 /// What an idle connection does next.
@@ -127,6 +130,20 @@ impl Drain {
         state.kind.is_some() && state.handoff.is_none()
     }
 
+    /// Whether a successor takes the idle connections over.
+    pub fn hands_off(&self) -> bool {
+        self.state.borrow().handoff.is_some()
+    }
+
+    /// The successor has the listening sockets (pingora sent them): idle connections go.
+    pub fn hand_over(&self) {
+        self.state.send_if_modified(|state| {
+            let was = state.handing;
+            state.handing = state.handoff.is_some();
+            state.handing != was
+        });
+    }
+
     /// Why the process drains, if it does.
     pub fn draining(&self) -> Option<DrainKind> {
         self.state.borrow().kind
@@ -156,7 +173,7 @@ impl Drain {
     pub fn leave(&self, state: &DrainState, idle_since: Instant) -> Option<Leave> {
         let (kind, since) = (state.kind?, state.since?);
         if let Some(sender) = &state.handoff {
-            return Some(Leave::Handoff(Arc::clone(sender)));
+            return state.handing.then(|| Leave::Handoff(Arc::clone(sender)));
         }
         let quiet = idle_since + self.idle_close;
         Some(Leave::At(match kind {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use pingora::apps::{HttpPersistentSettings, ServerApp};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
@@ -72,6 +73,8 @@ impl Listener {
         // request, and the head then as long again to arrive whole.
         let wait = Duration::from_millis(self.app.limits.header_timeout_ms);
         loop {
+            // The header timeout runs from when the connection starts waiting for a head.
+            let head_by = Instant::now() + wait;
             if !pipelined {
                 match self.idle(&mut stream, wait).await {
                     Idle::Request => {}
@@ -90,7 +93,7 @@ impl Listener {
                 Some(previous) => previous.apply_to_session(&mut session),
                 None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
             }
-            let Some(reuse) = self.app.answer(session, shutdown).await else {
+            let Some(reuse) = self.app.answer(session, shutdown, head_by).await else {
                 return;
             };
             stream = reuse.stream;
@@ -107,7 +110,17 @@ impl Listener {
         loop {
             let leave = self.drain.leave(&drain.borrow_and_update(), since);
             let (deadline, by_drain) = match leave {
-                Some(Leave::Handoff(to)) => return Idle::Handoff(to),
+                // Only with nothing read and nothing buffered: a peek that is not ready at
+                // once has read nothing (pingora's read buffer may hold pipelined bytes,
+                // which make it ready).
+                Some(Leave::Handoff(to)) => {
+                    let mut byte = [0u8; 1];
+                    return match stream.try_peek(&mut byte).now_or_never() {
+                        None => Idle::Handoff(to),
+                        Some(Ok(_)) => Idle::Request,
+                        Some(Err(_)) => Idle::Gone,
+                    };
+                }
                 Some(Leave::At(at)) if at < since + wait => (at, true),
                 _ => (since + wait, false),
             };

@@ -292,10 +292,13 @@ impl HttpApp {
 
 impl HttpApp {
     /// Answers one request on `http`; the connection back when it can serve another.
+    /// `head_by`: when the whole head must be in (the header timeout from the moment the
+    /// connection began to wait for it).
     pub(super) async fn answer(
         &self,
         mut http: ServerSession,
         shutdown: &ShutdownWatch,
+        head_by: tokio::time::Instant,
     ) -> Option<Reuse> {
         let timeout = Duration::from_millis(self.limits.request_timeout_ms);
         http.set_read_timeout(Some(timeout));
@@ -305,9 +308,9 @@ impl HttpApp {
         http.set_pipelining_enabled(true);
         // The whole head within the header timeout: a per-read timeout alone lets a client
         // that trickles one byte at a time hold the connection for ever.
-        let head = Duration::from_millis(self.limits.header_timeout_ms);
+
         let read = crate::connections::unless_evicted(http.read_request());
-        match tokio::time::timeout(head, read).await {
+        match tokio::time::timeout_at(head_by, read).await {
             Ok(Some(Ok(true))) => {}
             // Evicted by a newcomer while it waited (the listener is at its cap).
             Ok(None) => return None,
@@ -315,7 +318,10 @@ impl HttpApp {
             // refuses heads over 1 MiB outright); nothing sensible can be answered.
             Ok(Some(Ok(false) | Err(_))) | Err(_) => return None,
         }
-        let mut close = *shutdown.borrow() || self.drain.closes_connections();
+        // Once pingora stops accepting, answers close their connection too, unless a
+        // successor takes it over once idle.
+        let mut close =
+            self.drain.closes_connections() || (*shutdown.borrow() && !self.drain.hands_off());
         let started = tokio::time::Instant::now();
         let head = http.req_header();
         let method = request::method_label(&head.method);
@@ -324,9 +330,10 @@ impl HttpApp {
         if crate::telemetry::tracing_on() {
             crate::telemetry::traces::adopt_parent(&span, &head.headers);
         }
-        // Liveness is never refused; everything else passes admission first.
+        // Probes are never refused (an overloaded instance is neither dead nor unready);
+        // everything else passes admission first.
         let admitted = match &self.admission {
-            Some(admission) if http.req_header().uri.path() != "/healthz" => {
+            Some(admission) if !matches!(http.req_header().uri.path(), "/healthz" | "/readyz") => {
                 admission.admit(&client_of(&http)).map(Some)
             }
             _ => Ok(None),

@@ -4,6 +4,7 @@
 //! listeners are closed and the last connection is done, the process exits at once rather
 //! than sleeping out pingora's whole grace period.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +38,9 @@ impl std::fmt::Debug for RunOptions {
     }
 }
 
-/// After the listeners close, how long accepts already under way get to reach their
-/// connection's count before "nothing open" means done.
-const SETTLE: Duration = Duration::from_millis(200);
+/// After the listeners close, how long nothing may be open before the process exits: an
+/// accept under way when they closed reaches its connection's count well within it.
+const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) fn run(mut gateway: Gateway, options: RunOptions) -> Result<(), GatewayError> {
     let process = gateway.config.process.clone();
@@ -47,11 +48,11 @@ pub(super) fn run(mut gateway: Gateway, options: RunOptions) -> Result<(), Gatew
     let conns = handoff::conns_path(&upgrade_sock);
     let addrs = if options.upgrade {
         let addrs = gateway.configured_addrs();
-        if addrs.public.port() == 0 {
+        let ports = [Some(addrs.public), addrs.admin, addrs.metrics];
+        if ports.into_iter().flatten().any(|a| a.port() == 0) {
             return Err(GatewayError::Config {
                 path: "listen".into(),
-                reason: "an upgrade takes over the running instance's ports: port 0 names none"
-                    .into(),
+                reason: "an upgrade takes over the running instance's ports: port 0 (in listen, admin.listen or metrics.listen) names none".into(),
             });
         }
         addrs
@@ -91,22 +92,32 @@ pub(super) fn run(mut gateway: Gateway, options: RunOptions) -> Result<(), Gatew
         let _ = std::fs::remove_file(&conns);
         tracing::info!(target: "mallgate::process", "took over the listeners");
     }
-    if let Some(pid_file) = &process.pid_file {
-        write_pid_file(pid_file)?;
-    }
-    if let Some(ready) = options.on_ready {
-        ready();
-    }
     let drain = Arc::clone(&gateway.api.drain);
-    exit_when_drained(
-        server.watch_execution_phase(),
-        Arc::clone(&drain),
-        options.on_exit,
-    )?;
+    let exit = Exit {
+        drain: Arc::clone(&drain),
+        pid_file: process.pid_file.clone(),
+        on_exit: options.on_exit,
+    };
+    exit.watch(server.watch_execution_phase())?;
+    // Once the signal handlers are in: the pid file (systemd may signal it at once), then
+    // the daemon's parent.
+    let pid_file = process.pid_file.clone();
+    let on_ready = options.on_ready;
+    let ready = move || {
+        if let Some(path) = &pid_file
+            && let Err(e) = write_pid_file(path)
+        {
+            tracing::error!(target: "mallgate::process", error = %e, "cannot write the pid file");
+        }
+        if let Some(ready) = on_ready {
+            ready();
+        }
+    };
     let signals = Signals {
         drain,
         conns,
         delay: Duration::from_secs(process.drain_delay_s),
+        ready: Mutex::new(Some(Box::new(ready))),
     };
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
@@ -114,16 +125,28 @@ pub(super) fn run(mut gateway: Gateway, options: RunOptions) -> Result<(), Gatew
     Ok(())
 }
 
-/// Exits the process once the listeners are closed and no connection is open (pingora
-/// would sleep out its whole grace period).
-fn exit_when_drained(
-    mut phases: broadcast::Receiver<ExecutionPhase>,
+/// The end of the process: idle connections go to the successor once it has the
+/// listening sockets, and the process exits once the listeners are closed and no
+/// connection is open (pingora would sleep out its whole grace period).
+struct Exit {
     drain: Arc<Drain>,
+    pid_file: Option<PathBuf>,
     on_exit: Option<Box<dyn FnOnce() + Send>>,
-) -> Result<(), GatewayError> {
-    let watch = move || {
+}
+
+impl Exit {
+    fn watch(self, phases: broadcast::Receiver<ExecutionPhase>) -> Result<(), GatewayError> {
+        std::thread::Builder::new()
+            .name("mallgate-exit".into())
+            .spawn(move || self.run(phases))
+            .map(|_| ())
+            .map_err(|e| GatewayError::Startup(format!("cannot start the exit watch: {e}")))
+    }
+
+    fn run(self, mut phases: broadcast::Receiver<ExecutionPhase>) {
         loop {
             match phases.blocking_recv() {
+                Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => self.drain.hand_over(),
                 Ok(ExecutionPhase::ShutdownGracePeriod) => break,
                 Ok(ExecutionPhase::Terminated) | Err(broadcast::error::RecvError::Closed) => {
                     return;
@@ -131,20 +154,38 @@ fn exit_when_drained(
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
             }
         }
-        std::thread::sleep(SETTLE);
-        while drain.open() > 0 {
+        // Nothing open for a whole settle interval: an accept under way when the listeners
+        // closed has reached its connection's count by then.
+        let mut quiet_since = std::time::Instant::now();
+        while quiet_since.elapsed() < SETTLE {
             std::thread::sleep(Duration::from_millis(20));
+            if self.drain.open() > 0 {
+                quiet_since = std::time::Instant::now();
+            }
         }
-        tracing::info!(target: "mallgate::process", handed_off = drain.handed_off(),
-            "drained: every connection is done; exiting");
-        if let Some(on_exit) = on_exit {
+        let code = self.verdict();
+        if let Some(on_exit) = self.on_exit {
             on_exit();
         }
-        std::process::exit(0);
-    };
-    std::thread::Builder::new()
-        .name("mallgate-exit".into())
-        .spawn(watch)
-        .map(|_| ())
-        .map_err(|e| GatewayError::Startup(format!("cannot start the exit watch: {e}")))
+        std::process::exit(code);
+    }
+
+    /// 0, unless an upgrade ended with no successor serving (the pid file still names this
+    /// process): 1 then, so that a service manager restarts the service.
+    fn verdict(&self) -> i32 {
+        let handed_off = self.drain.handed_off();
+        let ours = std::process::id().to_string();
+        let orphaned = self.drain.draining() == Some(crate::process::DrainKind::Upgrade)
+            && self.pid_file.as_ref().is_some_and(|path| {
+                std::fs::read_to_string(path).is_ok_and(|pid| pid.trim() == ours)
+            });
+        if orphaned {
+            tracing::error!(target: "mallgate::process", handed_off,
+                "drained, but no new instance took over (the pid file is still this process's); exiting 1");
+            return 1;
+        }
+        tracing::info!(target: "mallgate::process", handed_off,
+            "drained: every connection is done; exiting");
+        0
+    }
 }
