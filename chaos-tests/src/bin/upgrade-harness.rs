@@ -148,20 +148,25 @@ fn main() -> Result<(), String> {
         let (a, r) = runtime.block_on(swaps(&setup, &connectors, args.swaps));
         accepted += a;
         refused += r;
+        // The same stretch of time before the upgrade and from its start (the new
+        // instance serves from its first second; the old one leaves seconds later).
         let before = partner_requests(&fleet);
         std::thread::sleep(WINDOW);
         let warm = partner_requests(&fleet);
+        let started = std::time::Instant::now();
         let (next, handed) = running.upgrade(&args.binary, &setup);
         running = next;
         handed_off += handed;
-        let after = partner_requests(&fleet);
-        std::thread::sleep(WINDOW);
+        std::thread::sleep(WINDOW.saturating_sub(started.elapsed()));
         let cooled = partner_requests(&fleet);
+        let seconds = started.elapsed().as_secs_f64();
+        let scale = seconds / WINDOW.as_secs_f64();
         cold.push((
-            warm.0 - before.0,
-            warm.1 - before.1,
-            cooled.0 - after.0,
-            cooled.1 - after.1,
+            (warm.0 - before.0) as f64 * scale,
+            (warm.1 - before.1) as f64 * scale,
+            cooled.0 - warm.0,
+            cooled.1 - warm.1,
+            seconds,
         ));
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -179,13 +184,13 @@ fn main() -> Result<(), String> {
     println!("{}", row("steady (keep-alive and fresh)", &steady));
     println!("{}", row("sparse keep-alive", &sparse));
     println!(
-        "\nPartner requests in the {} s before and after each upgrade (cold cache, no tokens):\n",
+        "\nPartner requests from the start of each upgrade to the old instance's exit, against the same time just before it (steady state, scaled from {} s):\n",
         WINDOW.as_secs()
     );
-    println!("| upgrade | before: all | before: token | after: all | after: token |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (i, (b, bt, a, at)) in cold.iter().enumerate() {
-        println!("| {} | {b} | {bt} | {a} | {at} |", i + 1);
+    println!("| upgrade | seconds | steady: all | steady: token | upgrade: all | upgrade: token |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (i, (b, bt, a, at, secs)) in cold.iter().enumerate() {
+        println!("| {} | {secs:.1} | {b:.0} | {bt:.0} | {a} | {at} |", i + 1);
     }
     let errors = steady.errors() + sparse.errors() + refused as u64;
     if errors > 0 || !steady.clean() || !sparse.clean() {
