@@ -399,21 +399,32 @@ impl HttpApp {
             response.header("x-request-id"),
             tally,
         );
-        http.write_response_header(Box::new(header)).await.ok()?;
-        if !response.body.is_empty() && !head_only {
-            http.write_response_body(response.body, true).await.ok()?;
-        }
-        let mut settings = HttpPersistentSettings::for_session(&http);
-        crate::connections::waiting();
-        let (stream, prefix) = http.finish().await.ok()??.into_parts();
-        let pipelined = prefix.is_some();
-        if let Some(prefix) = prefix {
-            settings.set_pipelined_prefix(prefix);
-        }
-        Some(Reuse {
-            stream,
-            settings,
-            pipelined,
-        })
+        write(http, header, response.body, head_only).await
     }
+}
+
+/// Writes the answer and finishes the session: the connection back when it can serve
+/// another request.
+async fn write(
+    mut http: ServerSession,
+    header: ResponseHeader,
+    body: Bytes,
+    head_only: bool,
+) -> Option<Reuse> {
+    http.write_response_header(Box::new(header)).await.ok()?;
+    if !body.is_empty() && !head_only {
+        http.write_response_body(body, true).await.ok()?;
+    }
+    let mut settings = HttpPersistentSettings::for_session(&http);
+    crate::connections::waiting();
+    let (stream, prefix) = http.finish().await.ok()??.into_parts();
+    let pipelined = prefix.is_some();
+    if let Some(prefix) = prefix {
+        settings.set_pipelined_prefix(prefix);
+    }
+    Some(Reuse {
+        stream,
+        settings,
+        pipelined,
+    })
 }
