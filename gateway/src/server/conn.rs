@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::http::HttpApp;
 use crate::connections::{Connections, evictable};
-use crate::process::{Drain, Leave, handoff};
+use crate::process::{Leave, handoff};
 
 /// What a keep-alive session is told it may last (pingora's default); the connection's
 /// idle limit is the header timeout.
@@ -34,7 +34,6 @@ pub(super) struct Listener {
     pub(super) app: HttpApp,
     /// The connection table (the public listener).
     pub(super) connections: Option<Arc<Connections>>,
-    pub(super) drain: Arc<Drain>,
     /// The listener's byte in a handoff.
     pub(super) tag: u8,
 }
@@ -53,7 +52,7 @@ enum Idle {
 impl Listener {
     /// Serves one connection, from its first request to its close.
     pub(super) async fn connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        let _open = self.drain.opened();
+        let _open = self.app.drain.opened();
         match &self.connections {
             Some(table) => {
                 let ip = stream
@@ -106,9 +105,9 @@ impl Listener {
     /// connection first. The peek is given up without reading anything.
     async fn idle(&self, stream: &mut Stream, wait: Duration) -> Idle {
         let since = Instant::now();
-        let mut drain = self.drain.subscribe();
+        let mut drain = self.app.drain.subscribe();
         loop {
-            let leave = self.drain.leave(&drain.borrow_and_update(), since);
+            let leave = self.app.drain.leave(&drain.borrow_and_update(), since);
             let (deadline, by_drain) = match leave {
                 // Only with nothing read and nothing buffered: a peek that is not ready at
                 // once has read nothing (pingora's read buffer may hold pipelined bytes,

@@ -185,7 +185,6 @@ impl Gateway {
                     drain: Arc::clone(&self.api.drain),
                 },
                 connections,
-                drain: Arc::clone(&self.api.drain),
                 tag,
             })
         };
