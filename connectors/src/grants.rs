@@ -5,14 +5,14 @@
 //! floor, and only the carrier codes its grant lists; anything else is refused at its
 //! JSON pointer. Operator-owned connectors are not limited.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Problem;
 use crate::source::{Format, parse};
 use crate::spec::{ConnectorSpec, PartnerKind};
 
 /// What the operator grants one partner.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// The kinds of connector the partner may register (default: retailer only).

@@ -66,6 +66,12 @@ pub fn demo_config(options: &DemoOptions, admin: Option<AdminConfig>) -> Gateway
         connectors_dir: Some(options.connectors_dir.clone()),
         allow_loopback_partners: true,
         state_dir: admin.as_ref().map(|_| demo_state_dir()),
+        secrets: crate::config::SecretsConfig {
+            master_key: admin
+                .as_ref()
+                .map(|_| format!("file:{}", demo_state_dir().join("master.key").display())),
+            previous_keys: Vec::new(),
+        },
         admin,
         partners: demo_grants(),
         ..GatewayConfig::default()
@@ -109,16 +115,19 @@ pub fn demo_state_dir() -> PathBuf {
 pub fn demo_admin() -> Result<(AdminConfig, PathBuf), GatewayError> {
     let state = demo_state_dir();
     let _ = std::fs::remove_dir_all(&state);
-    let token = || {
-        format!(
-            "mg_{:016x}{:016x}",
-            crate::cursor::random_u64(),
-            crate::cursor::random_u64()
-        )
-    };
-    let (operator, voltmart) = (token(), token());
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let token = || crate::vault::random::<16>().map(|b| format!("mg_{}", hex(&b)));
+    let (operator, voltmart) = (token()?, token()?);
+    // The master key that seals partner secrets set through the admin API in the demo.
+    crate::store::write_atomic(
+        &state.join("master.key"),
+        hex(&crate::vault::random::<32>()?).as_bytes(),
+    )?;
     let file = state.join("tokens.env");
-    let text = format!("MALLGATE_OPERATOR_TOKEN={operator}\nMALLGATE_VOLTMART_TOKEN={voltmart}\n");
+    // Exported, so `source tokens.env` makes them visible to `--token env:…`.
+    let text = format!(
+        "export MALLGATE_OPERATOR_TOKEN={operator}\nexport MALLGATE_VOLTMART_TOKEN={voltmart}\n"
+    );
     crate::store::write_atomic(&file, text.as_bytes())?;
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
         |source| GatewayError::Io {
@@ -143,6 +152,7 @@ pub fn demo_admin() -> Result<(AdminConfig, PathBuf), GatewayError> {
         ],
         sandbox_program: None,
         canary_promote_after: 20,
+        token_grace_s: 24 * 3600,
     };
     Ok((config, file))
 }

@@ -196,7 +196,11 @@ fn public_message(error: &ConnectorError) -> String {
             format!("the partner refused the credentials (HTTP {status})")
         }
         ConnectorError::Token { .. } => "the partner's token endpoint failed".into(),
-        ConnectorError::Secret { .. } => "a secret the connector needs is missing".into(),
+        ConnectorError::Secret { reference, .. } => match reference.strip_prefix("secret:") {
+            // The partner's own secret: its name is no secret, and it says what to set.
+            Some(name) => format!("missing secret {name}: the partner has not set `{reference}`"),
+            None => "an operator secret of the connector cannot be read".into(),
+        },
         ConnectorError::TooLarge { limit, .. } => {
             format!("the partner's reply is larger than {limit} bytes")
         }

@@ -15,6 +15,7 @@
 //! - [`admin`]: the admin API: connectors, secrets, reload, purge, status.
 //! - [`sandbox`]: the worker processes that run partner-owned jq, and quarantine.
 //! - [`store`]: connector versions, the active pointers and the audit log on disk.
+//! - [`vault`]: partner secrets sealed at rest (XChaCha20-Poly1305 under the master key).
 //! - [`changes`]: the reload task: every change to the serving set, one at a time.
 //! - [`watch`]: reloads on a changed connectors directory and on SIGHUP.
 //! - [`process`]: draining on SIGTERM, the binary upgrade on SIGQUIT (listeners and idle
@@ -46,6 +47,7 @@ pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod vault;
 pub mod watch;
 
 /// The hasher of the gateway's hot maps and caches: keyed per process like std's (a client

@@ -280,7 +280,8 @@ pub struct Registry {
     runtime: RuntimeConfig,
     /// What partners are granted (kinds, priority, codes); partner-owned documents are
     /// checked against it at every build, so a narrowed grant applies at the next reload.
-    grants: BTreeMap<String, mallgate_connectors::Grant>,
+    /// Swapped whole when the admin API onboards a partner or changes its grant.
+    grants: ArcSwap<BTreeMap<String, mallgate_connectors::Grant>>,
 }
 
 /// Where connector programs run: partner-owned ones always in the sandbox pool; the
@@ -329,24 +330,30 @@ impl Registry {
             secrets,
             mappers,
             runtime,
-            grants: BTreeMap::new(),
+            grants: ArcSwap::default(),
         }
     }
 
     /// The partners' grants.
     #[must_use]
-    pub fn with_grants(mut self, grants: BTreeMap<String, mallgate_connectors::Grant>) -> Self {
-        self.grants = grants;
+    pub fn with_grants(self, grants: BTreeMap<String, mallgate_connectors::Grant>) -> Self {
+        self.set_grants(grants);
         self
+    }
+
+    /// Replaces the partners' grants; the next build checks documents against them.
+    pub fn set_grants(&self, grants: BTreeMap<String, mallgate_connectors::Grant>) {
+        self.grants.store(Arc::new(grants));
+    }
+
+    /// The grant of `partner` (the default one when none was given).
+    pub fn grant(&self, partner: &str) -> mallgate_connectors::Grant {
+        self.grants.load().get(partner).cloned().unwrap_or_default()
     }
 
     /// What `spec` (a partner-owned document `text`) declares beyond its partner's grant.
     pub fn grant_problems(&self, spec: &ConnectorSpec, text: &str) -> Vec<Problem> {
-        self.grants
-            .get(&spec.partner)
-            .cloned()
-            .unwrap_or_default()
-            .problems(spec, text)
+        self.grant(&spec.partner).problems(spec, text)
     }
 
     /// The snapshot to answer one request from.

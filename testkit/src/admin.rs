@@ -59,6 +59,7 @@ pub async fn admin_mall_with(
                 tokens,
                 sandbox_program: super::mallgate_binary(),
                 canary_promote_after: 1_000_000,
+                token_grace_s: 24 * 3600,
             });
             configure(config);
         },

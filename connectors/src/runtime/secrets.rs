@@ -44,7 +44,8 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
     fn get(&self, partner: &str, name: &str) -> Option<Secret>;
 }
 
-/// An in-memory store (tests, the demo; the admin issue adds the persistent one).
+/// The in-memory view every call reads; the gateway fills it from its config and from the
+/// sealed secrets of its state directory, and the admin API keeps both in step.
 #[derive(Default)]
 pub struct MemorySecretStore {
     values: RwLock<BTreeMap<(String, String), Secret>>,
@@ -73,6 +74,27 @@ impl MemorySecretStore {
         if let Ok(mut values) = self.values.write() {
             values.insert((partner.to_owned(), name.to_owned()), Secret::new(value));
         }
+    }
+
+    /// Removes a partner's secret; `false` when it was not set.
+    pub fn remove(&self, partner: &str, name: &str) -> bool {
+        self.values
+            .write()
+            .map(|mut v| v.remove(&(partner.to_owned(), name.to_owned())).is_some())
+            .unwrap_or(false)
+    }
+
+    /// The names of a partner's secrets (never their values), in order.
+    pub fn names(&self, partner: &str) -> Vec<String> {
+        self.values
+            .read()
+            .map(|v| {
+                v.keys()
+                    .filter(|(p, _)| p == partner)
+                    .map(|(_, n)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

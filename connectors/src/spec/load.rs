@@ -21,6 +21,30 @@ impl ConnectorSpec {
         self.priority.unwrap_or(self.kind.default_priority())
     }
 
+    /// The partner secrets (`secret:NAME`) this connector names: (pointer, name), in
+    /// document order, each name once.
+    pub fn partner_secrets(&self) -> Vec<(String, String)> {
+        let auth = self
+            .auth
+            .secret_fields()
+            .into_iter()
+            .map(|(f, t)| (format!("/auth/{f}"), t));
+        let tls = self
+            .tls
+            .iter()
+            .flat_map(Tls::secret_fields)
+            .map(|(f, t)| (format!("/tls/{f}"), t));
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (pointer, text) in auth.chain(tls) {
+            if let Some((SecretSource::Partner, name)) = SecretRef::parse(text)
+                && !out.iter().any(|(_, n)| n == name)
+            {
+                out.push((pointer, name.to_owned()));
+            }
+        }
+        out
+    }
+
     /// Loads a connector document submitted by `owner`, or returns every problem found at
     /// the first failing stage, sorted by position.
     pub fn load(text: &str, format: Format, owner: &Owner) -> Result<Self, ConnectorError> {

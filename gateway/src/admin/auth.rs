@@ -1,8 +1,14 @@
 //! Who is calling: bearer tokens, kept only as SHA-256 hashes and compared in constant
 //! time, and the role each one grants (`operator`, or `partner:<id>` for its own
-//! connectors and secrets only).
+//! connectors and secrets only). Configured tokens come from the config file; partner
+//! tokens are issued, rotated and revoked through the admin API (`admin::partners`) and
+//! take effect at once.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use mallgate_connectors::Owner;
 use sha2::{Digest, Sha256};
@@ -11,6 +17,7 @@ use crate::GatewayError;
 use crate::api::Request;
 use crate::config::AdminConfig;
 use crate::problem::ApiError;
+use crate::store::PartnerRecord;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +70,57 @@ impl Role {
     }
 }
 
-/// The configured tokens: (SHA-256 of the token, role).
-pub(super) struct Tokens(Vec<([u8; 32], Role)>);
+/// A token issued through the admin API: whose it is, and until when it works.
+#[derive(Debug, Clone)]
+struct Issued {
+    partner: String,
+    expires_at: Option<jiff::Timestamp>,
+}
+
+/// The tokens: the configured ones (SHA-256 of the token, role), and the partners' tokens
+/// issued through the admin API (by SHA-256), swapped whole when one is issued, rotated
+/// or revoked.
+pub(super) struct Tokens {
+    configured: Vec<([u8; 32], Role)>,
+    issued: ArcSwap<HashMap<[u8; 32], Issued>>,
+}
 
 impl std::fmt::Debug for Tokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tokens({})", self.0.len())
+        write!(
+            f,
+            "Tokens({} configured, {} issued)",
+            self.configured.len(),
+            self.issued.load().len()
+        )
     }
+}
+
+/// A new partner token: `mgp_` and 43 characters of base64url (256 random bits from the
+/// OS), its SHA-256, and a public id (`tok_` and 16 hex digits) to name it by.
+pub(super) fn new_token() -> Result<(String, [u8; 32], String), ApiError> {
+    use base64::Engine as _;
+    let bytes: [u8; 40] = crate::vault::random().map_err(|e| ApiError::Internal {
+        detail: e.to_string(),
+    })?;
+    let text = format!(
+        "mgp_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..32])
+    );
+    let id = format!(
+        "tok_{}",
+        bytes[32..]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let hash = Sha256::digest(text.as_bytes()).into();
+    Ok((text, hash, id))
+}
+
+/// Hex of a hash, as partner records keep it.
+pub(super) fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Tokens {
@@ -106,7 +157,10 @@ impl Tokens {
             };
             resolved.push((hash, role));
         }
-        Ok(Self(resolved))
+        Ok(Self {
+            configured: resolved,
+            issued: ArcSwap::default(),
+        })
     }
 
     /// The role of the request's bearer token; every configured token is compared.
@@ -120,12 +174,46 @@ impl Tokens {
             .ok_or(ApiError::Unauthorized)?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for (h, role) in &self.0 {
+        for (h, role) in &self.configured {
             if same(h, &hash) {
                 found = Some(role.clone());
             }
         }
-        found.ok_or(ApiError::Unauthorized)
+        if let Some(role) = found {
+            return Ok(role);
+        }
+        // Issued tokens by their hash (a lookup by the SHA-256 of a 256-bit secret tells a
+        // timing observer nothing about the secret).
+        let issued = self.issued.load();
+        match issued.get(&hash) {
+            Some(t) if t.expires_at.is_none_or(|e| jiff::Timestamp::now() < e) => {
+                Ok(Role::Partner(t.partner.clone()))
+            }
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+
+    /// Replaces the issued tokens with those of `partners` that still work (a revoked one
+    /// is gone at once; an expiring one is kept with its end, checked at every request).
+    pub(super) fn set_issued(&self, partners: &[PartnerRecord]) {
+        let now = jiff::Timestamp::now();
+        let mut map = HashMap::new();
+        for p in partners {
+            for t in p.tokens.iter().filter(|t| t.valid_at(now)) {
+                let Some(hash) = hex32(&t.sha256) else {
+                    continue;
+                };
+                let expires_at = t.expires_at.as_deref().and_then(|e| e.parse().ok());
+                map.insert(
+                    hash,
+                    Issued {
+                        partner: p.id.clone(),
+                        expires_at,
+                    },
+                );
+            }
+        }
+        self.issued.store(Arc::new(map));
     }
 }
 

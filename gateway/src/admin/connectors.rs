@@ -150,6 +150,13 @@ impl Admin {
         };
         let applied = self.changes.submit(role.clone(), change).await?;
         let version = applied.version.unwrap_or(0);
+        // Accepted, and said plainly: a secret it names that is not set yet fails its calls.
+        let warnings: Vec<Value> = self
+            .missing_secrets(&spec)
+            .into_iter()
+            .map(|(pointer, name)| json!({"pointer": pointer, "secret": name,
+                "detail": format!("missing secret {name}: calls fail until it is set with PUT /admin/v1/partners/{}/secrets/{name}", spec.partner)}))
+            .collect();
         let mut r = match canary {
             Some(percent) => {
                 let serving = applied.before.unwrap_or(0);
@@ -157,7 +164,7 @@ impl Admin {
                     202,
                     &json!({"id": id, "version": serving, "revision": revision(id, serving),
                             "canary": {"version": version, "percent": percent},
-                            "generation": applied.generation}),
+                            "generation": applied.generation, "warnings": warnings}),
                 );
                 r.headers.push(("etag", revision(id, serving)));
                 return Ok(r);
@@ -165,7 +172,7 @@ impl Admin {
             None => Response::json_value(
                 if applied.before.is_some() { 200 } else { 201 },
                 &json!({"id": id, "version": version, "revision": revision(id, version),
-                        "generation": applied.generation}),
+                        "generation": applied.generation, "warnings": warnings}),
             ),
         };
         r.headers.push(("etag", revision(id, version)));
@@ -205,6 +212,7 @@ impl Admin {
                 // Secrets appear only as the references the document holds (secret:NAME).
                 "document": document,
                 "spec": to_value(live.spec())?,
+                "missing_secrets": self.missing_secrets(live.spec()).into_iter().map(|(_, n)| n).collect::<Vec<_>>(),
             }),
         )?;
         r.headers.push(("etag", revision(id, live.version())));

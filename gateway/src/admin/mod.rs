@@ -21,6 +21,7 @@ mod change;
 mod connectors;
 mod drills;
 mod dry_run;
+mod partners;
 mod quarantine;
 mod routes;
 mod secrets;
@@ -46,6 +47,7 @@ use crate::config::AdminConfig;
 use crate::drills::Drills;
 use crate::problem::ApiError;
 use crate::store::Store;
+use crate::vault::Vault;
 
 /// The admin side of the gateway.
 pub struct Admin {
@@ -66,6 +68,12 @@ pub struct Admin {
     promote_after: u64,
     /// Failover drills.
     drills: Option<Arc<Drills>>,
+    /// Seals partner secrets at rest; `None`: they are kept in memory only.
+    vault: Option<Vault>,
+    /// Partner records are read, changed and written one at a time.
+    partners_lock: std::sync::Mutex<()>,
+    /// The longest grace a rotated token keeps working.
+    token_grace_s: u64,
 }
 
 impl std::fmt::Debug for Admin {
@@ -131,19 +139,44 @@ impl Admin {
                 ..SandboxLimits::default()
             },
         );
-        Ok(Self {
+        let secrets_config = &api.config().secrets;
+        let vault = match &secrets_config.master_key {
+            Some(key) => Some(Vault::resolve(
+                key,
+                &secrets_config.previous_keys,
+                &resolve,
+            )?),
+            None => None,
+        };
+        let admin = Self {
+            tokens: auth::Tokens::resolve(config, &resolve)?,
             api,
             store,
             secrets,
             connectors_dir,
-            tokens: auth::Tokens::resolve(config, resolve)?,
             changes,
             health: change::StoreHealth::default(),
             sandbox,
             trials,
             promote_after: u64::from(config.canary_promote_after.max(1)),
             drills: None,
-        })
+            vault,
+            partners_lock: std::sync::Mutex::new(()),
+            token_grace_s: config.token_grace_s,
+        };
+        admin.load_partners()?;
+        let opened = admin.load_secrets()?;
+        match &admin.vault {
+            Some(vault) => tracing::info!(
+                opened,
+                key = vault.key_id(),
+                "partner secrets opened from the state directory"
+            ),
+            None => tracing::warn!(
+                "no secrets.master_key: partner secrets set through the admin API are kept in memory only and lost at a restart"
+            ),
+        }
+        Ok(admin)
     }
 
     pub fn store(&self) -> &Store {

@@ -42,8 +42,26 @@ impl Admin {
             ("GET", ["admin", "v1", "drills", id]) => self.get_drill(&role, id),
             ("GET", ["admin", "v1", "drills", id, "report.html"]) => self.drill_page(&role, id),
             ("DELETE", ["admin", "v1", "drills", id]) => self.abort_drill(&role, id),
+            ("POST", ["admin", "v1", "partners"]) => self.create_partner(&role, &req.body),
+            ("GET", ["admin", "v1", "partners"]) => self.list_partners(&role),
+            ("GET", ["admin", "v1", "partners", id]) => self.get_partner(&role, id),
+            ("PATCH", ["admin", "v1", "partners", id]) => {
+                self.update_partner(&role, id, &req.body).await
+            }
+            ("POST", ["admin", "v1", "partners", id, "tokens"]) => {
+                self.rotate_token(&role, id, &req.body)
+            }
+            ("DELETE", ["admin", "v1", "partners", id, "tokens", token]) => {
+                self.revoke_token(&role, id, token)
+            }
+            ("GET", ["admin", "v1", "partners", partner, "secrets"]) => {
+                self.list_secrets(&role, partner)
+            }
             ("PUT", ["admin", "v1", "partners", partner, "secrets", name]) => {
                 self.put_secret(&role, partner, name, &req.body)
+            }
+            ("DELETE", ["admin", "v1", "partners", partner, "secrets", name]) => {
+                self.delete_secret(&role, partner, name)
             }
             ("PUT", ["admin", "v1", "connectors", id]) => self.put_connector(&role, id, req).await,
             ("GET", ["admin", "v1", "connectors", id]) => self.get_connector(&role, id),

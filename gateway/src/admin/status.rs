@@ -28,6 +28,7 @@ impl Admin {
                 "endpoints": to_value(&endpoints)?,
                 "guardrails": to_value(c.connector.counters())?,
                 "token_requests": c.connector.resources().token_requests(),
+                "missing_secrets": self.missing_secrets(c.spec()).into_iter().map(|(_, n)| format!("missing secret {n}")).collect::<Vec<_>>(),
             }));
         }
         let mut canaries = Vec::new();

@@ -19,6 +19,9 @@
 //! cursor_secret: env:MALLGATE_CURSOR_SECRET
 //! partner_secrets:
 //!   voltmart: {voltmart-api-key: env:VOLTMART_API_KEY}
+//! secrets:                      # partner secrets set through the admin API, sealed at rest
+//!   master_key: file:/etc/mallgate/master.key     # 32 bytes: 64 hex digits or base64
+//!   previous_keys: []           # keys being rotated out: still open, re-sealed at startup
 //! partners:                     # grants: kinds, best merge priority, carrier codes
 //!   acme: {kinds: [supplier], priority: 10}
 //!   swiftship: {kinds: [carrier], codes: [swiftship, swift]}
@@ -97,6 +100,9 @@ pub struct GatewayConfig {
     /// Operator-provided partner secrets: partner -> name -> reference (`env:` or `file:`).
     #[serde(default)]
     pub partner_secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// How partner secrets set through the admin API are kept at rest.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     /// Mapping pool threads (trusted jq runs there, never on a request thread).
     #[serde(default = "defaults::mapping_threads")]
     pub mapping_threads: usize,
@@ -126,6 +132,21 @@ pub struct GatewayConfig {
     /// The pid file, the upgrade socket, the drain and its grace period.
     #[serde(default)]
     pub process: ProcessConfig,
+}
+
+/// Partner secrets at rest (see `crate::vault`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The 256-bit key that seals partner secrets in the state directory, as a reference
+    /// (`env:VAR` or `file:PATH`; 64 hex digits or base64). Absent: secrets set through the
+    /// admin API are kept in memory only, and every answer that stores one says so.
+    #[serde(default)]
+    pub master_key: Option<String>,
+    /// Keys being rotated out: values sealed under them still open, and are sealed again
+    /// under `master_key` at startup.
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
 }
 
 /// Failover drills (`POST /admin/v1/drills`).
@@ -249,6 +270,10 @@ pub struct AdminConfig {
     /// Healthy partner calls a canary makes before it is promoted.
     #[serde(default = "defaults::canary_promote_after")]
     pub canary_promote_after: u32,
+    /// How long a partner's previous tokens keep working after it rotates to a new one
+    /// (`POST /admin/v1/partners/{id}/tokens` may ask for less, never more).
+    #[serde(default = "defaults::token_grace_s")]
+    pub token_grace_s: u64,
 }
 
 /// One admin token: its role, and the token as a reference (`env:VAR`, `file:PATH`) or
@@ -347,6 +372,9 @@ mod defaults {
     pub(super) fn canary_promote_after() -> u32 {
         20
     }
+    pub(super) fn token_grace_s() -> u64 {
+        24 * 3600
+    }
     pub(super) fn admin_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9090))
     }
@@ -435,6 +463,7 @@ impl Default for GatewayConfig {
             admin: None,
             cursor_secret: None,
             partner_secrets: BTreeMap::new(),
+            secrets: SecretsConfig::default(),
             mapping_threads: defaults::mapping_threads(),
             sandbox: SandboxConfig::default(),
             resilience: ResilienceConfig::default(),

@@ -8,6 +8,8 @@
 //! <state_dir>/connectors/<id>/history       every version made active, one a line, in order
 //! <state_dir>/connectors/<id>/highest       the highest version number ever given (never reused)
 //! <state_dir>/connectors/<id>/v<N>.quarantine  {at, reason}: never activated again until cleared
+//! <state_dir>/partners/<id>.json            a partner: its grant and its tokens (hashed)
+//! <state_dir>/secrets/<partner>/<name>.json a partner secret, sealed (see `crate::vault`)
 //! <state_dir>/audit.log                     JSON lines: who, what, when, result
 //! ```
 //!
@@ -17,12 +19,18 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
+
+mod partners;
+mod secrets;
+pub use partners::{PartnerRecord, TokenRecord};
+pub use secrets::valid_secret_name;
 
 /// What the store keeps about one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +125,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     {
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
+        // Owner-only: the store holds partner documents, hashed tokens and sealed secrets.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
     }
