@@ -57,7 +57,11 @@ pub enum Change {
     /// directory's document. Ends any canary.
     Rollback { id: String, to: Option<u32> },
     /// The stored versions stop serving (the directory's document, if any, takes over).
-    Delete { id: String },
+    /// `if_match` is the revision deleted (`If-Match`), checked in turn like a put's.
+    Delete {
+        id: String,
+        if_match: Option<String>,
+    },
     /// The canary judge's verdict on canary `version`: promote it, or end it.
     Verdict {
         id: String,
@@ -89,6 +93,8 @@ pub struct Applied {
     /// The version of the connector serving before and after the change.
     pub before: Option<u32>,
     pub serving: Option<u32>,
+    /// A put of the document already active: nothing was stored or swapped.
+    pub unchanged: bool,
 }
 
 /// Applies one change; implemented by the admin API (the store transaction) and, without
@@ -178,7 +184,7 @@ impl Change {
         match self {
             Self::Put { id, .. } => ("admin", "put", Some(id)),
             Self::Rollback { id, .. } => ("admin", "rollback", Some(id)),
-            Self::Delete { id } => ("admin", "delete", Some(id)),
+            Self::Delete { id, .. } => ("admin", "delete", Some(id)),
             Self::ClearQuarantine { id, .. } => ("admin", "clear_quarantine", Some(id)),
             Self::Verdict { id, .. } => ("canary", "verdict", Some(id)),
             Self::Quarantine { id, .. } => ("quarantine", "quarantine", Some(id)),

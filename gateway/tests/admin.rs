@@ -481,6 +481,35 @@ async fn replace_conflict_and_rollback() {
         None,
     )
     .await;
+    assert_eq!(
+        r.status, 428,
+        "like a put, a delete names what it deletes: {}",
+        r.text
+    );
+    let current = r.text.clone();
+    let r = admin(
+        &mall,
+        reqwest::Method::DELETE,
+        "/admin/v1/connectors/voltmart",
+        Some(OPERATOR),
+        &[("if-match", "\"voltmart-v1\"")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status, 409,
+        "a revision that is not the active one: {} ({current})",
+        r.text
+    );
+    let r = admin(
+        &mall,
+        reqwest::Method::DELETE,
+        "/admin/v1/connectors/voltmart",
+        Some(OPERATOR),
+        &[("if-match", "*")],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let search = mall.get("/v1/products?q=tv").await;
     assert_eq!(search.status, 200);
@@ -885,18 +914,42 @@ async fn the_cli_checks_and_pushes() {
     let variant = mall.dir.join("variant.txt");
     std::fs::write(&variant, voltmart_variant(&mall, 5)).expect("write");
     let admin_url = format!("http://{}", mall.gateway.admin_addr.expect("admin"));
-    let (code, out) = run(vec![
-        "connector".into(),
-        "push".into(),
-        variant.display().to_string(),
-        "--admin".into(),
-        admin_url,
-        "--token".into(),
-        "env:MG_TOKEN".into(),
-    ]);
+    let push = |more: &[&str]| {
+        let mut args: Vec<String> = [
+            "connector",
+            "push",
+            &variant.display().to_string(),
+            "--admin",
+            &admin_url,
+            "--token",
+            "env:MG_TOKEN",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(more.iter().map(|s| (*s).to_owned()));
+        run(args)
+    };
+    // Replacing an existing connector takes the revision replaced, or --force.
+    let (code, out) = push(&[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("--if-match") && out.contains("--force"),
+        "{out}"
+    );
+    let (code, out) = push(&["--if-match", "\"voltmart-v7\""]);
+    assert_eq!(code, Some(1), "a stale revision conflicts: {out}");
+    let (code, out) = push(&["--if-match", "\"voltmart-v1\""]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("\"version\": 2"), "{out}");
     assert!(!out.contains(VOLTMART), "the token is never printed");
+    // The same document again makes no new version.
+    let (code, out) = push(&["--force"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\"version\": 2") && out.contains("\"unchanged\": true"),
+        "{out}"
+    );
 }
 
 /// Sends searches for `tag` (a real query), each a partner call, until `done` says so (at

@@ -153,7 +153,8 @@ async fn an_unaudited_change_does_not_stay() {
         (reqwest::Method::DELETE, "/admin/v1/connectors/voltmart"),
         (reqwest::Method::POST, "/admin/v1/cache/purge"),
     ] {
-        let (status, body) = admin_send(&mall, method, path, OPERATOR, &[], None).await;
+        let any = [("if-match", "*".to_owned())];
+        let (status, body) = admin_send(&mall, method, path, OPERATOR, &any, None).await;
         assert_eq!(status, 500, "{path}: {body}");
     }
     assert_eq!(serving(&mall, "voltmart"), Some(2));

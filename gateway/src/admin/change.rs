@@ -240,7 +240,7 @@ impl Admin {
 
     /// The served version of `id` with the revision `if_match` names: 428 without one
     /// when `id` exists, 409 when it names another.
-    fn precondition(
+    pub(super) fn precondition(
         &self,
         actor: &Role,
         id: &str,
@@ -250,7 +250,7 @@ impl Admin {
         match (current, if_match) {
             (Some(_), None) => Err(ApiError::PreconditionRequired {
                 detail: format!(
-                    "connector `{id}` exists: send If-Match with the revision you replace (GET gives it as ETag)"
+                    "connector `{id}` exists: send If-Match with the revision you replace or delete (GET gives it as ETag; `*` for whatever is active)"
                 ),
             }),
             (Some(v), Some(given)) if given != revision(id, v) && given != "*" => {
@@ -297,6 +297,26 @@ impl Admin {
             });
         }
         let previous_canary = self.store.canary(id).map_err(|e| self.store_error(&e))?;
+        if canary.is_none()
+            && previous_canary.is_none()
+            && let Some(active) = current
+            && self.stored_active_is(id, active, text)
+        {
+            // The document already serving: no new version, no swap, one audit line.
+            self.note(
+                &Event::new(actor, "connector.put", id)
+                    .version(active)
+                    .detail("unchanged: the active version's document"),
+                "ok",
+            );
+            return Ok(Applied {
+                generation: self.api.registry.load().generation,
+                version: Some(active),
+                before: current,
+                serving: current,
+                unchanged: true,
+            });
+        }
         let floor = current
             .unwrap_or(0)
             .max(previous_canary.map_or(0, |(v, _)| v));
@@ -323,7 +343,14 @@ impl Admin {
             version: added,
             before: current,
             serving: self.served_version(id),
+            unchanged: false,
         })
+    }
+
+    /// Whether `text` is the stored document of `id`'s active version `active`.
+    fn stored_active_is(&self, id: &str, active: u32, text: &str) -> bool {
+        self.store.active(id).ok().flatten() == Some(active)
+            && self.store.document(id, active).is_ok_and(|d| d == text)
     }
 }
 
@@ -338,7 +365,7 @@ impl Apply for Admin {
                 if_match,
             } => self.apply_put(actor, &id, &partner, &text, canary, if_match.as_deref()),
             Change::Rollback { id, to } => self.apply_rollback(actor, &id, to),
-            Change::Delete { id } => self.apply_delete(actor, &id),
+            Change::Delete { id, if_match } => self.apply_delete(actor, &id, if_match.as_deref()),
             Change::Verdict {
                 id,
                 version,

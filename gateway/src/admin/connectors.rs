@@ -15,6 +15,14 @@ use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
 use crate::registry::documents_in;
 
+/// The `If-Match` of a request, trimmed.
+fn if_match(req: &Request) -> Option<String> {
+    req.headers
+        .get(http::header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+}
+
 impl Admin {
     /// The partner a connector id belongs to now (served or stored), if any.
     pub(super) fn owner_of(&self, id: &str) -> Option<String> {
@@ -136,11 +144,7 @@ impl Admin {
             );
             return Err(refused);
         }
-        let if_match = req
-            .headers
-            .get(http::header::IF_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim().to_owned());
+        let if_match = if_match(req);
         let change = Change::Put {
             id: id.to_owned(),
             partner: spec.partner.clone(),
@@ -172,7 +176,8 @@ impl Admin {
             None => Response::json_value(
                 if applied.before.is_some() { 200 } else { 201 },
                 &json!({"id": id, "version": version, "revision": revision(id, version),
-                        "generation": applied.generation, "warnings": warnings}),
+                        "generation": applied.generation, "warnings": warnings,
+                        "unchanged": applied.unchanged}),
             ),
         };
         r.headers.push(("etag", revision(id, version)));
@@ -285,9 +290,13 @@ impl Admin {
         &self,
         role: &Role,
         id: &str,
+        req: &Request,
     ) -> Result<Response, ApiError> {
         self.check_owner(role, id)?;
-        let change = Change::Delete { id: id.to_owned() };
+        let change = Change::Delete {
+            id: id.to_owned(),
+            if_match: if_match(req),
+        };
         let applied = self.changes.submit(role.clone(), change).await?;
         Ok(Response::json_value(
             200,
@@ -357,8 +366,16 @@ impl Admin {
         })
     }
 
-    pub(super) fn apply_delete(&self, actor: &Role, id: &str) -> Result<Applied, ApiError> {
+    pub(super) fn apply_delete(
+        &self,
+        actor: &Role,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Applied, ApiError> {
         self.check_owner(actor, id)?;
+        if self.served_version(id).is_some() {
+            self.precondition(actor, id, if_match)?;
+        }
         let active = self.store.active(id).map_err(|e| self.store_error(&e))?;
         if active.is_none() {
             return Err(ApiError::NotFound {

@@ -65,7 +65,9 @@ impl Admin {
             }
             ("PUT", ["admin", "v1", "connectors", id]) => self.put_connector(&role, id, req).await,
             ("GET", ["admin", "v1", "connectors", id]) => self.get_connector(&role, id),
-            ("DELETE", ["admin", "v1", "connectors", id]) => self.delete_connector(&role, id).await,
+            ("DELETE", ["admin", "v1", "connectors", id]) => {
+                self.delete_connector(&role, id, req).await
+            }
             ("GET", ["admin", "v1", "connectors", id, "versions"]) => self.versions(&role, id),
             ("POST", ["admin", "v1", "connectors", id, "dry-run"]) => {
                 self.dry_run(&role, id, &req.body).await

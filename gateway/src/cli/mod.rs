@@ -5,9 +5,12 @@
 //!   [--query JSON]]` validates offline (every problem as `FILE:LINE:COLUMN: POINTER:
 //!   REASON`) and, with a sample reply, maps it in the sandbox child and prints the
 //!   normalized records.
-//! - `connector push FILE --admin URL --token T [--if-match REV]` registers the document
-//!   through the admin API (the current revision is looked up when not given). `T` may be
-//!   a reference (`env:VAR`, `file:PATH`) so the token stays out of the process list.
+//! - `connector push FILE --admin URL --token T [--if-match REV | --force]` registers the
+//!   document through the admin API. Replacing an existing connector takes the revision
+//!   it replaces (`--if-match`, as the last push or `GET` printed it) or `--force`
+//!   (whatever is active); a document identical to the active one makes no new version.
+//!   `T` may be a reference (`env:VAR`, `file:PATH`) so the token stays out of the
+//!   process list.
 //! - `drill run ...` ([`drill`]): starts a failover drill, follows it, prints the report.
 
 pub mod drill;
@@ -77,9 +80,12 @@ pub struct PushArgs {
     /// The bearer token, or `env:VAR` / `file:PATH` to keep it out of the process list.
     #[arg(long, allow_hyphen_values = true)]
     pub token: String,
-    /// The revision replaced (looked up when not given).
-    #[arg(long, allow_hyphen_values = true)]
+    /// The revision replaced (`"voltmart-v3"`), as the last push or `GET` printed it.
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "force")]
     pub if_match: Option<String>,
+    /// Replace whatever version is active (`If-Match: *`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn capability(text: &str) -> Result<Capability, String> {
@@ -205,21 +211,10 @@ pub async fn push(args: &PushArgs) -> Result<Outcome, GatewayError> {
     let base = args.admin.trim_end_matches('/');
     let url = format!("{base}/admin/v1/connectors/{id}");
     let client = reqwest::Client::new();
-    let if_match = match args.if_match.clone() {
-        Some(r) => Some(r),
-        None => {
-            let current = client
-                .get(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .map_err(|e| fail(format!("cannot reach {base}: {}", e.without_url())))?;
-            current
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        }
+    let if_match = match (&args.if_match, args.force) {
+        (Some(r), _) => Some(r.clone()),
+        (None, true) => Some("*".to_owned()),
+        (None, false) => None,
     };
     let mut put = client.put(&url).bearer_auth(&token).body(text);
     if let Some(r) = &if_match {
@@ -229,11 +224,19 @@ pub async fn push(args: &PushArgs) -> Result<Outcome, GatewayError> {
         .send()
         .await
         .map_err(|e| fail(format!("cannot reach {base}: {}", e.without_url())))?;
-    let ok = reply.status().is_success();
+    let status = reply.status();
     let body = reply.text().await.unwrap_or_default();
-    let pretty = serde_json::from_str::<Value>(&body)
+    let mut output = serde_json::from_str::<Value>(&body)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
         .unwrap_or(body);
-    Ok(Outcome { ok, output: pretty })
+    if status == reqwest::StatusCode::PRECONDITION_REQUIRED {
+        output.push_str(&format!(
+            "\n{file}: connector `{id}` exists: pass --if-match with the revision you replace (GET {url} gives it as ETag), or --force"
+        ));
+    }
+    Ok(Outcome {
+        ok: status.is_success(),
+        output,
+    })
 }
