@@ -377,6 +377,26 @@ impl Registry {
         Ok(r)
     }
 
+    /// A candidate document bound to its partner's live resources (stack, tokens, address
+    /// guard, secrets) without serving it: what a live dry-run calls the partner with.
+    /// Refused like a build: a document that does not load, an address the guard refuses,
+    /// a declaration beyond the partner's grant.
+    pub fn candidate(
+        &self,
+        text: &str,
+        owner: &Owner,
+        version: u32,
+    ) -> Result<Connector, ConnectorError> {
+        let doc = Document {
+            name: "dry-run".into(),
+            text: text.to_owned(),
+            owner: owner.clone(),
+            version: Some(version),
+            canary_percent: None,
+        };
+        Ok(self.build(&doc, &HashMap::new())?.connector)
+    }
+
     /// Replaces the serving set with `documents`, all or nothing: every document is loaded,
     /// compiled and bound first; any failure rejects the whole change (each problem named)
     /// and the active snapshot keeps serving. A document whose text did not change keeps

@@ -525,3 +525,97 @@ async fn a_grant_is_the_operators_and_a_narrowed_one_applies_at_once() {
         "{ids:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_dry_run_asks_the_partner_and_diffs_the_candidate_on_the_same_reply() {
+    let mall = mall(None).await;
+    let active = support::admin::connector_text(&mall, "voltmart.yaml");
+    let candidate = active.replace(
+        "seller: {id: \"voltmart\", name: \"Voltmart\"}",
+        "seller: {id: \"voltmart\", name: \"Voltmart Online\"}",
+    );
+    assert_ne!(
+        candidate, active,
+        "the candidate names its seller differently"
+    );
+    let before = mall.requests(mallgate_partner_sim::Partner::Voltmart, "/v1/products");
+    let dry_run = |body: Value| {
+        let mall = &mall;
+        async move {
+            send(
+                mall,
+                Method::POST,
+                "/admin/v1/connectors/voltmart/dry-run",
+                OPERATOR,
+                Some(body.to_string()),
+            )
+            .await
+        }
+    };
+    let (status, answer) = dry_run(
+        json!({"connector": candidate, "capability": "catalog.search",
+                                          "live": true, "query": {"q": "tv"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let request = &answer["live"]["requests"][0];
+    assert_eq!(request["status"], 200, "{answer}");
+    assert_eq!(request["method"], "GET");
+    let shown = request.to_string();
+    assert!(
+        !shown.contains(GLOBEX_KEY) && !shown.contains("apiKey"),
+        "credentials are never shown: {shown}"
+    );
+    assert!(
+        request["query"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|p| p[0] == "search" && p[1] == "tv")),
+        "{request}"
+    );
+    assert!(
+        mall.requests(mallgate_partner_sim::Partner::Voltmart, "/v1/products") > before,
+        "the partner was asked"
+    );
+    let records = answer["records"].as_array().expect("records").len();
+    assert!(records > 0, "{answer}");
+    let changed = answer["difference"]["changed"].as_array().expect("changed");
+    assert_eq!(
+        changed.len(),
+        records,
+        "every record's seller changed: {}",
+        answer["difference"]
+    );
+    assert!(
+        changed[0]["fields"].to_string().contains("seller"),
+        "{}",
+        changed[0]
+    );
+
+    // The body is checked: unknown fields, live with a sample, live without a query.
+    let (status, problem) = dry_run(json!({"connector": active, "capability": "catalog.search",
+                                           "live": true, "query": {}, "qurey": {"q": "tv"}}))
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field `qurey`"),
+        "{problem}"
+    );
+    let (status, problem) = dry_run(json!({"connector": active, "capability": "catalog.search",
+                                           "live": true, "sample": "{}", "query": {}}))
+    .await;
+    assert_eq!(
+        (status, problem["pointer"].as_str()),
+        (400, Some("/sample")),
+        "{problem}"
+    );
+    let (status, problem) =
+        dry_run(json!({"connector": active, "capability": "catalog.search", "live": true})).await;
+    assert_eq!(
+        (status, problem["pointer"].as_str()),
+        (400, Some("/query")),
+        "{problem}"
+    );
+}

@@ -33,12 +33,12 @@ enum Next {
 }
 
 /// The request of a call, rendered once from the template and the query.
-struct Rendered {
-    first_url: Url,
-    method: HttpMethod,
-    params: Vec<(String, String)>,
-    headers: Vec<(String, String)>,
-    body: Option<(Vec<u8>, &'static str)>,
+pub(super) struct Rendered {
+    pub(super) first_url: Url,
+    pub(super) method: HttpMethod,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Option<(Vec<u8>, &'static str)>,
 }
 
 /// Where a walk is: the page counter, the cursors seen (a partner repeating one ends the
@@ -222,14 +222,24 @@ fn encode_body(
     })
 }
 
+/// The query pairs the first page of a walk adds (its page number or offset, its size).
+pub(super) fn first_page(pagination: Option<&Pagination>) -> Vec<(String, String)> {
+    let (next, walk) = Walk::start(pagination);
+    let mut out: Vec<_> = walk.size_param.into_iter().collect();
+    if let Next::Templated(Some(pair)) = next {
+        out.push(pair);
+    }
+    out
+}
+
 /// What a call needs at hand for each page.
-struct CallContext<'a> {
-    capability: Capability,
-    cap: &'a CapabilitySpec,
-    compiled: &'a CompiledCapability,
-    query: &'a Value,
-    globals: &'a (dyn Fn() -> Arc<Globals> + Sync),
-    deadline: Instant,
+pub(super) struct CallContext<'a> {
+    pub(super) capability: Capability,
+    pub(super) cap: &'a CapabilitySpec,
+    pub(super) compiled: &'a CompiledCapability,
+    pub(super) query: &'a Value,
+    pub(super) globals: &'a (dyn Fn() -> Arc<Globals> + Sync),
+    pub(super) deadline: Instant,
 }
 
 impl Connector {
@@ -294,7 +304,7 @@ impl Connector {
 
     /// The call's request: the path, query and headers templates filled, jq query values
     /// and the body program run.
-    async fn render(
+    pub(super) async fn render(
         &self,
         context: &CallContext<'_>,
         templates: &RequestTemplates,

@@ -11,6 +11,7 @@ pub mod auth;
 mod call;
 mod connector;
 pub mod faults;
+mod fetch;
 pub mod guard;
 pub mod http;
 mod mapper;
@@ -100,6 +101,8 @@ pub struct CallStats {
     /// The endpoint called (redacted).
     pub endpoint: String,
 }
+
+pub use fetch::{Fetched, MAX_FETCHED_BYTES};
 
 /// What a call gives.
 #[derive(Debug, Clone, Default, PartialEq)]
