@@ -71,6 +71,11 @@ enum ConnectorCommand {
     Check(mallgate::cli::CheckArgs),
     /// Registers a connector version through the admin API.
     Push(mallgate::cli::PushArgs),
+    /// Replays recorded partner replies (a cases directory) and checks the records;
+    /// prints a pass/fail table, exit 1 when a case fails.
+    Test(mallgate::cli::cases::TestArgs),
+    /// Asks the partner's live API once and writes a test case of what the connector maps.
+    Record(Box<mallgate::cli::cases::RecordArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +116,12 @@ fn main() -> anyhow::Result<()> {
     sandbox_entry();
     match Cli::parse().command {
         Command::Connector(ConnectorCommand::Check(args)) => finish(mallgate::cli::check(&args)?),
+        Command::Connector(ConnectorCommand::Test(args)) => {
+            finish(runtime()?.block_on(mallgate::cli::cases::test(&args))?)
+        }
+        Command::Connector(ConnectorCommand::Record(args)) => {
+            finish(runtime()?.block_on(mallgate::cli::cases::record(&args))?)
+        }
         Command::Connector(ConnectorCommand::Push(args)) => {
             finish(runtime()?.block_on(mallgate::cli::push(&args))?)
         }

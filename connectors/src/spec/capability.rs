@@ -160,6 +160,18 @@ impl Pagination {
         }
     }
 
+    /// Caps the walk at `n` pages (a connector test replays only the pages it recorded).
+    pub fn set_max_pages(&mut self, n: u32) {
+        match self {
+            Self::Page { max_pages, .. }
+            | Self::Offset { max_pages, .. }
+            | Self::Cursor { max_pages, .. }
+            | Self::LinkHeader { max_pages, .. }
+            | Self::NextUrl { max_pages, .. }
+            | Self::NextToken { max_pages, .. } => *max_pages = n,
+        }
+    }
+
     /// The query parameter the walk sets, which the request template must not set too.
     pub(super) fn query_param(&self) -> Option<&str> {
         match self {

@@ -278,7 +278,7 @@ fn record_key(record: &Value) -> String {
 
 /// A record without its provenance (which names the version and the fetch time, and so
 /// always differs between two versions).
-fn without_provenance(value: &Value) -> Value {
+pub fn without_provenance(value: &Value) -> Value {
     match value {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -292,7 +292,7 @@ fn without_provenance(value: &Value) -> Value {
 }
 
 /// JSON pointers where `a` and `b` differ (at most 8).
-fn diff_pointers(a: &Value, b: &Value, at: String, out: &mut Vec<String>) {
+pub fn diff_pointers(a: &Value, b: &Value, at: String, out: &mut Vec<String>) {
     if out.len() >= 8 || a == b {
         return;
     }

@@ -31,6 +31,7 @@ mod trial;
 
 pub use auth::Role;
 pub use canary::{CanaryJudge, verdict};
+pub use dry_run::{diff_pointers, without_provenance};
 
 use std::path::PathBuf;
 use std::sync::Arc;

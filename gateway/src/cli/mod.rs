@@ -13,6 +13,7 @@
 //!   process list.
 //! - `drill run ...` ([`drill`]): starts a failover drill, follows it, prints the report.
 
+pub mod cases;
 pub mod drill;
 
 use std::path::{Path, PathBuf};
@@ -88,16 +89,16 @@ pub struct PushArgs {
     pub force: bool,
 }
 
-fn capability(text: &str) -> Result<Capability, String> {
+pub(crate) fn capability(text: &str) -> Result<Capability, String> {
     serde_json::from_value(Value::from(text))
         .map_err(|_| format!("`{text}` is not a capability (e.g. catalog.search)"))
 }
 
-fn json_arg(text: &str) -> Result<Value, String> {
+pub(crate) fn json_arg(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
-fn owner(text: &str) -> Result<Owner, String> {
+pub(crate) fn owner(text: &str) -> Result<Owner, String> {
     match text {
         "operator" => Ok(Owner::Operator),
         other => match other.strip_prefix("partner:") {
