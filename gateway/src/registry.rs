@@ -346,6 +346,11 @@ impl Registry {
         self.grants.store(Arc::new(grants));
     }
 
+    /// Every partner's grant.
+    pub fn grants(&self) -> BTreeMap<String, mallgate_connectors::Grant> {
+        self.grants.load().as_ref().clone()
+    }
+
     /// The grant of `partner` (the default one when none was given).
     pub fn grant(&self, partner: &str) -> mallgate_connectors::Grant {
         self.grants.load().get(partner).cloned().unwrap_or_default()

@@ -306,6 +306,16 @@ async fn tokens_rotate_with_a_grace_and_revoke_at_once() {
     assert_eq!(status, 201, "{rotated}");
     let second = rotated["token"].as_str().expect("token").to_owned();
     assert_eq!(rotated["previous"][0]["id"], first_id.as_str());
+    // A token being rotated out cannot mint a successor of its own.
+    let (status, problem) = send(
+        &mall,
+        Method::POST,
+        "/admin/v1/partners/globex/tokens",
+        &first,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
     assert_eq!(
         (whoami(first.clone()).await, whoami(second.clone()).await),
         (200, 200)
@@ -512,6 +522,49 @@ async fn a_grant_is_the_operators_and_a_narrowed_one_applies_at_once() {
     )
     .await;
     assert_eq!((status, problem["pointer"].as_str()), (400, Some("/id")));
+    // A grant's priority floor is set, and cleared with null; a bad partner id is a 400.
+    let floor = json!({"kind": "retailer", "priority": 70}).to_string();
+    let (_, patched) = send(
+        &mall,
+        Method::PATCH,
+        "/admin/v1/partners/globex",
+        OPERATOR,
+        Some(floor),
+    )
+    .await;
+    assert_eq!(patched["priority"], 70, "{patched}");
+    let cleared = json!({"priority": null}).to_string();
+    let (_, patched) = send(
+        &mall,
+        Method::PATCH,
+        "/admin/v1/partners/globex",
+        OPERATOR,
+        Some(cleared),
+    )
+    .await;
+    assert_eq!(patched["priority"], Value::Null, "{patched}");
+    let (status, problem) = send(
+        &mall,
+        Method::PATCH,
+        "/admin/v1/partners/globex",
+        OPERATOR,
+        Some(r#"{"carrier_codes": ["ok", "b/ad"]}"#.into()),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["pointer"].as_str()),
+        (400, Some("/carrier_codes")),
+        "{problem}"
+    );
+    let (status, _) = send(
+        &mall,
+        Method::PUT,
+        "/admin/v1/partners/Not..An..Id/secrets/x",
+        OPERATOR,
+        Some("v".into()),
+    )
+    .await;
+    assert_eq!(status, 400);
     let (status, list) = send(&mall, Method::GET, "/admin/v1/partners", OPERATOR, None).await;
     assert_eq!(status, 200);
     let ids: Vec<&str> = list["partners"]

@@ -193,28 +193,65 @@ impl Tokens {
         }
     }
 
+    /// Whether the request's token is an issued one already being rotated out (it has an
+    /// end): such a token may not mint its own successor.
+    pub(super) fn expiring(&self, req: &Request) -> bool {
+        let Some(token) = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+        else {
+            return false;
+        };
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.issued
+            .load()
+            .get(&hash)
+            .is_some_and(|t| t.expires_at.is_some())
+    }
+
+    /// Replaces the issued tokens of one partner with those of `record` that still work,
+    /// leaving every other partner's as they are.
+    pub(super) fn set_partner(&self, record: &PartnerRecord) {
+        let mut map: HashMap<[u8; 32], Issued> = self
+            .issued
+            .load()
+            .iter()
+            .filter(|(_, t)| t.partner != record.id)
+            .map(|(h, t)| (*h, t.clone()))
+            .collect();
+        map.extend(issued_of(record, jiff::Timestamp::now()));
+        self.issued.store(Arc::new(map));
+    }
+
     /// Replaces the issued tokens with those of `partners` that still work (a revoked one
     /// is gone at once; an expiring one is kept with its end, checked at every request).
     pub(super) fn set_issued(&self, partners: &[PartnerRecord]) {
         let now = jiff::Timestamp::now();
-        let mut map = HashMap::new();
-        for p in partners {
-            for t in p.tokens.iter().filter(|t| t.valid_at(now)) {
-                let Some(hash) = hex32(&t.sha256) else {
-                    continue;
-                };
-                let expires_at = t.expires_at.as_deref().and_then(|e| e.parse().ok());
-                map.insert(
-                    hash,
-                    Issued {
-                        partner: p.id.clone(),
-                        expires_at,
-                    },
-                );
-            }
-        }
+        let map = partners.iter().flat_map(|p| issued_of(p, now)).collect();
         self.issued.store(Arc::new(map));
     }
+}
+
+/// The tokens of `record` that work at `now`, by hash.
+fn issued_of(record: &PartnerRecord, now: jiff::Timestamp) -> Vec<([u8; 32], Issued)> {
+    record
+        .tokens
+        .iter()
+        .filter(|t| t.valid_at(now))
+        .filter_map(|t| {
+            let hash = hex32(&t.sha256)?;
+            let expires_at = t.expires_at.as_deref().and_then(|e| e.parse().ok());
+            Some((
+                hash,
+                Issued {
+                    partner: record.id.clone(),
+                    expires_at,
+                },
+            ))
+        })
+        .collect()
 }
 
 fn hex32(text: &str) -> Option<[u8; 32]> {

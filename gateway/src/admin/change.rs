@@ -243,7 +243,7 @@ impl Admin {
     pub(super) fn precondition(
         &self,
         actor: &Role,
-        id: &str,
+        (action, id): (&'static str, &str),
         if_match: Option<&str>,
     ) -> Result<Option<u32>, ApiError> {
         let current = self.served_version(id);
@@ -255,7 +255,7 @@ impl Admin {
             }),
             (Some(v), Some(given)) if given != revision(id, v) && given != "*" => {
                 self.note(
-                    &Event::new(actor, "connector.put", id).detail(format!("If-Match {given}")),
+                    &Event::new(actor, action, id).detail(format!("If-Match {given}")),
                     "conflict",
                 );
                 Err(ApiError::Conflict {
@@ -283,7 +283,7 @@ impl Admin {
     ) -> Result<Applied, ApiError> {
         // In turn with every other change: another partner may have registered this id.
         self.check_owner(actor, id)?;
-        let current = self.precondition(actor, id, if_match)?;
+        let current = self.precondition(actor, ("connector.put", id), if_match)?;
         if canary.is_some() && current.is_none() {
             return Err(ApiError::Conflict {
                 detail: format!("a canary runs beside an active version; `{id}` has none yet"),
@@ -300,7 +300,7 @@ impl Admin {
         if canary.is_none()
             && previous_canary.is_none()
             && let Some(active) = current
-            && self.stored_active_is(id, active, text)
+            && self.stored_active_is(actor, id, active, text)
         {
             // The document already serving: no new version, no swap, one audit line.
             self.note(
@@ -348,9 +348,11 @@ impl Admin {
     }
 
     /// Whether `text` is the stored document of `id`'s active version `active`.
-    fn stored_active_is(&self, id: &str, active: u32, text: &str) -> bool {
+    /// (by the same owner: an operator re-pushing a partner's document takes it over).
+    fn stored_active_is(&self, actor: &Role, id: &str, active: u32, text: &str) -> bool {
         self.store.active(id).ok().flatten() == Some(active)
             && self.store.document(id, active).is_ok_and(|d| d == text)
+            && self.author_owner(id, active) == actor.owner()
     }
 }
 

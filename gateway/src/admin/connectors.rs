@@ -373,10 +373,10 @@ impl Admin {
         if_match: Option<&str>,
     ) -> Result<Applied, ApiError> {
         self.check_owner(actor, id)?;
-        if self.served_version(id).is_some() {
-            self.precondition(actor, id, if_match)?;
-        }
         let active = self.store.active(id).map_err(|e| self.store_error(&e))?;
+        if active.is_some() {
+            self.precondition(actor, ("connector.delete", id), if_match)?;
+        }
         if active.is_none() {
             return Err(ApiError::NotFound {
                 kind: "connector",

@@ -25,7 +25,7 @@ use super::Admin;
 use super::auth::{Role, hex, new_token};
 use super::change::Event;
 use crate::GatewayError;
-use crate::api::{Response, to_value};
+use crate::api::{Request, Response, to_value};
 use crate::changes::{Change, ReloadSource};
 use crate::problem::ApiError;
 use crate::store::{PartnerRecord, TokenRecord};
@@ -60,10 +60,21 @@ struct PartnerBody {
     display_name: Option<String>,
     #[serde(default)]
     kind: Option<Kinds>,
-    #[serde(default)]
+    /// `null` clears it (the kind's default); absent leaves it.
+    #[serde(default, deserialize_with = "present")]
     priority: Option<Option<u32>>,
     #[serde(default)]
     carrier_codes: Option<Vec<String>>,
+}
+
+/// A field that is present, `null` included (so `Option<Option<T>>` tells `null` from
+/// absent).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// The body of `POST …/tokens`.
@@ -79,12 +90,19 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     let text: &[u8] = if body.is_empty() { b"{}" } else { body };
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let pointer = if path == "." {
-            String::new()
-        } else {
-            format!("/{}", path.replace('.', "/"))
-        };
+        use serde_path_to_error::Segment;
+        // An RFC 6901 pointer, each segment escaped.
+        let pointer: String = e
+            .path()
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Seq { index } => Some(index.to_string()),
+                Segment::Map { key } => Some(key.replace('~', "~0").replace('/', "~1")),
+                Segment::Enum { variant } => Some(variant.clone()),
+                Segment::Unknown => None,
+            })
+            .map(|s| format!("/{s}"))
+            .collect();
         ApiError::BadBody {
             pointer,
             detail: e.into_inner().to_string(),
@@ -92,7 +110,7 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result
     })
 }
 
-fn slug(id: &str) -> bool {
+pub(super) fn slug(id: &str) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -211,7 +229,14 @@ impl Admin {
             .put_partner(record)
             .map_err(|e| self.store_error(&e))?;
         let audited = self.audit(event, "ok");
-        self.load_partners().map_err(|e| self.store_error(&e))?;
+        // Live from the record just written (never a re-read that could fail after the
+        // write: a revocation on disk is a revocation in force).
+        self.tokens.set_partner(record);
+        if !self.api.config().partners.contains_key(&record.id) {
+            let mut grants = self.api.registry.grants();
+            grants.insert(record.id.clone(), record.grant.clone());
+            self.api.registry.set_grants(grants);
+        }
         audited.map_err(|e| ApiError::Internal {
             detail: format!("the change is live, but the audit log could not be written: {e}"),
         })
@@ -233,7 +258,7 @@ impl Admin {
         })
     }
 
-    fn lock_partners(&self) -> std::sync::MutexGuard<'_, ()> {
+    pub(super) fn lock_partners(&self) -> std::sync::MutexGuard<'_, ()> {
         self.partners_lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -380,11 +405,19 @@ impl Admin {
         &self,
         role: &Role,
         id: &str,
-        body: &Bytes,
+        req: &Request,
     ) -> Result<Response, ApiError> {
+        let body = &req.body;
         if !role.may_act_for(id) {
             return Err(ApiError::Forbidden {
                 detail: format!("this token may rotate its own partner's tokens only, not `{id}`"),
+            });
+        }
+        // A token being rotated out does not mint a successor (a leaked old token would
+        // renew itself for good): rotate with the newest token, or ask the operator.
+        if matches!(role, Role::Partner(_)) && self.tokens.expiring(req) {
+            return Err(ApiError::Forbidden {
+                detail: "this token is being rotated out; rotate with the newest token, or ask the operator (who may rotate with grace_s: 0 to end every token at once)".into(),
             });
         }
         let body: RotateBody = parse_body(body)?;

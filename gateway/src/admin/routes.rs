@@ -49,7 +49,7 @@ impl Admin {
                 self.update_partner(&role, id, &req.body).await
             }
             ("POST", ["admin", "v1", "partners", id, "tokens"]) => {
-                self.rotate_token(&role, id, &req.body)
+                self.rotate_token(&role, id, req)
             }
             ("DELETE", ["admin", "v1", "partners", id, "tokens", token]) => {
                 self.revoke_token(&role, id, token)

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use mallgate_connectors::ConnectorSpec;
+use mallgate_connectors::runtime::secrets::{Secret, SecretStore};
 use serde_json::json;
 
 use super::Admin;
@@ -30,6 +31,12 @@ impl Admin {
         partner: &str,
         event: &Event<'_>,
     ) -> Result<(), ApiError> {
+        if !super::partners::slug(partner) {
+            return Err(ApiError::param(
+                "partner",
+                "lower-case letters, digits and dashes, at most 63",
+            ));
+        }
         if role.may_act_for(partner) {
             return Ok(());
         }
@@ -39,6 +46,25 @@ impl Admin {
                 "this token may manage secrets of its own partner only, not `{partner}`"
             ),
         })
+    }
+
+    /// A secret the config file provides is the operator's: the API neither replaces nor
+    /// deletes it (it would come back at the next restart).
+    fn configured(&self, partner: &str, name: &str) -> Result<(), ApiError> {
+        let set = self
+            .api
+            .config()
+            .partner_secrets
+            .get(partner)
+            .is_some_and(|names| names.contains_key(name));
+        if set {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "secret `{name}` of `{partner}` is set in the gateway's config (partner_secrets.{partner}.{name}); the operator changes it there"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(super) fn put_secret(
@@ -66,6 +92,9 @@ impl Admin {
                     "the body is the secret's value: 1 to {MAX_SECRET_BYTES} bytes of UTF-8"
                 ),
             })?;
+        self.configured(partner, name)?;
+        let _guard = self.lock_partners();
+        let previous = self.secrets.get(partner, name);
         // Sealed and stored first: a value that serves is one a restart finds again.
         if let Some(vault) = &self.vault {
             let sealed = vault
@@ -77,10 +106,15 @@ impl Admin {
                 .put_sealed(partner, name, &sealed)
                 .map_err(|e| self.store_error(&e))?;
         }
-        // Audited before it serves: setting the value in memory cannot fail.
-        self.audit(&event, "ok").map_err(|e| ApiError::Internal {
-            detail: format!("the audit log could not be written ({e}); the secret was not stored"),
-        })?;
+        // Audited before it serves; an unaudited value does not stay on disk either.
+        if let Err(e) = self.audit(&event, "ok") {
+            self.restore_sealed(partner, name, previous.as_ref());
+            return Err(ApiError::Internal {
+                detail: format!(
+                    "the audit log could not be written ({e}); the secret was not stored"
+                ),
+            });
+        }
         self.secrets.set(partner, name, value.to_owned());
         let mut answer = json!({"partner": partner, "name": name, "stored": true,
                                 "persisted": self.vault.is_some()});
@@ -104,6 +138,8 @@ impl Admin {
                 "letters, digits, - and _ (at most 64)",
             ));
         }
+        self.configured(partner, name)?;
+        let _guard = self.lock_partners();
         let stored = self
             .store
             .remove_sealed(partner, name)
@@ -134,6 +170,29 @@ impl Admin {
                     "persisted": self.vault.is_some(),
                     "missing": self.missing_secrets_of(partner)}),
         ))
+    }
+
+    /// Puts the sealed file of a secret back as it was before a write that did not stay:
+    /// the previous value sealed again, or no file. A failure here is counted in the store
+    /// health (the value on disk may then differ from the one serving until it is set again).
+    fn restore_sealed(&self, partner: &str, name: &str, previous: Option<&Secret>) {
+        let Some(vault) = &self.vault else {
+            return;
+        };
+        let restored = match previous {
+            Some(old) => vault
+                .seal(
+                    partner,
+                    name,
+                    old.expose(),
+                    jiff::Timestamp::now().to_string(),
+                )
+                .and_then(|sealed| self.store.put_sealed(partner, name, &sealed)),
+            None => self.store.remove_sealed(partner, name).map(|_| ()),
+        };
+        if let Err(e) = restored {
+            self.health.store_failed(&e);
+        }
     }
 
     /// The serving connectors of `partner` that name its secret `name`.

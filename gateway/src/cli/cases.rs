@@ -470,8 +470,15 @@ pub async fn record(args: &RecordArgs) -> Result<Outcome, GatewayError> {
         .filter(|(k, _)| k == "content-type")
         .cloned()
         .collect();
-    let body = String::from_utf8(fetched.body.clone())
+    let mut body = String::from_utf8(fetched.body.clone())
         .map_err(|_| fail("the reply is not UTF-8 text; a case holds text replies only"))?;
+    // A case goes into a repository: a secret the partner echoes (a key in a next-page
+    // link, say) is replaced by the placeholder the replay resolves it to.
+    for (name, value) in &args.secrets {
+        if !value.is_empty() {
+            body = body.replace(value.as_str(), &format!("case-secret-{name}"));
+        }
+    }
     let mut case = Case {
         name: Some(
             args.name
