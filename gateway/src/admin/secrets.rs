@@ -48,8 +48,9 @@ impl Admin {
         })
     }
 
-    /// A secret the config file provides is the operator's: the API neither replaces nor
-    /// deletes it (it would come back at the next restart).
+    /// A secret the config file provides cannot be deleted through the API (it would come
+    /// back at the next restart); one set through the API over it wins, sealed, across
+    /// restarts (the sealed values are opened after the config's).
     fn configured(&self, partner: &str, name: &str) -> Result<(), ApiError> {
         let set = self
             .api
@@ -92,7 +93,6 @@ impl Admin {
                     "the body is the secret's value: 1 to {MAX_SECRET_BYTES} bytes of UTF-8"
                 ),
             })?;
-        self.configured(partner, name)?;
         let _guard = self.lock_partners();
         let previous = self.secrets.get(partner, name);
         // Sealed and stored first: a value that serves is one a restart finds again.
