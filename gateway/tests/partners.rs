@@ -522,6 +522,28 @@ async fn a_grant_is_the_operators_and_a_narrowed_one_applies_at_once() {
     )
     .await;
     assert_eq!((status, problem["pointer"].as_str()), (400, Some("/id")));
+    // Tokens in their grace are bounded: rotating in a loop stops at five working.
+    let mut newest = token.clone();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = send(
+            &mall,
+            Method::POST,
+            "/admin/v1/partners/globex/tokens",
+            &newest,
+            None,
+        )
+        .await;
+        statuses.push(status);
+        if let Some(t) = body["token"].as_str() {
+            newest = t.to_owned();
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 201, 409, 409],
+        "at most five tokens working at once"
+    );
     // A grant's priority floor is set, and cleared with null; a bad partner id is a 400.
     let floor = json!({"kind": "retailer", "priority": 70}).to_string();
     let (_, patched) = send(

@@ -243,6 +243,23 @@ pub(super) struct CallContext<'a> {
 }
 
 impl Connector {
+    /// What a call of `capability` needs: its spec, its compiled programs, its templates.
+    pub(super) fn parts(
+        &self,
+        capability: Capability,
+    ) -> Result<(&CapabilitySpec, &CompiledCapability, &RequestTemplates), ConnectorError> {
+        match (
+            self.spec.capabilities.get(&capability),
+            self.programs.capabilities.get(&capability),
+            self.templates.get(&capability),
+        ) {
+            (Some(cap), Some(compiled), Some(templates)) => Ok((cap, compiled, templates)),
+            _ => Err(ConnectorError::Unsupported {
+                capability: capability.name().to_owned(),
+            }),
+        }
+    }
+
     /// Calls the partner for `capability` with the normalized `query` and maps every page,
     /// before `deadline`. `request_id` fills `{request_id}` (correlation headers).
     pub async fn call(
@@ -252,15 +269,7 @@ impl Connector {
         request_id: &str,
         deadline: Instant,
     ) -> Result<CallOutput, ConnectorError> {
-        let (Some(cap), Some(compiled), Some(templates)) = (
-            self.spec.capabilities.get(&capability),
-            self.programs.capabilities.get(&capability),
-            self.templates.get(&capability),
-        ) else {
-            return Err(ConnectorError::Unsupported {
-                capability: capability.name().to_owned(),
-            });
-        };
+        let (cap, compiled, templates) = self.parts(capability)?;
         // Built once, and only when a program runs (a pass-through reads no globals).
         let globals_cell = OnceLock::new();
         let globals = || Arc::clone(globals_cell.get_or_init(|| self.globals(query)));

@@ -55,15 +55,7 @@ impl Connector {
         request_id: &str,
         deadline: Instant,
     ) -> Result<Fetched, ConnectorError> {
-        let (Some(cap), Some(compiled), Some(templates)) = (
-            self.spec.capabilities.get(&capability),
-            self.programs.capabilities.get(&capability),
-            self.templates.get(&capability),
-        ) else {
-            return Err(ConnectorError::Unsupported {
-                capability: capability.name().to_owned(),
-            });
-        };
+        let (cap, compiled, templates) = self.parts(capability)?;
         // Every capability but a quote only reads; a quote may book or reserve.
         if capability == Capability::RatesQuote && !cap.is_idempotent() {
             return Err(ConnectorError::Request {

@@ -33,6 +33,9 @@ use crate::store::{PartnerRecord, TokenRecord};
 /// Tokens kept per partner (the newest; older expired or revoked ones are dropped).
 const KEPT_TOKENS: usize = 20;
 
+/// Tokens of one partner that may work at once (the newest and those in their grace).
+const WORKING_TOKENS: usize = 5;
+
 /// One kind or several.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -432,6 +435,15 @@ impl Admin {
         let _guard = self.lock_partners();
         let mut record = self.existing(id)?;
         let now = jiff::Timestamp::now();
+        // Bounded: a partner rotating in a loop cannot pile up tokens in their grace.
+        let working = record.tokens.iter().filter(|t| t.valid_at(now)).count();
+        if grace > 0 && working >= WORKING_TOKENS {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "partner `{id}` has {working} tokens working (the newest and those in their grace; at most {WORKING_TOKENS}); rotate with grace_s: 0, or wait for a grace to end"
+                ),
+            });
+        }
         let ends = now
             .checked_add(jiff::SignedDuration::from_secs(
                 i64::try_from(grace).unwrap_or(i64::MAX),

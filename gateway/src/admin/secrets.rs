@@ -21,6 +21,9 @@ use crate::vault::Unopened;
 /// The longest secret value accepted.
 const MAX_SECRET_BYTES: usize = 8192;
 
+/// The most secrets one partner may hold.
+const MAX_SECRETS: usize = 64;
+
 /// What the answer says when there is no master key to seal with.
 const NOT_PERSISTED: &str = "kept in memory only: the gateway has no secrets.master_key, so this secret is lost at the next restart";
 
@@ -95,6 +98,14 @@ impl Admin {
             })?;
         let _guard = self.lock_partners();
         let previous = self.secrets.get(partner, name);
+        let held = self.secrets.names(partner).len();
+        if previous.is_none() && held >= MAX_SECRETS {
+            return Err(ApiError::Conflict {
+                detail: format!(
+                    "partner `{partner}` holds {held} secrets, the most allowed ({MAX_SECRETS}); delete one first"
+                ),
+            });
+        }
         // Sealed and stored first: a value that serves is one a restart finds again.
         if let Some(vault) = &self.vault {
             let sealed = vault
