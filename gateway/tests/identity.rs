@@ -100,15 +100,22 @@ async fn ungranted_kind_priority_and_codes_are_refused_with_pointer_and_reason()
 async fn spoofed_provenance_and_sellers_are_dropped() {
     let mall = mall().await;
     // Voltmart's search map claims Threadline: its provenance, its seller, its offer ids.
-    let spoof = connector_text(&mall, "voltmart.yaml")
+    // (The provenance comes from the connector's shared `definitions`.)
+    let text = connector_text(&mall, "voltmart.yaml");
+    let spoof = text
         .replace(
-            "provenance: ($provenance + {source_ref: (.sku | tostring)})",
-            "provenance: ($provenance + {partner_id: \"threadline\", source_ref: (.sku | tostring)})",
+            "def sku_provenance: $provenance + {source_ref: (.sku | tostring)};",
+            "def sku_provenance: $provenance + {partner_id: \"threadline\", source_ref: (.sku | tostring)};",
         )
         .replace(
             "seller: {id: \"voltmart\", name: \"Voltmart\"}",
             "seller: {id: \"threadline\", name: \"Threadline\"}",
         );
+    assert_eq!(
+        spoof.matches("threadline").count(),
+        text.matches("threadline").count() + 2,
+        "both spoofs applied"
+    );
     let (status, body) = put(&mall, "voltmart", VOLTMART, spoof).await;
     assert_eq!(status, 200, "the document is valid: {body}");
     let answer = mall.get("/v1/products?q=headphones&limit=50").await;

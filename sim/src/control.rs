@@ -37,6 +37,10 @@ pub fn router(fleet: Arc<Fleet>) -> Router {
         )
         .route("/__sim/partners/{partner}/auth", get(auth).put(set_auth))
         .route("/__sim/partners/{partner}/auth/revoke", post(revoke))
+        .route(
+            "/__sim/partners/{partner}/signature",
+            get(signature).put(set_signature).delete(clear_signature),
+        )
         .route("/__sim/clock", get(clock).put(set_clock))
         .with_state(fleet)
 }
@@ -200,4 +204,34 @@ async fn set_clock(
         clock.advance(s);
     }
     Json(json!({"now_s": clock.now_s()}))
+}
+
+fn signature_view(fleet: &Fleet, p: Partner) -> Response {
+    // The check holds the partner's keys: only its kind is shown.
+    let kind = fleet.sim.signatures.get(p).map(|c| match c {
+        crate::signing::SignatureCheck::Hmac { .. } => "hmac",
+        crate::signing::SignatureCheck::AwsSigv4 { .. } => "aws_sigv4",
+    });
+    Json(json!({"required": kind})).into_response()
+}
+
+async fn signature(State(fleet): State<Arc<Fleet>>, Path(id): Path<String>) -> Answer {
+    Ok(signature_view(&fleet, partner(&id)?))
+}
+
+/// Makes every request to the partner need this signature.
+async fn set_signature(
+    State(fleet): State<Arc<Fleet>>,
+    Path(id): Path<String>,
+    Json(check): Json<crate::signing::SignatureCheck>,
+) -> Answer {
+    let p = partner(&id)?;
+    fleet.sim.signatures.set(p, Some(check));
+    Ok(signature_view(&fleet, p))
+}
+
+async fn clear_signature(State(fleet): State<Arc<Fleet>>, Path(id): Path<String>) -> Answer {
+    let p = partner(&id)?;
+    fleet.sim.signatures.set(p, None);
+    Ok(signature_view(&fleet, p))
 }

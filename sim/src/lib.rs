@@ -18,6 +18,7 @@ pub mod pki;
 pub mod rng;
 pub mod server;
 pub mod shipping;
+pub mod signing;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -87,6 +88,7 @@ impl Fleet {
             world: World::generate(config.seed),
             clock: Clock::default(),
             tokens: Tokens::default(),
+            signatures: signing::Signatures::default(),
         });
         let mut replicas = BTreeMap::new();
         let at = |offset: u32| -> Result<SocketAddr, SimError> {

@@ -67,6 +67,8 @@ pub struct Sim {
     pub clock: Clock,
     /// OAuth2 access tokens issued by the partners that use them (valid on every replica).
     pub tokens: Tokens,
+    /// The request signatures partners require (none until set).
+    pub signatures: crate::signing::Signatures,
 }
 
 /// What a presented access token is.
@@ -262,11 +264,52 @@ async fn faults_and_counters(State(state): State<AppState>, req: Request, next: 
             .cloned()
             .map(|v| (axum::http::HeaderName::from_static(name), v))
     });
+    let req = match check_signature(&state, req).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     let mut response = decide_and_answer(&state, req, next).await;
     if let Some((name, value)) = echo {
         response.headers_mut().insert(name, value);
     }
     response
+}
+
+/// Largest body a signature check reads (the dialects' own bodies are far smaller).
+const SIGNED_BODY_LIMIT: usize = 1 << 20;
+
+/// When the partner requires signed requests: the request back if its signature holds,
+/// else the `401` it gets (counted either way).
+async fn check_signature(state: &AppState, req: Request) -> Result<Request, Response> {
+    use axum::response::IntoResponse;
+    let Some(check) = state.sim.signatures.get(state.replica.partner) else {
+        return Ok(req);
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, SIGNED_BODY_LIMIT).await else {
+        state.replica.count("signature:invalid".into());
+        return Err(axum::http::StatusCode::PAYLOAD_TOO_LARGE.into_response());
+    };
+    let received = crate::signing::Received {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &bytes,
+    };
+    match crate::signing::verify(&check, &received, state.sim.clock.now_s()) {
+        Ok(()) => {
+            state.replica.count("signature:valid".into());
+            Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        }
+        Err(reason) => {
+            state.replica.count("signature:invalid".into());
+            Err((
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({"error": "invalid_signature", "reason": reason})),
+            )
+                .into_response())
+        }
+    }
 }
 
 /// The header each partner echoes (lower case, as HTTP/1 header names compare).

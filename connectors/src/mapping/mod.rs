@@ -335,7 +335,35 @@ fn allowed_std_defs() -> Vec<Def<&'static str>> {
     }
 }
 
-fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorError> {
+/// A program's source: the connector's shared `definitions` (if any) followed by the
+/// program itself, compiled as one text. Errors are located in the part they are in.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    /// The whole text compiled.
+    code: &'a str,
+    /// How many leading bytes of `code` are the shared definitions (with their newline).
+    defs_len: usize,
+}
+
+impl Source<'_> {
+    /// "line L, column C" in the program, or "definitions line L, column C".
+    fn locate(&self, offset: usize) -> String {
+        if offset < self.defs_len {
+            let (l, c) = line_column(&self.code[..self.defs_len], offset);
+            format!("definitions line {l}, column {c}")
+        } else {
+            let (l, c) = line_column(&self.code[self.defs_len..], offset - self.defs_len);
+            format!("line {l}, column {c}")
+        }
+    }
+
+    fn locate_part(&self, part: &str) -> String {
+        self.locate(jaq_core::load::span(self.code, part).start)
+    }
+}
+
+fn compile_on_this_thread(source: Source<'_>) -> Result<jaq_core::Filter<D>, ConnectorError> {
+    let code = source.code;
     // Recursion check on the program's own syntax tree.
     let term = jaq_core::load::parse(code, |p| p.term());
     if let Some(term) = &term {
@@ -366,14 +394,12 @@ fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorEr
                     }
                     jaq_core::load::Error::Lex(items) => {
                         reasons.extend(items.into_iter().map(|(expect, at)| {
-                            let (l, c) = line_column(code, jaq_core::load::span(code, at).start);
-                            format!("line {l}, column {c}: expected {}", expect.as_str())
+                            format!("{}: expected {}", source.locate_part(at), expect.as_str())
                         }));
                     }
                     jaq_core::load::Error::Parse(items) => {
                         reasons.extend(items.into_iter().map(|(expect, at)| {
-                            let (l, c) = line_column(code, jaq_core::load::span(code, at).start);
-                            format!("line {l}, column {c}: expected {}", expect.as_str())
+                            format!("{}: expected {}", source.locate_part(at), expect.as_str())
                         }));
                     }
                 }
@@ -404,8 +430,11 @@ fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorEr
                 .into_iter()
                 .flat_map(|(_, items)| items)
                 .map(|(name, undefined)| {
-                    let (l, c) = line_column(code, jaq_core::load::span(code, name).start);
-                    format!("line {l}, column {c}: undefined {} `{name}`", undefined.as_str())
+                    format!(
+                        "{}: undefined {} `{name}`",
+                        source.locate_part(name),
+                        undefined.as_str()
+                    )
                 })
                 .collect();
             invalid(format!(
@@ -415,28 +444,77 @@ fn compile_on_this_thread(code: &str) -> Result<jaq_core::Filter<D>, ConnectorEr
         })
 }
 
+fn within_limits(what: &str, code: &str) -> Result<(), ConnectorError> {
+    if code.len() > MAX_PROGRAM_BYTES {
+        return Err(invalid(format!(
+            "{what} is {} bytes; the limit is {MAX_PROGRAM_BYTES}",
+            code.len()
+        )));
+    }
+    if nesting(code) > MAX_NESTING {
+        return Err(invalid(format!(
+            "{what} nests deeper than {MAX_NESTING} brackets"
+        )));
+    }
+    Ok(())
+}
+
 impl Program {
     /// Compiles a partner program under the sandbox's rules.
     pub fn compile(code: &str) -> Result<Self, ConnectorError> {
-        if code.len() > MAX_PROGRAM_BYTES {
-            return Err(invalid(format!(
-                "program is {} bytes; the limit is {MAX_PROGRAM_BYTES}",
-                code.len()
-            )));
+        Self::compile_with(None, code)
+    }
+
+    /// Compiles a partner program that may call the connector's shared `definitions`
+    /// (`def name: body;` items, checked by [`Program::check_definitions`]). The
+    /// definitions are bounded like a program, and so is the program; together they nest
+    /// no deeper than one program may.
+    pub fn compile_with(definitions: Option<&str>, code: &str) -> Result<Self, ConnectorError> {
+        within_limits("program", code)?;
+        let joined;
+        let source = match definitions {
+            None => Source { code, defs_len: 0 },
+            Some(defs) => {
+                within_limits("definitions", defs)?;
+                joined = format!("{defs}\n{code}");
+                within_limits("program with its definitions", &joined)?;
+                Source {
+                    code: &joined,
+                    defs_len: defs.len() + 1,
+                }
+            }
+        };
+        Self::compile_source(source)
+    }
+
+    /// Checks a connector's shared `definitions` on their own: only `def` items, every one
+    /// compiling under the sandbox's rules, none recursive.
+    pub fn check_definitions(definitions: &str) -> Result<(), ConnectorError> {
+        let only_defs = jaq_core::load::parse(definitions, |p| p.defs()).is_some();
+        match Self::compile_with(Some(definitions), ".") {
+            // A fault located in the definitions says more than the general rule.
+            Err(ConnectorError::InvalidProgram { reason })
+                if only_defs || reason.contains("definitions line") =>
+            {
+                Err(invalid(reason))
+            }
+            Err(e) if only_defs => Err(e),
+            _ if !only_defs => Err(invalid(
+                "definitions must be only `def name: body;` items, with no expression after them",
+            )),
+            _ => Ok(()),
         }
-        if nesting(code) > MAX_NESTING {
-            return Err(invalid(format!(
-                "program nests deeper than {MAX_NESTING} brackets"
-            )));
-        }
+    }
+
+    fn compile_source(source: Source<'_>) -> Result<Self, ConnectorError> {
         if ON_BIG_STACK.with(std::cell::Cell::get) {
-            return compile_on_this_thread(code).map(|filter| Self { filter });
+            return compile_on_this_thread(source).map(|filter| Self { filter });
         }
         let filter = std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("mallgate-jq-compile".into())
                 .stack_size(STACK_BYTES)
-                .spawn_scoped(scope, || compile_on_this_thread(code))
+                .spawn_scoped(scope, || compile_on_this_thread(source))
                 .map_err(|e| invalid(format!("cannot start the compiler thread: {e}")))?
                 .join()
                 .map_err(|_| invalid("the jq compiler failed on this program"))?

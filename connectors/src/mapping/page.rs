@@ -190,8 +190,12 @@ fn jq_numbers(value: &mut Value) -> Option<()> {
 }
 
 /// Which program of a capability a compile error is about, as a pointer suffix.
-fn compile_at(field: &'static str, code: &str) -> Result<Program, (&'static str, String)> {
-    Program::compile(code).map_err(|e| (field, program_reason(e)))
+fn compile_at(
+    field: &'static str,
+    definitions: Option<&str>,
+    code: &str,
+) -> Result<Program, (&'static str, String)> {
+    Program::compile_with(definitions, code).map_err(|e| (field, program_reason(e)))
 }
 
 impl CapabilityMapping {
@@ -201,10 +205,20 @@ impl CapabilityMapping {
         capability: Capability,
         spec: &CapabilitySpec,
     ) -> Result<Self, Vec<(&'static str, String)>> {
+        Self::compile_with(capability, spec, None)
+    }
+
+    /// [`compile`](Self::compile), every program able to call the connector's shared
+    /// `definitions`.
+    pub fn compile_with(
+        capability: Capability,
+        spec: &CapabilitySpec,
+        definitions: Option<&str>,
+    ) -> Result<Self, Vec<(&'static str, String)>> {
         let mut problems = Vec::new();
         let mut compile = |field: &'static str, code: Option<&str>| match code {
             None => None,
-            Some(code) => compile_at(field, code)
+            Some(code) => compile_at(field, definitions, code)
                 .map_err(|problem| problems.push(problem))
                 .ok(),
         };
@@ -478,6 +492,13 @@ pub struct CompiledCapability {
 impl ConnectorPrograms {
     /// Compiles every program of `spec`; on failure, every problem as (JSON pointer, reason).
     pub fn compile(spec: &ConnectorSpec) -> Result<Self, Vec<(String, String)>> {
+        let definitions = spec.definitions.as_deref();
+        if let Some(defs) = definitions
+            && let Err(e) = Program::check_definitions(defs)
+        {
+            // Every program would repeat this fault: name it once, where it is.
+            return Err(vec![("/definitions".to_owned(), program_reason(e))]);
+        }
         let mut problems = Vec::new();
         let mut capabilities = BTreeMap::new();
         for (capability, cap) in &spec.capabilities {
@@ -488,7 +509,7 @@ impl ConnectorPrograms {
             let mut query = BTreeMap::new();
             for (name, value) in &cap.request.query {
                 if let QueryValue::Jq(jq) = value {
-                    match Program::compile(&jq.jq) {
+                    match Program::compile_with(definitions, &jq.jq) {
                         Ok(p) => {
                             query.insert(name.clone(), p);
                         }
@@ -502,7 +523,12 @@ impl ConnectorPrograms {
                     }
                 }
             }
-            let body = match cap.request.body.as_ref().map(|b| Program::compile(&b.jq)) {
+            let body = match cap
+                .request
+                .body
+                .as_ref()
+                .map(|b| Program::compile_with(definitions, &b.jq))
+            {
                 None => None,
                 Some(Ok(p)) => Some(p),
                 Some(Err(e)) => {
@@ -510,7 +536,7 @@ impl ConnectorPrograms {
                     None
                 }
             };
-            match CapabilityMapping::compile(*capability, cap) {
+            match CapabilityMapping::compile_with(*capability, cap, definitions) {
                 Ok(mapping) => {
                     capabilities.insert(
                         *capability,

@@ -279,3 +279,73 @@ fn string_repetition_is_bounded_by_the_dry_run_not_here() {
     // candidates run in the dry-run child first (tests/sandbox.rs kills such a child).
     assert_eq!(run(r#""ab" * 3"#, json!(null)), Ok(vec![json!("ababab")]));
 }
+
+#[test]
+fn shared_definitions_are_callable_and_faults_are_located_in_their_part() {
+    let defs = "def sku_id: \"voltmart:\\(.sku)\";\ndef ref: $provenance + {source_ref: (.sku | tostring)};";
+    Program::check_definitions(defs).expect("definitions check");
+    let program =
+        Program::compile_with(Some(defs), "{id: sku_id, r: ref.source_ref}").expect("compiles");
+    let (outputs, _) = program
+        .run(to_val(&json!({"sku": 7})), globals(), &budget())
+        .expect("runs");
+    let mut cap = 1 << 20;
+    assert_eq!(
+        to_json(&outputs[0], &mut cap).expect("json"),
+        json!({"id": "voltmart:7", "r": "7"})
+    );
+    // A program without the definitions does not see them.
+    assert!(refused("sku_id").contains("undefined filter `sku_id`"));
+
+    // A fault in the definitions names the definitions' own line and column.
+    let err = Program::check_definitions("def a: 1;\ndef b: nope;")
+        .expect_err("undefined")
+        .to_string();
+    assert!(
+        err.contains("definitions line 2, column 8: undefined filter `nope`"),
+        "{err}"
+    );
+    // A fault in the program is located in the program, not shifted by the definitions.
+    let err = Program::compile_with(Some("def a: 1;\ndef b: 2;"), "a |\n nope")
+        .expect_err("undefined")
+        .to_string();
+    assert!(
+        err.contains("line 2, column 2: undefined filter `nope`"),
+        "{err}"
+    );
+    assert!(!err.contains("definitions line"), "{err}");
+}
+
+#[test]
+fn shared_definitions_are_only_bounded_non_recursive_defs() {
+    let only = Program::check_definitions("def a: 1; a").expect_err("expression");
+    assert!(
+        only.to_string().contains("only `def name: body;` items"),
+        "{only}"
+    );
+    let rec = Program::check_definitions("def a: b; def b: a;").expect_err("recursive");
+    assert!(rec.to_string().contains("recursive definition"), "{rec}");
+    // Recursion through a program and the definitions together is refused too.
+    let err = Program::compile_with(Some("def a: 1;"), "def a: a; a").expect_err("recursive");
+    assert!(
+        err.to_string().contains("recursive definition `a`"),
+        "{err}"
+    );
+    let big = format!("def a: \"{}\";", "x".repeat(MAX_PROGRAM_BYTES));
+    let err = Program::check_definitions(&big).expect_err("too big");
+    assert!(err.to_string().contains("definitions is"), "{err}");
+    let deep = format!("def a: {}1{};", "(".repeat(40), ")".repeat(40));
+    Program::check_definitions(&deep).expect("40 deep is fine alone");
+    let err = Program::compile_with(
+        Some(&format!("def a: {}1{};", "(".repeat(40), "")),
+        &format!("{}.{}", "(".repeat(30), ")".repeat(30)),
+    )
+    .expect_err("unbalanced definitions cannot lend the program their depth");
+    assert!(err.to_string().contains("nests deeper"), "{err}");
+    // Imports are no more allowed in definitions than in programs.
+    let err = Program::check_definitions("include \"evil\"; def a: 1;").expect_err("include");
+    assert!(
+        err.to_string().contains("definitions") || err.to_string().contains("import"),
+        "{err}"
+    );
+}

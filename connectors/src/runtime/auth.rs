@@ -15,6 +15,7 @@ use url::Url;
 
 use super::guard::{AddressGuard, redact};
 use super::secrets::{Secret, SecretStore, resolve};
+use super::signing::{AwsCredentials, Signer};
 use super::stack::{Attempt, EndpointStack, Exchange, Prepared, Trace};
 use crate::error::ConnectorError;
 use crate::spec::{Auth, ClientAuth, KeyLocation, Owner};
@@ -61,9 +62,22 @@ impl Credentials<'_> {
 #[derive(Debug, Clone)]
 pub enum Applied {
     None,
-    Header { name: String, value: Secret },
-    Query { name: String, value: Secret },
-    Basic { username: Secret, password: Secret },
+    Header {
+        name: String,
+        value: Secret,
+    },
+    Query {
+        name: String,
+        value: Secret,
+    },
+    Basic {
+        username: Secret,
+        password: Secret,
+    },
+    /// Signed per attempt, over the request as sent ([`Prepared::build`] signs it).
+    ///
+    /// [`Prepared::build`]: super::stack::Prepared::build
+    Signed(Arc<Signer>),
 }
 
 impl Applied {
@@ -75,6 +89,8 @@ impl Applied {
             Self::Basic { username, password } => {
                 request.basic_auth(username.expose(), Some(password.expose()))
             }
+            // Needs the final URL and body: signed where the request is built.
+            Self::Signed(_) => request,
         }
     }
 
@@ -137,6 +153,39 @@ pub fn static_auth(creds: &Credentials<'_>) -> Result<Option<Applied>, Connector
             name: header.clone(),
             value: with_scheme(scheme, &creds.resolve(&token.0)?),
         },
+        Auth::Hmac {
+            key_id,
+            secret,
+            algorithm,
+            encoding,
+            signature_header,
+            timestamp_header,
+            key_id_header,
+        } => Applied::Signed(Arc::new(Signer::Hmac {
+            key_id: key_id.as_deref().map(|id| creds.resolve(id)).transpose()?,
+            secret: creds.resolve(&secret.0)?,
+            algorithm: *algorithm,
+            encoding: *encoding,
+            signature_header: signature_header.clone(),
+            timestamp_header: timestamp_header.clone(),
+            key_id_header: key_id_header.clone(),
+        })),
+        Auth::AwsSigv4 {
+            access_key_id,
+            secret_access_key,
+            session_token,
+            region,
+            service,
+        } => Applied::Signed(Arc::new(Signer::Aws(AwsCredentials {
+            access_key_id: creds.resolve(access_key_id)?,
+            secret_access_key: creds.resolve(&secret_access_key.0)?,
+            session_token: session_token
+                .as_ref()
+                .map(|t| creds.resolve(&t.0))
+                .transpose()?,
+            region: region.clone(),
+            service: service.clone(),
+        }))),
         Auth::Oauth2ClientCredentials { .. } => return Ok(None),
     }))
 }

@@ -19,6 +19,7 @@ pub mod resilience;
 mod resources;
 pub mod samples;
 pub mod secrets;
+pub mod signing;
 pub mod stack;
 pub mod telemetry;
 pub mod tls;

@@ -190,6 +190,10 @@ pub struct ConnectorSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codes: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// jq `def`s every program of this connector may call (a map shared by
+    /// `catalog.search` and `catalog.get`, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definitions: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     #[serde(default)]

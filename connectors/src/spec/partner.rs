@@ -95,6 +95,38 @@ fn default_refresh_before_s() -> u32 {
     30
 }
 
+fn default_signature_header() -> String {
+    "X-Signature".to_owned()
+}
+
+fn default_timestamp_header() -> String {
+    "X-Timestamp".to_owned()
+}
+
+fn default_key_id_header() -> String {
+    "X-Key-Id".to_owned()
+}
+
+/// The hash of a request-signing HMAC (and of the body hash it signs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HmacAlgorithm {
+    #[default]
+    Sha256,
+    Sha512,
+}
+
+/// How a signature is written into its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureEncoding {
+    /// Lower-case hexadecimal.
+    #[default]
+    Hex,
+    /// Standard base64 with padding.
+    Base64,
+}
+
 /// How the gateway authenticates to the partner.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -135,6 +167,36 @@ pub enum Auth {
         #[serde(default = "default_refresh_before_s")]
         refresh_before_s: u32,
     },
+    /// Every request signed with an HMAC over its canonical form (method, path, sorted
+    /// query, body hash, timestamp; see `runtime::signing`).
+    Hmac {
+        /// A literal or a secret reference; sent in `key_id_header` when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_id: Option<String>,
+        secret: SecretRef,
+        #[serde(default)]
+        algorithm: HmacAlgorithm,
+        #[serde(default)]
+        encoding: SignatureEncoding,
+        #[serde(default = "default_signature_header")]
+        signature_header: String,
+        #[serde(default = "default_timestamp_header")]
+        timestamp_header: String,
+        #[serde(default = "default_key_id_header")]
+        key_id_header: String,
+    },
+    /// AWS Signature Version 4 (`Authorization: AWS4-HMAC-SHA256 ...`), as API Gateway,
+    /// S3 and the partner APIs fronted by them require.
+    AwsSigv4 {
+        /// A literal or a secret reference.
+        access_key_id: String,
+        secret_access_key: SecretRef,
+        /// Temporary credentials' token, sent (and signed) as `X-Amz-Security-Token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_token: Option<SecretRef>,
+        region: String,
+        service: String,
+    },
 }
 
 impl Auth {
@@ -159,6 +221,28 @@ impl Auth {
                 ("client_id", client_id.as_str()),
                 ("client_secret", client_secret.0.as_str()),
             ],
+            Self::Hmac { key_id, secret, .. } => {
+                let mut fields = vec![("secret", secret.0.as_str())];
+                if let Some(id) = key_id {
+                    fields.push(("key_id", id.as_str()));
+                }
+                fields
+            }
+            Self::AwsSigv4 {
+                access_key_id,
+                secret_access_key,
+                session_token,
+                ..
+            } => {
+                let mut fields = vec![
+                    ("access_key_id", access_key_id.as_str()),
+                    ("secret_access_key", secret_access_key.0.as_str()),
+                ];
+                if let Some(token) = session_token {
+                    fields.push(("session_token", token.0.as_str()));
+                }
+                fields
+            }
         }
     }
 }

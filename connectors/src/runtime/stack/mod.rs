@@ -39,6 +39,7 @@ use super::auth::Applied;
 use super::guard::AddressGuard;
 use super::http::Reply;
 use super::resilience::{ResilienceSettings, Route};
+use super::signing::Signer;
 use crate::error::ConnectorError;
 use crate::spec::Policies;
 
@@ -78,6 +79,9 @@ impl std::fmt::Debug for Prepared {
 impl Prepared {
     /// The request for `target`.
     pub fn build(&self, target: &Url) -> RequestBuilder {
+        if let Applied::Signed(signer) = &self.auth {
+            return self.build_signed(target, signer);
+        }
         let mut request = self.client.request(self.method.clone(), target.clone());
         if self.templated {
             if !self.query.is_empty() {
@@ -92,6 +96,38 @@ impl Prepared {
         }
         if !self.auth.present_in(target) {
             request = self.auth.apply(request);
+        }
+        request
+    }
+}
+
+impl Prepared {
+    /// The request for `target`, signed over its final URL and body, now.
+    fn build_signed(&self, target: &Url, signer: &Signer) -> RequestBuilder {
+        let mut url = target.clone();
+        let body = if self.templated {
+            if !self.query.is_empty() {
+                url.query_pairs_mut().extend_pairs(&self.query);
+            }
+            self.body.as_ref()
+        } else {
+            None
+        };
+        let signature = signer.headers(
+            self.method.as_str(),
+            &url,
+            body.map(|(bytes, kind)| (bytes.as_slice(), *kind)),
+            jiff::Timestamp::now(),
+        );
+        let mut request = self.client.request(self.method.clone(), url);
+        if let Some((bytes, kind)) = body {
+            request = request.header("content-type", *kind).body(bytes.clone());
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for (name, value) in signature {
+            request = request.header(name.as_str(), value.expose());
         }
         request
     }
