@@ -296,10 +296,17 @@ async fn check_signature(state: &AppState, req: Request) -> Result<Request, Resp
         headers: &parts.headers,
         body: &bytes,
     };
-    match crate::signing::verify(&check, &received, state.sim.clock.now_s()) {
+    // Freshness is judged on the wall clock, as a real partner's is: the simulated clock
+    // (often frozen by tests) moves the world's data, not the signer's.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    match crate::signing::verify(&check, &received, now) {
         Ok(()) => {
             state.replica.count("signature:valid".into());
-            Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+            let mut req = Request::from_parts(parts, axum::body::Body::from(bytes));
+            req.extensions_mut().insert(crate::signing::Signed);
+            Ok(req)
         }
         Err(reason) => {
             state.replica.count("signature:invalid".into());

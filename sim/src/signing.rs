@@ -45,6 +45,11 @@ fn default_key_id_header() -> String {
     "x-key-id".into()
 }
 
+/// Marks a request whose required signature held: the dialects take it as authenticated
+/// (an API that signs requests asks for no other credential).
+#[derive(Debug, Clone, Copy)]
+pub struct Signed;
+
 /// What a partner requires of every request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

