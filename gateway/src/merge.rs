@@ -164,12 +164,36 @@ fn fill<T: Clone>(have: &mut Option<T>, other: &Option<T>) {
     }
 }
 
-/// Sorts rates by total (within a currency), then transit, carrier and service, and tags
-/// the cheapest and the fastest of each currency (every rate tied for it).
-pub fn rank_rates(rates: &mut [ShippingRate]) {
+/// The currency an answer's rates compare in: `requested`, or else the one most rates are
+/// quoted in (ties: the alphabetically first). `None` when there are no rates and none was
+/// asked for.
+pub fn answer_currency(rates: &[ShippingRate], requested: Option<&str>) -> Option<String> {
+    if let Some(c) = requested {
+        return Some(c.to_owned());
+    }
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in rates {
+        *counts.entry(r.total.currency.as_str()).or_default() += 1;
+    }
+    // max_by_key keeps the last maximum: iterate in reverse for the alphabetically first.
+    counts
+        .iter()
+        .rev()
+        .max_by_key(|(_, n)| **n)
+        .map(|(c, _)| (*c).to_owned())
+}
+
+/// Ranks rates within `currency` (see [`answer_currency`]): its rates first, by total, then
+/// transit, carrier and service; the rates in other currencies after them, grouped by
+/// currency (alphabetically) and ordered the same way within, never tagged — amounts in
+/// two currencies do not compare. Exactly one rate is `cheapest` (the first of the answer
+/// currency) and exactly one `fastest` (the shortest `transit_days.max` of the answer
+/// currency, the cheaper of a tie first); none when no rate is in that currency.
+pub fn rank_rates(rates: &mut [ShippingRate], currency: &str) {
     let transit = |r: &ShippingRate| r.transit_days.map_or(u32::MAX, |t| t.max);
     rates.sort_by(|a, b| {
         (
+            a.total.currency != currency,
             &a.total.currency,
             a.total.amount_minor,
             transit(a),
@@ -177,6 +201,7 @@ pub fn rank_rates(rates: &mut [ShippingRate]) {
             &a.service_code,
         )
             .cmp(&(
+                b.total.currency != currency,
                 &b.total.currency,
                 b.total.amount_minor,
                 transit(b),
@@ -184,24 +209,22 @@ pub fn rank_rates(rates: &mut [ShippingRate]) {
                 &b.service_code,
             ))
     });
-    let mut cheapest: HashMap<String, i64> = HashMap::new();
-    let mut fastest: HashMap<String, u32> = HashMap::new();
-    for r in rates.iter() {
-        let c = cheapest.entry(r.total.currency.clone()).or_insert(i64::MAX);
-        *c = (*c).min(r.total.amount_minor);
-        if r.transit_days.is_some() {
-            let f = fastest.entry(r.total.currency.clone()).or_insert(u32::MAX);
-            *f = (*f).min(transit(r));
-        }
-    }
     for r in rates.iter_mut() {
         r.tags.clear();
-        if cheapest.get(&r.total.currency) == Some(&r.total.amount_minor) {
-            r.tags.push(RateTag::Cheapest);
-        }
-        if r.transit_days.is_some() && fastest.get(&r.total.currency) == Some(&transit(r)) {
-            r.tags.push(RateTag::Fastest);
-        }
+    }
+    let in_currency = |r: &ShippingRate| r.total.currency == currency;
+    if let Some(first) = rates.iter_mut().find(|r| in_currency(r)) {
+        first.tags.push(RateTag::Cheapest);
+    }
+    // The sort puts the cheaper of equally fast rates first; `min_by_key` keeps the first.
+    let fastest = rates
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| in_currency(r) && r.transit_days.is_some())
+        .min_by_key(|(_, r)| transit(r))
+        .map(|(i, _)| i);
+    if let Some(i) = fastest {
+        rates[i].tags.push(RateTag::Fastest);
     }
 }
 

@@ -176,6 +176,35 @@ impl fmt::Display for Capability {
     }
 }
 
+/// Countries a carrier ships between: from any of `from` to any of `to` (ISO 3166-1
+/// alpha-2; an empty list is any country).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lane {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+}
+
+impl Lane {
+    fn admits(list: &[String], country: &str) -> bool {
+        list.is_empty() || list.iter().any(|c| c.eq_ignore_ascii_case(country))
+    }
+}
+
+impl ConnectorSpec {
+    /// Whether this connector quotes shipments from `origin` to `destination`: it declares
+    /// no lanes, or one of its lanes covers both.
+    pub fn serves_lane(&self, origin: &str, destination: &str) -> bool {
+        self.lanes.is_empty()
+            || self
+                .lanes
+                .iter()
+                .any(|l| Lane::admits(&l.from, origin) && Lane::admits(&l.to, destination))
+    }
+}
+
 /// A connector document, as partners write it. Versions are assigned by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +218,9 @@ pub struct ConnectorSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codes: Vec<String>,
+    /// The (origin, destination) countries a carrier quotes for; empty: everywhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<Lane>,
     pub endpoints: Vec<Endpoint>,
     /// jq `def`s every program of this connector may call (a map shared by
     /// `catalog.search` and `catalog.get`, say).

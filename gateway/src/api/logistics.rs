@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{Api, Caching, Params, Request, Response, all_failed, envelope, view_of};
 use crate::fanout::{self, PlannedCall, SourceResult};
-use crate::merge::rank_rates;
+use crate::merge::{answer_currency, rank_rates};
 use crate::problem::ApiError;
 
 const MAX_PARCELS: usize = 20;
@@ -116,8 +116,18 @@ impl Api {
         req: &Request,
         request_id: &str,
     ) -> Result<Response, ApiError> {
-        let params = Params::parse(&req.query, &[])?;
+        let params = Params::parse(&req.query, &["currency"])?;
         let deadline = self.deadline(&params)?;
+        let currency = match params.get("currency") {
+            None => None,
+            Some(c) if mallgate_connectors::prelude::money::exponent(c).is_some() => Some(c),
+            Some(_) => {
+                return Err(ApiError::param(
+                    "currency",
+                    "must be an ISO 4217 code such as EUR",
+                ));
+            }
+        };
         let request = rate_request(req)?;
         let weight_g: u64 = request.parcels.iter().map(|p| u64::from(p.weight_g)).sum();
         let query = json!({
@@ -127,11 +137,23 @@ impl Api {
             "weight_g": weight_g,
         });
         let view = view_of(self);
-        let calls = view
-            .serving(Capability::RatesQuote)
+        let carriers = view.serving(Capability::RatesQuote);
+        let any_carrier = !carriers.is_empty();
+        // A carrier is asked only for the lanes it declares (a domestic carrier never gets
+        // an international quote).
+        let calls: Vec<PlannedCall> = carriers
             .into_iter()
+            .filter(|c| {
+                c.spec()
+                    .serves_lane(&request.from.country, &request.to.country)
+            })
             .map(|c| PlannedCall::new(c, Capability::RatesQuote, query.clone()))
             .collect();
+        if calls.is_empty() && any_carrier {
+            // Nobody ships this lane: an answer (no rates), not an outage.
+            let none: Vec<ShippingRate> = Vec::new();
+            return envelope(req, &none, &[], view.generation(), Caching::NoStore);
+        }
         let sources = fanout::run(
             &self.cache,
             &self.health,
@@ -151,7 +173,9 @@ impl Api {
             .flat_map(|r| r.records.iter().filter_map(Record::as_shipping_rate))
             .cloned()
             .collect();
-        rank_rates(&mut rates);
+        if let Some(answer) = answer_currency(&rates, currency) {
+            rank_rates(&mut rates, &answer);
+        }
         envelope(req, &rates, &sources, view.generation(), Caching::NoStore)
     }
 

@@ -241,8 +241,19 @@ async fn track(
     }
 }
 
-fn money(cents: i64) -> Value {
-    json!({"CurrencyCode": "USD", "MonetaryValue": decimal(cents)})
+fn money(cents: i64, currency: &str) -> Value {
+    json!({"CurrencyCode": currency, "MonetaryValue": decimal(cents)})
+}
+
+/// The currency SwiftShip bills a shipper in (its country's), and the fixed rate from US
+/// cents, in hundredths: a shipment from Germany is quoted in EUR.
+pub fn billing_currency(country: &str) -> (&'static str, i64) {
+    match country {
+        "CA" => ("CAD", 137),
+        "GB" => ("GBP", 79),
+        "AT" | "BE" | "DE" | "ES" | "FI" | "FR" | "IE" | "IT" | "NL" | "PT" => ("EUR", 92),
+        _ => ("USD", 100),
+    }
 }
 
 /// A package's billable pounds from `{UnitOfMeasurement: {Code}, Weight: "2.5"}`: whole
@@ -310,16 +321,23 @@ async fn rate(Json(body): Json<Value>) -> Response {
         );
     }
     let billed: i64 = pounds.iter().sum();
+    let (currency, rate) = billing_currency(
+        shipment["Shipper"]["Address"]["CountryCode"]
+            .as_str()
+            .unwrap_or("US"),
+    );
+    let convert = |cents: i64| (cents * rate + 50) / 100;
     let rated: Vec<Value> = quotes_for_pounds(Partner::SwiftShip, &from, &to, &pounds)
         .into_iter()
         .map(|q| {
             let mut r = json!({
                 "Service": {"Code": q.service_code, "Description": q.service_name},
                 "BillingWeight": {"UnitOfMeasurement": {"Code": "LBS", "Description": "Pounds"}, "Weight": format!("{billed}.0")},
-                "TransportationCharges": money(q.base_cents),
-                "ItemizedCharges": [{"Code": "375", "Description": "FUEL SURCHARGE", "CurrencyCode": "USD", "MonetaryValue": decimal(q.fuel_cents)}],
-                "ServiceOptionsCharges": money(0),
-                "TotalCharges": money(q.total_cents),
+                "TransportationCharges": money(convert(q.base_cents), currency),
+                "ItemizedCharges": [{"Code": "375", "Description": "FUEL SURCHARGE", "CurrencyCode": currency, "MonetaryValue": decimal(convert(q.fuel_cents))}],
+                "ServiceOptionsCharges": money(0, currency),
+                // In USD the carrier's own total; converted, the sum of the converted parts.
+                "TotalCharges": money(if rate == 100 { q.total_cents } else { convert(q.base_cents) + convert(q.fuel_cents) }, currency),
             });
             let days = q.transit_days.1.to_string();
             if q.guaranteed {
