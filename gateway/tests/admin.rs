@@ -863,18 +863,22 @@ async fn the_cli_checks_and_pushes() {
     assert!(out.contains("connector `voltmart`"), "{out}");
 
     let bad = mall.dir.join("bad.txt");
-    std::fs::write(
-        &bad,
-        connector_text(&mall, "voltmart.yaml").replace("catalog.search:", "catalog.serch:"),
-    )
-    .expect("write");
+    let text = connector_text(&mall, "voltmart.yaml");
+    let line = 1 + text
+        .lines()
+        .position(|l| l == "  catalog.search:")
+        .expect("Voltmart serves catalog.search");
+    std::fs::write(&bad, text.replace("catalog.search:", "catalog.serch:")).expect("write");
     let (code, out) = run(vec![
         "connector".into(),
         "check".into(),
         bad.display().to_string(),
     ]);
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains(":28:3: /capabilities/catalog.serch:"), "{out}");
+    assert!(
+        out.contains(&format!(":{line}:3: /capabilities/catalog.serch:")),
+        "{out}"
+    );
 
     let base = mall.fleet.url(Partner::Voltmart, 0).expect("replica");
     let page = mall

@@ -43,6 +43,16 @@ async fn a_native_id_resolves_to_its_product() {
     // An id the partner does not know is still a 404.
     let unknown = mall.get("/v1/products/voltmart:99999999").await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
+    // A partner with no catalog (Northwind's stock feed) knows no product: 404, not 503.
+    let feed = mall.get("/v1/products/northwind:NW-1").await;
+    assert_eq!(feed.status, 404, "{}", feed.body);
+    assert!(
+        feed.body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("serves no catalog")),
+        "{}",
+        feed.body
+    );
 }
 
 /// A ParcelPost mapping patched by `patch`, and one parcel ParcelPost knows.

@@ -562,11 +562,21 @@ impl Api {
                 .collect();
             if getters.is_empty() {
                 // No lookup by id: the partner's catalog, filtered here.
-                let calls = owned
+                let calls: Vec<PlannedCall> = owned
                     .into_iter()
                     .filter(|c| c.serves(Capability::CatalogSearch))
                     .map(|c| PlannedCall::new(c, Capability::CatalogSearch, json!({})))
                     .collect();
+                if calls.is_empty() {
+                    // A partner without a catalog (a stock feed, a carrier) knows no
+                    // product: not found, not an outage.
+                    return Err(ApiError::NotFound {
+                        kind: "product",
+                        detail: format!(
+                            "no partner knows a product `{id}`: partner `{partner}` serves no catalog"
+                        ),
+                    });
+                }
                 (Capability::CatalogSearch, calls)
             } else {
                 let calls = getters
