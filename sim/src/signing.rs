@@ -190,10 +190,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, String> {
 }
 
 fn fresh(at: i64, now_s: i64, max_skew_s: i64) -> Result<(), String> {
-    if (now_s - at).abs() > max_skew_s {
+    // `abs_diff`: a crafted timestamp (i64::MIN) cannot overflow.
+    if now_s.abs_diff(at) > max_skew_s.unsigned_abs() {
         return Err(format!(
             "timestamp {at} is {}s away from now ({now_s}); at most {max_skew_s}s allowed",
-            (now_s - at).abs()
+            now_s.abs_diff(at)
         ));
     }
     Ok(())
