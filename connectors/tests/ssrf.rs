@@ -126,3 +126,26 @@ async fn the_allow_list_is_exact() {
         .expect_err("127.0.0.2 is not allow-listed");
     assert!(matches!(err, ConnectorError::AddressDenied { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_refused() {
+    // Both partners are on the allow-listed address; only the port differs. A header key
+    // must not follow the request to another origin.
+    let (elsewhere, elsewhere_hits) = partner("HTTP/1.1 200 OK").await;
+    let head: &'static str = Box::leak(
+        format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/products").into_boxed_str(),
+    );
+    let (base, hits) = partner(head).await;
+    let err = connector(&base, "/products")
+        .call(Capability::CatalogSearch, &json!({}), "ssrf-5", deadline())
+        .await
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains("another origin"), "{text}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        elsewhere_hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the other origin was never called"
+    );
+}

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use base64::Engine as _;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
@@ -126,8 +126,8 @@ const KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn enc(text: &str) -> String {
-    utf8_percent_encode(text, KEEP).collect()
+fn enc(bytes: &[u8]) -> String {
+    percent_encode(bytes, KEEP).collect()
 }
 
 fn to_hex(bytes: &[u8]) -> String {
@@ -156,23 +156,53 @@ fn hmac512(key: &[u8], data: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-/// The path as received, each segment decoded and re-encoded.
+/// The path as received, each segment decoded and re-encoded (the generic HMAC, and
+/// SigV4 for S3).
 fn path_of(uri: &Uri) -> String {
-    let raw = uri.path();
-    let mut out = Vec::new();
-    for segment in raw.split('/') {
-        out.push(enc(&percent_decode_str(segment).decode_utf8_lossy()));
-    }
-    let path = out.join("/");
+    let path = uri
+        .path()
+        .split('/')
+        .map(|segment| enc(&percent_decode_str(segment).collect::<Vec<u8>>()))
+        .collect::<Vec<_>>()
+        .join("/");
     if path.is_empty() { "/".into() } else { path }
 }
 
-/// The query as received: pairs decoded (`+` a space), encoded, sorted by key then value.
+/// The path as SigV4 reads it for every service but S3: dot segments and empty segments
+/// resolved, then the path as received encoded once more (`%20` becomes `%2520`).
+fn normalized_path_of(uri: &Uri) -> String {
+    let raw = uri.path();
+    let mut stack: Vec<&str> = Vec::new();
+    for segment in raw.split('/') {
+        if segment == ".." {
+            stack.pop();
+        } else if !segment.is_empty() && segment != "." {
+            stack.push(segment);
+        }
+    }
+    let mut path = format!("/{}", stack.join("/"));
+    if raw.ends_with('/') && path != "/" {
+        path.push('/');
+    }
+    const KEEP_SLASH: &AsciiSet = &KEEP.remove(b'/');
+    percent_encode(path.as_bytes(), KEEP_SLASH).collect()
+}
+
+/// The query as received: pairs decoded as RFC 3986 does (`+` stays a plus), encoded,
+/// sorted by key then value.
 fn query_of(uri: &Uri) -> String {
-    let mut pairs: Vec<(String, String)> =
-        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-            .map(|(k, v)| (enc(&k), enc(&v)))
-            .collect();
+    let mut pairs: Vec<(String, String)> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let k: Vec<u8> = percent_decode_str(k).collect();
+            let v: Vec<u8> = percent_decode_str(v).collect();
+            (enc(&k), enc(&v))
+        })
+        .collect();
     pairs.sort();
     pairs
         .iter()
@@ -267,6 +297,7 @@ pub fn verify(check: &SignatureCheck, req: &Received<'_>, now_s: i64) -> Result<
                 session_token: session_token.as_deref(),
                 region,
                 service,
+                single_encoded_path: false,
             },
             now_s,
             *max_skew_s,
@@ -282,6 +313,9 @@ pub struct AwsKey<'a> {
     pub session_token: Option<&'a str>,
     pub region: &'a str,
     pub service: &'a str,
+    /// Reads the path as S3 does (encoded once, not normalized) whatever the service: the
+    /// suite's raw request lines (`GET /ሴ`) cannot be sent as they are.
+    pub single_encoded_path: bool,
 }
 
 /// `YYYYMMDDTHHMMSSZ` as Unix seconds.
@@ -360,6 +394,14 @@ pub fn verify_sigv4(
     };
     let mut canonical_headers = String::new();
     for name in &names {
+        if *name == "host"
+            && req.headers.get("host").is_none()
+            && let Some(authority) = req.uri.authority()
+        {
+            // HTTP/2 carries the host as the `:authority` pseudo-header.
+            canonical_headers.push_str(&format!("host:{authority}\n"));
+            continue;
+        }
         let values: Vec<String> = req
             .headers
             .get_all(*name)
@@ -376,10 +418,14 @@ pub fn verify_sigv4(
         }
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
+    let path = if key.service == "s3" || key.single_encoded_path {
+        path_of(req.uri)
+    } else {
+        normalized_path_of(req.uri)
+    };
     let canonical_request = format!(
-        "{}\n{}\n{}\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
+        "{}\n{path}\n{}\n{canonical_headers}\n{signed_headers}\n{payload_hash}",
         req.method,
-        path_of(req.uri),
         query_of(req.uri)
     );
     let string_to_sign = format!(

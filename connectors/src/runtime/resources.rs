@@ -160,8 +160,8 @@ impl PartnerResources {
     }
 }
 
-/// A pooled client (keep-alive, connect timeout, redirects re-checked by `guard`) speaking
-/// TLS with `tls`.
+/// A pooled client (keep-alive, connect timeout, redirects kept to the request's origin
+/// and re-checked by `guard`) speaking TLS with `tls`.
 fn build_client(
     guard: &Arc<dyn AddressGuard>,
     config: &RuntimeConfig,
@@ -182,6 +182,16 @@ fn build_client(
         .redirect(reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() >= 5 {
                 return attempt.error("more than 5 redirects");
+            }
+            // Credentials in headers (an API key, a signature, a session token) go only to
+            // the origin they were made for; reqwest strips nothing but `Authorization`.
+            if let Some(first) = attempt.previous().first()
+                && first.origin() != attempt.url().origin()
+            {
+                let shown = redact(attempt.url());
+                return attempt.error(format!(
+                    "redirect to {shown} refused: another origin than the request's"
+                ));
             }
             match redirect_guard.check(attempt.url()) {
                 Ok(()) => attempt.follow(),

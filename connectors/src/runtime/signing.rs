@@ -3,25 +3,33 @@
 //! chose (its host, path, query and body) with a fresh timestamp, so a retry or a hedge to
 //! another endpoint is signed for that endpoint.
 //!
-//! Both forms canonicalize the same way:
-//! - the **path**: each `/`-separated segment percent-decoded, then percent-encoded with
-//!   RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) kept, nothing normalized;
-//! - the **query**: every pair decoded (`+` is a space), key and value encoded as above,
-//!   sorted by encoded key then encoded value, joined with `&`;
+//! Canonical forms:
+//! - the **query** (both): every pair decoded as RFC 3986 reads it (a `+` is a plus, not a
+//!   space), key and value encoded with the unreserved characters (`A-Z a-z 0-9 - . _ ~`)
+//!   kept and everything else `%XX`, sorted by encoded key then value, joined with `&`.
+//!   A templated request is *sent* with exactly this query, so what is signed is what goes
+//!   on the wire; a partner's next-page link is sent as given and signed as read;
+//! - the **path**: for `hmac` and for SigV4 to S3, each `/`-separated segment decoded and
+//!   encoded as above (nothing normalized); for SigV4 to every other service, as AWS
+//!   states it, the path normalized (empty, `.` and `..` segments resolved) and the path
+//!   *as sent* encoded once more, so `/a%20b` is signed as `/a%2520b`;
 //! - the **body**: its hash (SHA-256, or SHA-512 for `algorithm: sha512`), lower-case hex.
 //!
 //! `hmac` signs `METHOD \n path \n query \n body-hash \n timestamp` (Unix seconds) with the
 //! secret and sends the signature (hex or base64), the timestamp and the key id in the
 //! configured headers. `aws_sigv4` is AWS Signature Version 4 as its published test suite
 //! states it, signing `host`, `x-amz-date`, `x-amz-content-sha256`, `content-type` (when
-//! there is a body) and `x-amz-security-token` (with temporary credentials).
+//! there is a body), `x-amz-security-token` (with temporary credentials) and every header
+//! the capability sets, so nothing the partner reads is unsigned.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{
+    AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode, utf8_percent_encode,
+};
 use sha2::{Digest, Sha256, Sha512};
 use url::Url;
 
@@ -35,8 +43,11 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-fn encode(text: &str) -> String {
-    utf8_percent_encode(text, UNRESERVED).to_string()
+/// The unreserved characters and `/`: a path encoded once more keeps its separators.
+const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+
+fn encode(bytes: &[u8]) -> String {
+    percent_encode(bytes, UNRESERVED).to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -48,22 +59,83 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// The canonical path of a (percent-encoded) URL path.
-pub fn canonical_path(path: &str) -> String {
+/// How SigV4 canonicalizes a path: S3 signs the object key as it is, encoded once; every
+/// other AWS service normalizes the path and encodes the path as sent a second time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathStyle {
+    Normalized,
+    S3,
+}
+
+impl PathStyle {
+    pub fn of_service(service: &str) -> Self {
+        if service == "s3" {
+            Self::S3
+        } else {
+            Self::Normalized
+        }
+    }
+}
+
+/// The canonical path of a path as sent (percent-encoded), in `style`.
+pub fn canonical_path(path: &str, style: PathStyle) -> String {
     if path.is_empty() {
         return "/".to_owned();
     }
-    path.split('/')
-        .map(|segment| encode(&percent_decode_str(segment).decode_utf8_lossy()))
-        .collect::<Vec<_>>()
-        .join("/")
+    match style {
+        PathStyle::S3 => path
+            .split('/')
+            .map(|segment| encode(&percent_decode_str(segment).collect::<Vec<u8>>()))
+            .collect::<Vec<_>>()
+            .join("/"),
+        PathStyle::Normalized => {
+            utf8_percent_encode(&normalize_path(path), UNRESERVED_AND_SLASH).to_string()
+        }
+    }
+}
+
+/// `path` with empty and `.` segments dropped and `..` resolved (never above the root); a
+/// trailing `/` stays.
+fn normalize_path(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                kept.pop();
+            }
+            other => kept.push(other),
+        }
+    }
+    let mut out = format!("/{}", kept.join("/"));
+    if path.ends_with('/') && !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// The pairs of a query as sent, decoded as RFC 3986 reads them (`+` is a plus).
+pub fn query_pairs(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (
+                percent_decode_str(key).collect(),
+                percent_decode_str(value).collect(),
+            )
+        })
+        .collect()
 }
 
 /// The canonical query of decoded pairs.
-pub fn canonical_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+pub fn canonical_query<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+) -> String {
     let mut encoded: Vec<(String, String)> = pairs
         .into_iter()
-        .map(|(k, v)| (encode(k), encode(v)))
+        .map(|(k, v)| (encode(k.as_ref()), encode(v.as_ref())))
         .collect();
     encoded.sort();
     encoded
@@ -73,10 +145,8 @@ pub fn canonical_query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) 
         .join("&")
 }
 
-fn decoded_pairs(url: &Url) -> Vec<(String, String)> {
-    url.query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+fn decoded_pairs(url: &Url) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query_pairs(url.query().unwrap_or_default())
 }
 
 /// An HMAC of `data` under `key`.
@@ -102,11 +172,10 @@ pub fn hmac_canonical(
         HmacAlgorithm::Sha256 => hex(&Sha256::digest(body)),
         HmacAlgorithm::Sha512 => hex(&Sha512::digest(body)),
     };
-    let pairs = decoded_pairs(url);
     format!(
         "{method}\n{}\n{}\n{body_hash}\n{timestamp}",
-        canonical_path(url.path()),
-        canonical_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        canonical_path(url.path(), PathStyle::S3),
+        canonical_query(decoded_pairs(url))
     )
 }
 
@@ -128,8 +197,9 @@ pub struct AwsRequest<'a> {
     pub host: &'a str,
     /// The path, percent-encoded as the request line carries it.
     pub path: &'a str,
+    pub path_style: PathStyle,
     /// Decoded query pairs.
-    pub query: &'a [(String, String)],
+    pub query: &'a [(Vec<u8>, Vec<u8>)],
     pub headers: &'a [(String, String)],
     /// Lower-case hex SHA-256 of the body (or `UNSIGNED-PAYLOAD`).
     pub payload_hash: &'a str,
@@ -138,7 +208,7 @@ pub struct AwsRequest<'a> {
 }
 
 /// A SigV4 signature's parts, for the headers and for tests against the suite.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AwsSignature {
     pub canonical_request: String,
     pub string_to_sign: String,
@@ -149,6 +219,15 @@ pub struct AwsSignature {
 /// Header values as SigV4 canonicalizes them: trimmed, runs of spaces squeezed.
 fn squeeze(value: &str) -> String {
     value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl std::fmt::Debug for AwsSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The canonical request carries a session token and every signed header value.
+        f.debug_struct("AwsSignature")
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Signs `request` with `creds` (AWS Signature Version 4).
@@ -180,11 +259,11 @@ pub fn sigv4(request: &AwsRequest<'_>, creds: &AwsCredentials) -> AwsSignature {
         }
     }
     let signed_headers = names.join(";");
-    let query = canonical_query(request.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let query = canonical_query(request.query.iter().map(|(k, v)| (k, v)));
     let canonical_request = format!(
         "{}\n{}\n{query}\n{canonical_headers}\n{signed_headers}\n{}",
         request.method,
-        canonical_path(request.path),
+        canonical_path(request.path, request.path_style),
         request.payload_hash
     );
     let date = &request.amz_date[..request.amz_date.len().min(8)];
@@ -238,12 +317,14 @@ fn host_header(url: &Url) -> String {
 }
 
 impl Signer {
-    /// The headers that sign a request to `url` with `body` at `now`.
+    /// The headers that sign a request to `url` with `body` and the capability's own
+    /// `headers` (SigV4 signs them too) at `now`.
     pub fn headers(
         &self,
         method: &str,
         url: &Url,
         body: Option<(&[u8], &str)>,
+        headers: &[(String, String)],
         now: jiff::Timestamp,
     ) -> Vec<(String, Secret)> {
         let bytes = body.map_or(&[][..], |(b, _)| b);
@@ -289,6 +370,7 @@ impl Signer {
                 if let Some((_, kind)) = body {
                     signed.push(("content-type".to_owned(), kind.to_owned()));
                 }
+                signed.extend(headers.iter().cloned());
                 let host = host_header(url);
                 let query = decoded_pairs(url);
                 let signature = sigv4(
@@ -296,6 +378,7 @@ impl Signer {
                         method,
                         host: &host,
                         path: url.path(),
+                        path_style: PathStyle::of_service(&creds.service),
                         query: &query,
                         headers: &signed,
                         payload_hash: &payload_hash,

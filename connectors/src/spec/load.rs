@@ -200,6 +200,7 @@ impl ConnectorSpec {
         }
 
         let allowed = self.kind.allowed_capabilities();
+        let reserved = self.auth.reserved_headers();
         for (capability, spec) in &self.capabilities {
             let at = format!("/capabilities/{}", escape_token(capability.name()));
             if !allowed.contains(capability) {
@@ -217,7 +218,7 @@ impl ConnectorSpec {
                     ),
                 ));
             }
-            capability_violations(*capability, spec, &at, &mut out);
+            capability_violations(*capability, spec, &at, &reserved, &mut out);
         }
         out
     }
@@ -277,10 +278,37 @@ fn check_template(
     }
 }
 
+/// Why a capability may not set header `name` itself, if it may not: the client frames
+/// the request (`host`, `content-length`, ...), the body's format sets `content-type`, and
+/// the auth sets its own headers (`reserved`, lower case; `x-amz-*` a prefix).
+fn header_conflict(name: &str, has_body: bool, reserved: &[String]) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    if ["host", "content-length", "transfer-encoding", "connection", "te", "upgrade"]
+        .contains(&lower.as_str())
+    {
+        return Some(format!(
+            "`{name}` is set by the HTTP client for every request; remove it"
+        ));
+    }
+    if has_body && lower == "content-type" {
+        return Some(format!(
+            "`{name}` is set by the body's format; remove it or change `body`"
+        ));
+    }
+    let taken = reserved.iter().any(|r| match r.strip_suffix('*') {
+        Some(prefix) => lower.starts_with(prefix),
+        None => *r == lower,
+    });
+    taken.then(|| {
+        format!("`{name}` is set by the connector's `auth`; a request may not carry it twice")
+    })
+}
+
 fn capability_violations(
     capability: Capability,
     spec: &CapabilitySpec,
     at: &str,
+    reserved: &[String],
     out: &mut Vec<(String, String)>,
 ) {
     let request = &spec.request;
@@ -293,6 +321,9 @@ fn capability_violations(
     }
     for (name, text) in &request.headers {
         let pointer = format!("{at}/request/headers/{}", escape_token(name));
+        if let Some(reason) = header_conflict(name, request.body.is_some(), reserved) {
+            out.push((pointer.clone(), reason));
+        }
         check_template(capability, text, pointer, out);
     }
     if request.method == Method::Get && request.body.is_some() {

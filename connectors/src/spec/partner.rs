@@ -200,6 +200,35 @@ pub enum Auth {
 }
 
 impl Auth {
+    /// The request headers this auth sets (lower case): a capability's own `headers` may
+    /// not name them, or a request would carry two values (and a signed one a value it
+    /// did not sign).
+    pub(super) fn reserved_headers(&self) -> Vec<String> {
+        match self {
+            Self::None => vec![],
+            Self::ApiKey {
+                location: KeyLocation::Header,
+                name,
+                ..
+            } => vec![name.to_ascii_lowercase()],
+            Self::ApiKey { .. } => vec![],
+            Self::Basic { .. } => vec!["authorization".to_owned()],
+            Self::Bearer { header, .. } | Self::Oauth2ClientCredentials { header, .. } => {
+                vec![header.to_ascii_lowercase()]
+            }
+            Self::Hmac {
+                signature_header,
+                timestamp_header,
+                key_id_header,
+                ..
+            } => [signature_header, timestamp_header, key_id_header]
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            Self::AwsSigv4 { .. } => vec!["authorization".to_owned(), "x-amz-*".to_owned()],
+        }
+    }
+
     /// Every field that holds or may hold a secret reference, with its pointer below
     /// `/auth`.
     pub(super) fn secret_fields(&self) -> Vec<(&'static str, &str)> {

@@ -16,6 +16,8 @@ fn key(session_token: Option<&str>) -> AwsKey<'_> {
         session_token,
         region: "us-east-1",
         service: "service",
+        // The suite's raw request lines (`GET /ሴ`) are sent encoded here.
+        single_encoded_path: true,
     }
 }
 
@@ -207,7 +209,7 @@ fn hmac_checks_method_path_query_body_and_time() {
         max_skew_s: 300,
     };
     let canonical = format!(
-        "POST\n/v1/rates%20x\na=0&a=1&b=2&q=two%20words\n{}\n1764000000",
+        "POST\n/v1/rates%20x\na=0&a=1&b=2&q=two%2Bwords\n{}\n1764000000",
         sha256_hex(b"{}")
     );
     let signature = to_hex(&hmac256(b"s3cr3t", canonical.as_bytes()));
@@ -267,4 +269,46 @@ fn hmac_checks_method_path_query_body_and_time() {
         run(Method::POST, uri, b"{}", &signature, 1_764_000_400).is_err(),
         "time"
     );
+}
+
+#[test]
+fn paths_are_read_as_aws_reads_them() {
+    let path = |text: &str| normalized_path_of(&text.parse::<Uri>().expect("uri"));
+    assert_eq!(
+        path("/documents%20and%20settings/"),
+        "/documents%2520and%2520settings/"
+    );
+    assert_eq!(path("//example//"), "/example/");
+    assert_eq!(path("/./example"), "/example");
+    assert_eq!(path("/example/.."), "/");
+    assert_eq!(path("/example1/example2/../.."), "/");
+    let single = |text: &str| path_of(&text.parse::<Uri>().expect("uri"));
+    assert_eq!(single("/documents%20and%20settings/"), "/documents%20and%20settings/");
+    assert_eq!(single("/a%ffb"), "/a%FFb");
+    assert_eq!(query_of(&"/?b=x+y&a=%20".parse::<Uri>().expect("uri")), "a=%20&b=x%2By");
+}
+
+#[test]
+fn over_http2_the_host_is_the_authority() {
+    let vanilla = cases().into_iter().next().expect("get-vanilla");
+    let mut map = HeaderMap::new();
+    map.insert("x-amz-date", HeaderValue::from_static("20150830T123600Z"));
+    map.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("{SCOPE}, {}", vanilla.authorization)).expect("value"),
+    );
+    let uri: Uri = "https://example.amazonaws.com/".parse().expect("uri");
+    let received = Received {
+        method: &Method::GET,
+        uri: &uri,
+        headers: &map,
+        body: b"",
+    };
+    assert_eq!(verify_sigv4(&received, &key(None), NOW, 300), Ok(()));
+    let other: Uri = "https://example.amazonaws.com:8443/".parse().expect("uri");
+    let moved = Received {
+        uri: &other,
+        ..received
+    };
+    assert!(verify_sigv4(&moved, &key(None), NOW, 300).is_err());
 }

@@ -1,6 +1,7 @@
 //! SigV4 against the published AWS Signature Version 4 test suite (credentials
-//! `AKIDEXAMPLE`, region `us-east-1`, service `service`, 2015-08-30T12:36:00Z; the
-//! `-unnormalized` cases, since the signer normalizes no path), and the generic HMAC form.
+//! `AKIDEXAMPLE`, region `us-east-1`, service `service`, 2015-08-30T12:36:00Z): the
+//! `-normalized` cases in the style of every service but S3, the `-unnormalized` ones in
+//! S3's (single encoding, no normalization); and the generic HMAC form.
 
 use super::*;
 
@@ -108,6 +109,105 @@ fn vectors() -> Vec<Vector> {
             &[],
             "0511f456aa502b456d135fcb9d749374a55228f9dbeedda1eacf659e05b0615b",
             "eca7ead57bb5aa5c8e28007acd4ff04e1ff9a0ff3b237ec1554a184887ff9282",
+        ),
+        v(
+            "get-relative-normalized",
+            "GET",
+            "/example/..",
+            &[],
+            &[],
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        v(
+            "get-relative-relative-normalized",
+            "GET",
+            "/example1/example2/../..",
+            &[],
+            &[],
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        v(
+            "get-relative-relative-unnormalized",
+            "GET",
+            "/example1/example2/../..",
+            &[],
+            &[],
+            "76115030c0f3ff06c20fdff5ceb6d5e0b835a1743e00b94fea7c7f381269437b",
+            "dc33e0856fd4baca4d7aa2146c38958283844764f38c74252a333df5e613003b",
+        ),
+        v(
+            "get-slash-dot-slash-normalized",
+            "GET",
+            "/./",
+            &[],
+            &[],
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        v(
+            "get-slash-dot-slash-unnormalized",
+            "GET",
+            "/./",
+            &[],
+            &[],
+            "d67825e2268bd77a97c7688b8d72c31a3c1855b309808505ba0a9747d2465aa7",
+            "68714168e6557f8f2de0ef956fc24dc2593a4bd2961f8df51898d8a134695145",
+        ),
+        v(
+            "get-slash-normalized",
+            "GET",
+            "//",
+            &[],
+            &[],
+            "bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63",
+            "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+        ),
+        v(
+            "get-slash-unnormalized",
+            "GET",
+            "//",
+            &[],
+            &[],
+            "80cb39203d058af815de2b79250ff56e1b73eb9b4718c86556cdc6f150c5d209",
+            "c88bcd3d312d75078c0cd961d6deae3f4c754924b01669efcfcb439fd5e5b76e",
+        ),
+        v(
+            "get-slash-pointless-dot-normalized",
+            "GET",
+            "/./example",
+            &[],
+            &[],
+            "214d50c111a8edc4819da6a636336472c916b5240f51e9a51b5c3305180cf702",
+            "ef75d96142cf21edca26f06005da7988e4f8dc83a165a80865db7089db637ec5",
+        ),
+        v(
+            "get-slash-pointless-dot-unnormalized",
+            "GET",
+            "/./example",
+            &[],
+            &[],
+            "73895e0e829507e28e39fd24669aedc2434a8e179e547e3c075b42921f952cdb",
+            "beb03f223f7deae4146464f06e29eebbee9c8afbe15c290cf07aa8b119e14cff",
+        ),
+        v(
+            "get-slashes-normalized",
+            "GET",
+            "//example//",
+            &[],
+            &[],
+            "cb96b4ac96d501f7c5c15bc6d67b3035061cfced4af6585ad927f7e6c985c015",
+            "9a624bd73a37c9a373b5312afbebe7a714a789de108f0bdfe846570885f57e84",
+        ),
+        v(
+            "get-space-normalized",
+            "GET",
+            "/example space/",
+            &[],
+            &[],
+            "63ee75631ed7234ae61b5f736dfc7754cdccfedbff4b5128a915706ee9390d86",
+            "652487583200325589f1fba4c7e578f72c47cb61beeca81406b39ddec1366741",
         ),
         v(
             "get-vanilla-query-order-key-case",
@@ -250,12 +350,13 @@ fn suite_credentials(session_token: Option<&str>) -> AwsCredentials {
 #[test]
 fn sigv4_signs_every_case_of_the_aws_test_suite() {
     let cases = vectors();
-    assert_eq!(cases.len(), 18);
+    assert_eq!(cases.len(), 29);
     for case in cases {
-        let query: Vec<(String, String)> = case
+        let name = case.name;
+        let query: Vec<(Vec<u8>, Vec<u8>)> = case
             .query
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
         let headers: Vec<(String, String)> = case
             .headers
@@ -267,6 +368,11 @@ fn sigv4_signs_every_case_of_the_aws_test_suite() {
                 method: case.method,
                 host: "example.amazonaws.com",
                 path: case.path,
+                path_style: if name.ends_with("-unnormalized") {
+                    PathStyle::S3
+                } else {
+                    PathStyle::Normalized
+                },
                 query: &query,
                 headers: &headers,
                 payload_hash: case.payload_hash,
@@ -274,7 +380,6 @@ fn sigv4_signs_every_case_of_the_aws_test_suite() {
             },
             &suite_credentials(case.session_token),
         );
-        let name = case.name;
         assert_eq!(
             signed.string_to_sign,
             format!(
@@ -305,14 +410,15 @@ fn sigv4_signs_every_case_of_the_aws_test_suite() {
 #[test]
 fn the_suites_canonical_requests_are_built_exactly() {
     let query = vec![
-        ("Param2".to_owned(), "value2".to_owned()),
-        ("Param1".to_owned(), "value1".to_owned()),
+        (b"Param2".to_vec(), b"value2".to_vec()),
+        (b"Param1".to_vec(), b"value1".to_vec()),
     ];
     let signed = sigv4(
         &AwsRequest {
             method: "GET",
             host: "example.amazonaws.com",
             path: "/",
+            path_style: PathStyle::Normalized,
             query: &query,
             headers: &[],
             payload_hash: EMPTY,
@@ -334,7 +440,7 @@ fn the_runtime_signer_signs_the_url_it_sends() {
     let url =
         Url::parse("https://example.amazonaws.com/?Param2=value2&Param1=value1").expect("url");
     let at: jiff::Timestamp = "2015-08-30T12:36:00Z".parse().expect("time");
-    let headers = signer.headers("GET", &url, None, at);
+    let headers = signer.headers("GET", &url, None, &[], at);
     let find = |name: &str| {
         headers
             .iter()
@@ -356,6 +462,7 @@ fn the_runtime_signer_signs_the_url_it_sends() {
         &Url::parse("https://example.amazonaws.com:8443/?Param2=value2&Param1=value1")
             .expect("url"),
         None,
+        &[],
         at,
     );
     assert_ne!(other, headers_of(&headers), "the port is signed");
@@ -371,7 +478,7 @@ fn hmac_canonical_form_and_signature() {
     let canonical = hmac_canonical("POST", &url, b"{}", HmacAlgorithm::Sha256, 1_764_000_000);
     assert_eq!(
         canonical,
-        "POST\n/v1/rates%20x\na=0&a=1&b=2&q=two%20words\n44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a\n1764000000"
+        "POST\n/v1/rates%20x\na=0&a=1&b=2&q=two%2Bwords\n44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a\n1764000000"
     );
     let signer = Signer::Hmac {
         key_id: Some(Secret::new("key-1")),
@@ -383,7 +490,7 @@ fn hmac_canonical_form_and_signature() {
         key_id_header: "X-Key-Id".into(),
     };
     let at = jiff::Timestamp::from_second(1_764_000_000).expect("time");
-    let headers = signer.headers("POST", &url, Some((b"{}", "application/json")), at);
+    let headers = signer.headers("POST", &url, Some((b"{}", "application/json")), &[], at);
     let names: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["X-Signature", "X-Timestamp", "X-Key-Id"]);
     let expected = hex(&hmac_sha256(b"s3cr3t", canonical.as_bytes()));
@@ -395,4 +502,82 @@ fn hmac_canonical_form_and_signature() {
         hex(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     );
+}
+
+#[test]
+fn paths_are_encoded_as_aws_documents_them() {
+    // AWS's own example: every service but S3 encodes the (already encoded) path again.
+    let sent = "/documents%20and%20settings/";
+    assert_eq!(
+        canonical_path(sent, PathStyle::Normalized),
+        "/documents%2520and%2520settings/"
+    );
+    assert_eq!(
+        canonical_path(sent, PathStyle::S3),
+        "/documents%20and%20settings/"
+    );
+    // Bytes that are not UTF-8 keep their value (no replacement character).
+    assert_eq!(canonical_path("/a%FFb", PathStyle::S3), "/a%FFb");
+    assert_eq!(canonical_path("/a%ffb", PathStyle::S3), "/a%FFb");
+    assert_eq!(canonical_path("/a/./b/../c//", PathStyle::Normalized), "/a/c/");
+    assert_eq!(canonical_path("/../..", PathStyle::Normalized), "/");
+    assert_eq!(PathStyle::of_service("s3"), PathStyle::S3);
+    assert_eq!(PathStyle::of_service("execute-api"), PathStyle::Normalized);
+}
+
+#[test]
+fn a_query_is_read_as_rfc_3986_reads_it() {
+    let pairs = query_pairs("b=two+words&a=%20x&flag&c=%FF");
+    assert_eq!(
+        pairs,
+        vec![
+            (b"b".to_vec(), b"two+words".to_vec()),
+            (b"a".to_vec(), b" x".to_vec()),
+            (b"flag".to_vec(), Vec::new()),
+            (b"c".to_vec(), vec![0xFF]),
+        ]
+    );
+    assert_eq!(canonical_query(pairs), "a=%20x&b=two%2Bwords&c=%FF&flag=");
+}
+
+#[test]
+fn sigv4_signs_the_capabilitys_own_headers() {
+    let signer = Signer::Aws(suite_credentials(Some("token-1")));
+    let url = Url::parse("https://example.amazonaws.com/v1/rates").expect("url");
+    let at: jiff::Timestamp = "2015-08-30T12:36:00Z".parse().expect("time");
+    let own = vec![("transId".to_owned(), "r-1".to_owned())];
+    let headers = signer.headers("POST", &url, Some((b"{}", "application/json")), &own, at);
+    let authorization = headers
+        .iter()
+        .find(|(n, _)| n == "authorization")
+        .map(|(_, v)| v.expose().to_owned())
+        .expect("authorization");
+    assert!(
+        authorization.contains(
+            "SignedHeaders=content-type;host;transid;x-amz-content-sha256;x-amz-date;x-amz-security-token,"
+        ),
+        "{authorization}"
+    );
+    let token = headers
+        .iter()
+        .find(|(n, _)| n == "x-amz-security-token")
+        .map(|(_, v)| v.expose().to_owned());
+    assert_eq!(token.as_deref(), Some("token-1"));
+    let shown = format!(
+        "{:?}",
+        sigv4(
+            &AwsRequest {
+                method: "GET",
+                host: "example.amazonaws.com",
+                path: "/",
+                path_style: PathStyle::Normalized,
+                query: &[],
+                headers: &[],
+                payload_hash: EMPTY,
+                amz_date: DATE,
+            },
+            &suite_credentials(Some("token-1")),
+        )
+    );
+    assert!(!shown.contains("token-1"), "{shown}");
 }

@@ -39,7 +39,7 @@ use super::auth::Applied;
 use super::guard::AddressGuard;
 use super::http::Reply;
 use super::resilience::{ResilienceSettings, Route};
-use super::signing::Signer;
+use super::signing::{self, Signer};
 use crate::error::ConnectorError;
 use crate::spec::Policies;
 
@@ -106,9 +106,16 @@ impl Prepared {
     fn build_signed(&self, target: &Url, signer: &Signer) -> RequestBuilder {
         let mut url = target.clone();
         let body = if self.templated {
-            if !self.query.is_empty() {
-                url.query_pairs_mut().extend_pairs(&self.query);
-            }
+            // Sent in its canonical form, so the query signed is the query sent (a form
+            // encoder would send a space as `+`, which the partner reads as a plus).
+            let mut pairs = signing::query_pairs(url.query().unwrap_or_default());
+            pairs.extend(
+                self.query
+                    .iter()
+                    .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())),
+            );
+            let query = signing::canonical_query(pairs);
+            url.set_query((!query.is_empty()).then_some(query.as_str()));
             self.body.as_ref()
         } else {
             None
@@ -117,6 +124,7 @@ impl Prepared {
             self.method.as_str(),
             &url,
             body.map(|(bytes, kind)| (bytes.as_slice(), *kind)),
+            &self.headers,
             jiff::Timestamp::now(),
         );
         let mut request = self.client.request(self.method.clone(), url);
