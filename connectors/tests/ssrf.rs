@@ -133,7 +133,8 @@ async fn a_redirect_to_another_origin_is_refused() {
     // must not follow the request to another origin.
     let (elsewhere, elsewhere_hits) = partner("HTTP/1.1 200 OK").await;
     let head: &'static str = Box::leak(
-        format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/products").into_boxed_str(),
+        format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}/products")
+            .into_boxed_str(),
     );
     let (base, hits) = partner(head).await;
     let err = connector(&base, "/products")

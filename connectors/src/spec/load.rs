@@ -283,8 +283,15 @@ fn check_template(
 /// the auth sets its own headers (`reserved`, lower case; `x-amz-*` a prefix).
 fn header_conflict(name: &str, has_body: bool, reserved: &[String]) -> Option<String> {
     let lower = name.to_ascii_lowercase();
-    if ["host", "content-length", "transfer-encoding", "connection", "te", "upgrade"]
-        .contains(&lower.as_str())
+    if [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "te",
+        "upgrade",
+    ]
+    .contains(&lower.as_str())
     {
         return Some(format!(
             "`{name}` is set by the HTTP client for every request; remove it"

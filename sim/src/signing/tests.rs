@@ -283,9 +283,15 @@ fn paths_are_read_as_aws_reads_them() {
     assert_eq!(path("/example/.."), "/");
     assert_eq!(path("/example1/example2/../.."), "/");
     let single = |text: &str| path_of(&text.parse::<Uri>().expect("uri"));
-    assert_eq!(single("/documents%20and%20settings/"), "/documents%20and%20settings/");
+    assert_eq!(
+        single("/documents%20and%20settings/"),
+        "/documents%20and%20settings/"
+    );
     assert_eq!(single("/a%ffb"), "/a%FFb");
-    assert_eq!(query_of(&"/?b=x+y&a=%20".parse::<Uri>().expect("uri")), "a=%20&b=x%2By");
+    assert_eq!(
+        query_of(&"/?b=x+y&a=%20".parse::<Uri>().expect("uri")),
+        "a=%20&b=x%2By"
+    );
 }
 
 #[test]

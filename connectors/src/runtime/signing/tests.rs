@@ -519,7 +519,10 @@ fn paths_are_encoded_as_aws_documents_them() {
     // Bytes that are not UTF-8 keep their value (no replacement character).
     assert_eq!(canonical_path("/a%FFb", PathStyle::S3), "/a%FFb");
     assert_eq!(canonical_path("/a%ffb", PathStyle::S3), "/a%FFb");
-    assert_eq!(canonical_path("/a/./b/../c//", PathStyle::Normalized), "/a/c/");
+    assert_eq!(
+        canonical_path("/a/./b/../c//", PathStyle::Normalized),
+        "/a/c/"
+    );
     assert_eq!(canonical_path("/../..", PathStyle::Normalized), "/");
     assert_eq!(PathStyle::of_service("s3"), PathStyle::S3);
     assert_eq!(PathStyle::of_service("execute-api"), PathStyle::Normalized);
