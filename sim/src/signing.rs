@@ -418,7 +418,9 @@ pub fn verify_sigv4(
         }
         canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
     }
-    let path = if key.service == "s3" || key.single_encoded_path {
+    let s3_like = ["s3", "s3-object-lambda", "s3-outposts", "s3express"]
+        .contains(&key.service.to_ascii_lowercase().as_str());
+    let path = if s3_like || key.single_encoded_path {
         path_of(req.uri)
     } else {
         normalized_path_of(req.uri)

@@ -25,7 +25,7 @@ mod natives;
 mod page;
 mod pool;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use jaq_core::data::JustLut;
@@ -176,101 +176,86 @@ fn nesting(code: &str) -> usize {
     max
 }
 
-/// Every name defined in `term` with the names its body calls, for the recursion check.
-fn collect_defs<'s>(term: &Term<&'s str>, out: &mut Vec<(&'s str, HashSet<&'s str>)>) {
-    fn calls<'s>(term: &Term<&'s str>, out: &mut HashSet<&'s str>) {
-        walk(term, &mut |t| {
-            if let Term::Call(name, _) = t {
-                out.insert(*name);
-            }
-        });
-    }
-    walk(term, &mut |t| {
-        if let Term::Def(defs, _) = t {
-            for def in defs {
-                let mut called = HashSet::new();
-                calls(&def.body, &mut called);
-                out.push((def.name, called));
-            }
-        }
-    });
-}
-
 /// Visits every sub-term.
 fn walk<'s>(term: &Term<&'s str>, f: &mut dyn FnMut(&Term<&'s str>)) {
-    use jaq_core::load::lex::StrPart;
     f(term);
+    children(term, &mut |child| walk(child, f));
+}
+
+/// Visits the direct sub-terms of `term`.
+fn children<'s>(term: &Term<&'s str>, f: &mut dyn FnMut(&Term<&'s str>)) {
+    use jaq_core::load::lex::StrPart;
     match term {
         Term::Id | Term::Recurse | Term::Num(_) | Term::Break(_) | Term::Var(_) => {}
         Term::Str(_, parts) => {
             for part in parts {
                 if let StrPart::Term(t) = part {
-                    walk(t, f);
+                    f(t);
                 }
             }
         }
         Term::Arr(inner) => {
             if let Some(t) = inner {
-                walk(t, f);
+                f(t);
             }
         }
         Term::Obj(members) => {
             for (k, v) in members {
-                walk(k, f);
+                f(k);
                 if let Some(v) = v {
-                    walk(v, f);
+                    f(v);
                 }
             }
         }
-        Term::Neg(t) | Term::Label(_, t) => walk(t, f),
+        Term::Neg(t) | Term::Label(_, t) => f(t),
         Term::BinOp(l, _, r) => {
-            walk(l, f);
-            walk(r, f);
+            f(l);
+            f(r);
         }
         Term::Fold(_, x, _, args) => {
-            walk(x, f);
+            f(x);
             for a in args {
-                walk(a, f);
+                f(a);
             }
         }
         Term::TryCatch(t, c) => {
-            walk(t, f);
+            f(t);
             if let Some(c) = c {
-                walk(c, f);
+                f(c);
             }
         }
         Term::IfThenElse(branches, otherwise) => {
             for (c, t) in branches {
-                walk(c, f);
-                walk(t, f);
+                f(c);
+                f(t);
             }
             if let Some(o) = otherwise {
-                walk(o, f);
+                f(o);
             }
         }
         Term::Def(defs, t) => {
             for def in defs {
-                walk(&def.body, f);
+                f(&def.body);
             }
-            walk(t, f);
+            f(t);
         }
         Term::Call(_, args) => {
             for a in args {
-                walk(a, f);
+                f(a);
             }
         }
         Term::Path(t, path) => {
-            walk(t, f);
+            f(t);
             for (part, _) in path.0.iter() {
                 use jaq_core::path::Part;
                 match part {
-                    Part::Index(i) => walk(i, f),
+                    Part::Index(i) => f(i),
                     Part::Range(a, b) => {
                         if let Some(a) = a {
-                            walk(a, f);
+                            f(a);
                         }
                         if let Some(b) = b {
-                            walk(b, f);
+                            f(b);
                         }
                     }
                 }
@@ -279,27 +264,88 @@ fn walk<'s>(term: &Term<&'s str>, f: &mut dyn FnMut(&Term<&'s str>)) {
     }
 }
 
-/// The first user definition that can reach itself, if any.
-fn recursive_def<'s>(defs: &[(&'s str, HashSet<&'s str>)]) -> Option<&'s str> {
-    let graph: HashMap<&str, HashSet<&str>> = defs.iter().fold(HashMap::new(), |mut g, (n, c)| {
-        g.entry(*n).or_default().extend(c.iter().copied());
-        g
-    });
-    for start in graph.keys() {
-        let mut stack: Vec<&str> = graph[start].iter().copied().collect();
-        let mut seen = HashSet::new();
-        while let Some(name) = stack.pop() {
-            if name == *start {
-                return Some(start);
+/// A name in scope while resolving calls: a definition (with its arity and id) or a filter
+/// parameter (which shadows a definition of arity 0).
+enum Binding<'s> {
+    Def(&'s str, usize, usize),
+    Param(&'s str),
+}
+
+/// The user definitions met so far (by id) and the definitions each one calls.
+#[derive(Default)]
+struct CallGraph<'s> {
+    names: Vec<&'s str>,
+    calls: Vec<HashSet<usize>>,
+}
+
+impl<'s> CallGraph<'s> {
+    /// Resolves every call in `term` to the definition jq would call (nearest in scope,
+    /// same name and arity; a definition sees itself and the ones before it), recording
+    /// an edge from `caller`.
+    fn resolve(&mut self, term: &Term<&'s str>, env: &mut Vec<Binding<'s>>, caller: Option<usize>) {
+        match term {
+            Term::Def(defs, rest) => {
+                let mark = env.len();
+                for def in defs {
+                    let id = self.names.len();
+                    self.names.push(def.name);
+                    self.calls.push(HashSet::new());
+                    env.push(Binding::Def(def.name, def.args.len(), id));
+                    let inner = env.len();
+                    env.extend(
+                        def.args
+                            .iter()
+                            .filter(|a| !a.starts_with('$'))
+                            .map(|a| Binding::Param(a)),
+                    );
+                    self.resolve(&def.body, env, Some(id));
+                    env.truncate(inner);
+                }
+                self.resolve(rest, env, caller);
+                env.truncate(mark);
             }
-            if seen.insert(name)
-                && let Some(next) = graph.get(name)
-            {
-                stack.extend(next.iter().copied());
+            Term::Call(name, args) => {
+                let target = env.iter().rev().find_map(|b| match b {
+                    Binding::Param(p) if p == name && args.is_empty() => Some(None),
+                    Binding::Def(n, arity, id) if n == name && *arity == args.len() => {
+                        Some(Some(*id))
+                    }
+                    _ => None,
+                });
+                if let (Some(from), Some(Some(to))) = (caller, target) {
+                    self.calls[from].insert(to);
+                }
+                for arg in args {
+                    self.resolve(arg, env, caller);
+                }
             }
+            other => children(other, &mut |child| self.resolve(child, env, caller)),
         }
     }
-    None
+
+    /// The first definition that can reach itself, if any.
+    fn recursive(&self) -> Option<&'s str> {
+        for start in 0..self.names.len() {
+            let mut stack: Vec<usize> = self.calls[start].iter().copied().collect();
+            let mut seen = HashSet::new();
+            while let Some(id) = stack.pop() {
+                if id == start {
+                    return Some(self.names[start]);
+                }
+                if seen.insert(id) {
+                    stack.extend(self.calls[id].iter().copied());
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The first user definition in `term` that can reach itself, if any.
+fn recursive_def<'s>(term: &Term<&'s str>) -> Option<&'s str> {
+    let mut graph = CallGraph::default();
+    graph.resolve(term, &mut Vec::new(), None);
+    graph.recursive()
 }
 
 /// The standard definitions minus the denied ones and every definition that (through
@@ -366,14 +412,12 @@ fn compile_on_this_thread(source: Source<'_>) -> Result<jaq_core::Filter<D>, Con
     let code = source.code;
     // Recursion check on the program's own syntax tree.
     let term = jaq_core::load::parse(code, |p| p.term());
-    if let Some(term) = &term {
-        let mut defs = Vec::new();
-        collect_defs(term, &mut defs);
-        if let Some(name) = recursive_def(&defs) {
-            return Err(invalid(format!(
-                "recursive definition `{name}` is not allowed"
-            )));
-        }
+    if let Some(term) = &term
+        && let Some(name) = recursive_def(term)
+    {
+        return Err(invalid(format!(
+            "recursive definition `{name}` is not allowed"
+        )));
     }
     let checked = term.is_some();
 
@@ -476,11 +520,13 @@ impl Program {
             None => Source { code, defs_len: 0 },
             Some(defs) => {
                 within_limits("definitions", defs)?;
-                joined = format!("{defs}\n{code}");
+                // Two newlines: a comment ending in a backslash continues onto the next
+                // line (jq 1.7), and must swallow the empty line, not the program's first.
+                joined = format!("{defs}\n\n{code}");
                 within_limits("program with its definitions", &joined)?;
                 Source {
                     code: &joined,
-                    defs_len: defs.len() + 1,
+                    defs_len: defs.len() + 2,
                 }
             }
         };

@@ -69,7 +69,11 @@ fn hostile_programs_are_refused_at_compile_time() {
         refused("def f: 1 + f; f"),
         "invalid jq program: recursive definition `f` is not allowed"
     );
-    let mutual = refused("def f: g; def g: f; f");
+    // jq resolves a name among the definitions before it: a forward call is undefined,
+    // so mutual recursion needs nesting, and nesting is caught.
+    let forward = refused("def f: g; def g: f; f");
+    assert!(forward.contains("undefined filter `g`"), "{forward}");
+    let mutual = refused("def f: def g: f; g; f");
     assert!(
         mutual.starts_with("invalid jq program: recursive definition `"),
         "{mutual}"
@@ -323,14 +327,47 @@ fn shared_definitions_are_only_bounded_non_recursive_defs() {
         only.to_string().contains("only `def name: body;` items"),
         "{only}"
     );
-    let rec = Program::check_definitions("def a: b; def b: a;").expect_err("recursive");
+    let rec = Program::check_definitions("def a: def b: a; b;").expect_err("recursive");
     assert!(rec.to_string().contains("recursive definition"), "{rec}");
-    // Recursion through a program and the definitions together is refused too.
+    let forward = Program::check_definitions("def a: b; def b: a;").expect_err("forward");
+    assert!(
+        forward
+            .to_string()
+            .contains("definitions line 1, column 8: undefined filter `b`"),
+        "{forward}"
+    );
+    // A program's own recursion is refused beside definitions too.
     let err = Program::compile_with(Some("def a: 1;"), "def a: a; a").expect_err("recursive");
     assert!(
         err.to_string().contains("recursive definition `a`"),
         "{err}"
     );
+    // Calls resolve by scope as jq resolves them: the program's `a` calls the shared `b`,
+    // which calls the shared `a` (the only one it can see). Nothing recurses.
+    Program::compile_with(Some("def a: 1; def b: a;"), "def a: b + 1; a")
+        .expect("a name defined again is another definition");
+    // A comment that ends in a backslash (continued, in jq 1.7) cannot swallow the
+    // program's first line: the program still calls `a`, so `a` must stay defined.
+    let err = Program::compile_with(Some("def a: 1; # note \\"), "a | b")
+        .expect_err("`b` is undefined in the program");
+    assert!(err.to_string().contains("line 1, column 5"), "{err}");
+    assert!(!err.to_string().contains("definitions line"), "{err}");
+    for code in ["def f(f): f; f(1)", "def f: 1; def f(g): g + f; f(2)"] {
+        Program::compile(code).unwrap_or_else(|e| panic!("{code}: {e}"));
+    }
+    for code in [
+        "def f: def g: f; g; f",
+        "def f(g): g; def h: f(h); h",
+        "def a: 1; def b: def a: b; a; b",
+        // A definition sees itself, not the one it shadows.
+        "def a: 1; def a: a + 1; a",
+    ] {
+        let err = Program::compile(code).expect_err(code);
+        assert!(
+            err.to_string().contains("recursive definition"),
+            "{code}: {err}"
+        );
+    }
     let big = format!("def a: \"{}\";", "x".repeat(MAX_PROGRAM_BYTES));
     let err = Program::check_definitions(&big).expect_err("too big");
     assert!(err.to_string().contains("definitions is"), "{err}");

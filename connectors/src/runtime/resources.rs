@@ -160,6 +160,14 @@ impl PartnerResources {
     }
 }
 
+/// `to` is `from`'s host over https (the default port): an upgrade, not another origin.
+fn upgrades_to_https(from: &url::Url, to: &url::Url) -> bool {
+    from.scheme() == "http"
+        && to.scheme() == "https"
+        && to.port().is_none()
+        && from.host_str() == to.host_str()
+}
+
 /// A pooled client (keep-alive, connect timeout, redirects kept to the request's origin
 /// and re-checked by `guard`) speaking TLS with `tls`.
 fn build_client(
@@ -185,8 +193,10 @@ fn build_client(
             }
             // Credentials in headers (an API key, a signature, a session token) go only to
             // the origin they were made for; reqwest strips nothing but `Authorization`.
+            // The one exception is the same host moving to https on its default port.
             if let Some(first) = attempt.previous().first()
                 && first.origin() != attempt.url().origin()
+                && !upgrades_to_https(first, attempt.url())
             {
                 let shown = redact(attempt.url());
                 return attempt.error(format!(

@@ -68,8 +68,10 @@ pub enum PathStyle {
 }
 
 impl PathStyle {
+    /// S3 and its relatives (Object Lambda, Outposts, Express) take the S3 style.
     pub fn of_service(service: &str) -> Self {
-        if service == "s3" {
+        let service = service.to_ascii_lowercase();
+        if ["s3", "s3-object-lambda", "s3-outposts", "s3express"].contains(&service.as_str()) {
             Self::S3
         } else {
             Self::Normalized

@@ -172,6 +172,18 @@ impl Pagination {
         }
     }
 
+    /// The header the walk sets (a next token sent in a header), if any.
+    pub(super) fn header_name(&self) -> Option<&str> {
+        match self {
+            Self::NextToken {
+                location: TokenLocation::Header,
+                name,
+                ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+
     /// The query parameter the walk sets, which the request template must not set too.
     pub(super) fn query_param(&self) -> Option<&str> {
         match self {

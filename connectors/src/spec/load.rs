@@ -280,7 +280,7 @@ fn check_template(
 
 /// Why a capability may not set header `name` itself, if it may not: the client frames
 /// the request (`host`, `content-length`, ...), the body's format sets `content-type`, and
-/// the auth sets its own headers (`reserved`, lower case; `x-amz-*` a prefix).
+/// the auth sets its own headers (`reserved`, lower case).
 fn header_conflict(name: &str, has_body: bool, reserved: &[String]) -> Option<String> {
     let lower = name.to_ascii_lowercase();
     if [
@@ -288,6 +288,8 @@ fn header_conflict(name: &str, has_body: bool, reserved: &[String]) -> Option<St
         "content-length",
         "transfer-encoding",
         "connection",
+        "keep-alive",
+        "proxy-connection",
         "te",
         "upgrade",
     ]
@@ -302,10 +304,7 @@ fn header_conflict(name: &str, has_body: bool, reserved: &[String]) -> Option<St
             "`{name}` is set by the body's format; remove it or change `body`"
         ));
     }
-    let taken = reserved.iter().any(|r| match r.strip_suffix('*') {
-        Some(prefix) => lower.starts_with(prefix),
-        None => *r == lower,
-    });
+    let taken = reserved.contains(&lower);
     taken.then(|| {
         format!("`{name}` is set by the connector's `auth`; a request may not carry it twice")
     })
@@ -338,6 +337,11 @@ fn capability_violations(
             format!("{at}/request/body"),
             "a GET request has no body; use method POST or move the fields to `query`".to_owned(),
         ));
+    }
+    if let Some(name) = spec.pagination.as_ref().and_then(Pagination::header_name)
+        && let Some(reason) = header_conflict(name, false, reserved)
+    {
+        out.push((format!("{at}/pagination/name"), reason));
     }
     if let Some(param) = spec.pagination.as_ref().and_then(Pagination::query_param)
         && request.query.contains_key(param)

@@ -225,7 +225,16 @@ impl Auth {
                 .iter()
                 .map(|h| h.to_ascii_lowercase())
                 .collect(),
-            Self::AwsSigv4 { .. } => vec!["authorization".to_owned(), "x-amz-*".to_owned()],
+            // Only the ones the signer sets: `X-Amz-Target` and `x-amz-meta-*` are the
+            // capability's to set (and are signed with it).
+            Self::AwsSigv4 { .. } => [
+                "authorization",
+                "x-amz-date",
+                "x-amz-content-sha256",
+                "x-amz-security-token",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         }
     }
 
