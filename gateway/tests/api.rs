@@ -722,6 +722,28 @@ async fn bad_input_gets_precise_problems() {
         "{}",
         a.body
     );
+    // Two capitals that are no country (the United Kingdom is GB).
+    let a = mall
+        .send(
+            raw(r#"{"from":{"country":"US"},"to":{"country":"UK"},"parcels":[{"weight_g":5}]}"#),
+            "post",
+            "/v1/shipping/rates",
+        )
+        .await;
+    assert_eq!(
+        (
+            a.status,
+            a.body["pointer"].as_str(),
+            a.body["detail"].as_str()
+        ),
+        (
+            400,
+            Some("/to/country"),
+            Some("at `/to/country`: a country is an ISO 3166-1 alpha-2 code in capitals (US, DE)")
+        ),
+        "{}",
+        a.body
+    );
     let a = mall
         .send(
             mall.http

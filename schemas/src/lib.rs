@@ -4,10 +4,12 @@
 //! Every answer Mallgate gives a frontend is built from these types, and every record a
 //! connector maps is validated against its schema before it is cached or merged.
 
+mod country;
 mod identity;
 mod model;
 mod validate;
 
+pub use country::{COUNTRY_FORMAT, is_country};
 pub use identity::{gtin14_is_valid, identity_violations};
 pub use model::*;
 pub use validate::{

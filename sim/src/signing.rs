@@ -50,8 +50,8 @@ fn default_key_id_header() -> String {
 #[derive(Debug, Clone, Copy)]
 pub struct Signed;
 
-/// What a partner requires of every request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a partner requires of every request. Its Debug form leaves the secrets out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SignatureCheck {
     Hmac {
@@ -84,6 +84,50 @@ pub enum SignatureCheck {
         #[serde(default = "default_skew")]
         max_skew_s: i64,
     },
+}
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const REDACTED: &str = "<redacted>";
+        match self {
+            Self::Hmac {
+                algorithm,
+                encoding,
+                signature_header,
+                timestamp_header,
+                key_id,
+                key_id_header,
+                max_skew_s,
+                ..
+            } => f
+                .debug_struct("Hmac")
+                .field("secret", &REDACTED)
+                .field("algorithm", algorithm)
+                .field("encoding", encoding)
+                .field("signature_header", signature_header)
+                .field("timestamp_header", timestamp_header)
+                .field("key_id", key_id)
+                .field("key_id_header", key_id_header)
+                .field("max_skew_s", max_skew_s)
+                .finish(),
+            Self::AwsSigv4 {
+                access_key_id,
+                session_token,
+                region,
+                service,
+                max_skew_s,
+                ..
+            } => f
+                .debug_struct("AwsSigv4")
+                .field("access_key_id", access_key_id)
+                .field("secret_access_key", &REDACTED)
+                .field("session_token", &session_token.as_ref().map(|_| REDACTED))
+                .field("region", region)
+                .field("service", service)
+                .field("max_skew_s", max_skew_s)
+                .finish(),
+        }
+    }
 }
 
 /// The checks partners require, shared by every replica.

@@ -488,6 +488,49 @@ fn compile_on_this_thread(source: Source<'_>) -> Result<jaq_core::Filter<D>, Con
         })
 }
 
+/// The syntax faults of shared definitions parsed on their own as `def` items, located
+/// in them ("definitions line L, column C"); `None` when they parse.
+fn definitions_syntax(definitions: &str) -> Option<String> {
+    use jaq_core::load::{Lexer, Parser, lex::Token, parse::Expect};
+    let locate = |offset: usize| {
+        let (l, c) = line_column(definitions, offset);
+        format!("definitions line {l}, column {c}")
+    };
+    let tokens = match Lexer::new(definitions).lex() {
+        Ok(tokens) => tokens,
+        Err(errors) => {
+            let faults: Vec<String> = errors
+                .iter()
+                .map(|(expect, at)| {
+                    format!(
+                        "{}: expected {}",
+                        locate(jaq_core::load::span(definitions, at).start),
+                        expect.as_str()
+                    )
+                })
+                .collect();
+            return Some(faults.join("; "));
+        }
+    };
+    let errors = Parser::new(&tokens).parse(|p| p.defs()).err()?;
+    let faults: Vec<String> = errors
+        .iter()
+        .map(|(expect, found)| {
+            let at = found.map_or(definitions.len(), |Token(s, _)| {
+                jaq_core::load::span(definitions, s).start
+            });
+            let what = match (expect, found) {
+                (_, Some(Token("import" | "include", _))) => "imports are not allowed".to_string(),
+                (Expect::Nothing, _) => "expected `def`: definitions must be only `def name: body;` items, with no expression after them".to_string(),
+                (expect, None) => format!("expected {} before the end", expect.as_str()),
+                (expect, Some(_)) => format!("expected {}", expect.as_str()),
+            };
+            format!("{}: {what}", locate(at))
+        })
+        .collect();
+    Some(faults.join("; "))
+}
+
 fn within_limits(what: &str, code: &str) -> Result<(), ConnectorError> {
     if code.len() > MAX_PROGRAM_BYTES {
         return Err(invalid(format!(
@@ -536,20 +579,12 @@ impl Program {
     /// Checks a connector's shared `definitions` on their own: only `def` items, every one
     /// compiling under the sandbox's rules, none recursive.
     pub fn check_definitions(definitions: &str) -> Result<(), ConnectorError> {
-        let only_defs = jaq_core::load::parse(definitions, |p| p.defs()).is_some();
-        match Self::compile_with(Some(definitions), ".") {
-            // A fault located in the definitions says more than the general rule.
-            Err(ConnectorError::InvalidProgram { reason })
-                if only_defs || reason.contains("definitions line") =>
-            {
-                Err(invalid(reason))
-            }
-            Err(e) if only_defs => Err(e),
-            _ if !only_defs => Err(invalid(
-                "definitions must be only `def name: body;` items, with no expression after them",
-            )),
-            _ => Ok(()),
+        // Parsed alone first, so a syntax fault is located in them (joined to a program,
+        // a missing `;` would be reported in the program).
+        if let Some(faults) = definitions_syntax(definitions) {
+            return Err(invalid(format!("jq does not parse: {faults}")));
         }
+        Self::compile_with(Some(definitions), ".").map(drop)
     }
 
     fn compile_source(source: Source<'_>) -> Result<Self, ConnectorError> {

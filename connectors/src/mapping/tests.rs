@@ -381,8 +381,41 @@ fn shared_definitions_are_only_bounded_non_recursive_defs() {
     assert!(err.to_string().contains("nests deeper"), "{err}");
     // Imports are no more allowed in definitions than in programs.
     let err = Program::check_definitions("include \"evil\"; def a: 1;").expect_err("include");
-    assert!(
-        err.to_string().contains("definitions") || err.to_string().contains("import"),
-        "{err}"
+    assert_eq!(
+        err.to_string(),
+        "invalid jq program: jq does not parse: definitions line 1, column 1: imports are not allowed"
     );
+}
+
+#[test]
+fn a_syntax_fault_in_definitions_is_located_in_them() {
+    let fault = |defs: &str| {
+        Program::check_definitions(defs)
+            .expect_err(defs)
+            .to_string()
+            .replace("invalid jq program: jq does not parse: ", "")
+    };
+    // Joined to a program, these used to be located in the program or not at all.
+    assert_eq!(
+        fault("def a: 1"),
+        "definitions line 1, column 9: expected ; before the end"
+    );
+    assert_eq!(
+        fault("def a: 1;\ndef b: \"x;"),
+        "definitions line 2, column 11: expected closing quote"
+    );
+    assert_eq!(
+        fault("def a: 1; 2"),
+        "definitions line 1, column 11: expected `def`: definitions must be only `def name: body;` items, with no expression after them"
+    );
+    assert_eq!(
+        fault("def: 1;"),
+        "definitions line 1, column 4: expected identifier"
+    );
+    for import in ["include \"evil\";", "import \"evil\" as e;"] {
+        assert_eq!(
+            fault(&format!("def a: 1;\n{import}")),
+            "definitions line 2, column 1: imports are not allowed"
+        );
+    }
 }

@@ -185,6 +185,7 @@ pub fn static_auth(creds: &Credentials<'_>) -> Result<Option<Applied>, Connector
                 .transpose()?,
             region: region.clone(),
             service: service.clone(),
+            path_style: super::signing::PathStyle::of_service(service),
         }))),
         Auth::Oauth2ClientCredentials { .. } => return Ok(None),
     }))

@@ -189,6 +189,8 @@ pub struct AwsCredentials {
     pub session_token: Option<Secret>,
     pub region: String,
     pub service: String,
+    /// How `service` canonicalizes paths, worked out once when the credentials are built.
+    pub path_style: PathStyle,
 }
 
 /// One request as SigV4 sees it. `headers` are the headers to sign besides `host` and
@@ -380,7 +382,7 @@ impl Signer {
                         method,
                         host: &host,
                         path: url.path(),
-                        path_style: PathStyle::of_service(&creds.service),
+                        path_style: creds.path_style,
                         query: &query,
                         headers: &signed,
                         payload_hash: &payload_hash,

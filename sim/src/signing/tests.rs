@@ -318,3 +318,31 @@ fn over_http2_the_host_is_the_authority() {
     };
     assert!(verify_sigv4(&moved, &key(None), NOW, 300).is_err());
 }
+
+#[test]
+fn a_check_debug_form_leaves_its_secrets_out() {
+    let hmac = SignatureCheck::Hmac {
+        secret: "hmac-s3cr3t".into(),
+        algorithm: "sha256".into(),
+        encoding: "hex".into(),
+        signature_header: "x-signature".into(),
+        timestamp_header: "x-timestamp".into(),
+        key_id: Some("key-1".into()),
+        key_id_header: "x-key-id".into(),
+        max_skew_s: 300,
+    };
+    let aws = SignatureCheck::AwsSigv4 {
+        access_key_id: "AKIDEXAMPLE".into(),
+        secret_access_key: "aws-s3cr3t".into(),
+        session_token: Some("session-s3cr3t".into()),
+        region: "us-east-1".into(),
+        service: "execute-api".into(),
+        max_skew_s: 300,
+    };
+    let shown = format!("{hmac:?} {aws:?}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(
+        shown.contains("key-1") && shown.contains("AKIDEXAMPLE"),
+        "{shown}"
+    );
+}

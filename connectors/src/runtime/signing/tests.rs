@@ -344,6 +344,7 @@ fn suite_credentials(session_token: Option<&str>) -> AwsCredentials {
         session_token: session_token.map(Secret::new),
         region: "us-east-1".into(),
         service: "service".into(),
+        path_style: PathStyle::Normalized,
     }
 }
 
