@@ -172,7 +172,15 @@ async fn sigterm_drains_behind_a_balancer_without_errors() {
                         Ok(200) => "ready".to_owned(),
                         Ok(503) => "draining".to_owned(),
                         Ok(other) => format!("status {other}"),
-                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        // Refused, or reset: a probe queued on the listener as the
+                        // process closed it is reset by the kernel; both say "gone".
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::ConnectionRefused
+                                    | std::io::ErrorKind::ConnectionReset
+                            ) =>
+                        {
                             "closed".to_owned()
                         }
                         Err(e) => format!("error {e}"),
