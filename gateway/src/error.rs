@@ -26,4 +26,10 @@ pub enum GatewayError {
     Listen { addr: String, reason: String },
     #[error("{0}")]
     Startup(String),
+    /// A compare-and-put lost: another writer (another replica) changed `key` first.
+    #[error("store key {key}: {reason}")]
+    StoreConflict { key: String, reason: String },
+    /// The store (etcd) did not answer: the last good configuration keeps serving.
+    #[error("the store is unavailable: {reason}")]
+    StoreUnavailable { reason: String },
 }

@@ -1,4 +1,5 @@
-//! `mallgate serve | demo | connector check|push | drill run` (`--help` on each).
+//! `mallgate serve | demo | connector check|push|test|record | drill run | store migrate`
+//! (`--help` on each).
 //!
 //! A thin CLI: everything lives in the library.
 #![allow(clippy::print_stdout)] // `mallgate connector` and `drill` print their results
@@ -48,6 +49,15 @@ enum Command {
     /// Failover drills against a running gateway.
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// The admin API's store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copies a state directory into etcd (an empty prefix), for a fleet.
+    Migrate(mallgate::cli::store::MigrateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +143,17 @@ fn main() -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             }
+        }
+        Command::Store(StoreCommand::Migrate(args)) => {
+            let done = mallgate::cli::store::migrate(&args)?;
+            println!(
+                "copied {} keys and {} log lines from {} to {}",
+                done.keys,
+                done.log_lines,
+                args.from.display(),
+                args.to
+            );
+            Ok(())
         }
         Command::Serve(args) => serve(args),
         #[cfg(feature = "demo")]

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// This instance is draining (503, `Retry-After: 1`): `/readyz` says so, and admin
     /// writes go to the instance that stays.
     Draining { detail: String },
+    /// The store (etcd) is unreachable: the last good configuration keeps serving and
+    /// admin writes wait for it (503, `Retry-After`).
+    StoreUnavailable { detail: String },
     /// This client is over its rate (429).
     TooManyRequests { retry_after_s: u64 },
     /// No partner answered and nothing was cached (503), with each source's outcome.
@@ -74,7 +77,10 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType { .. } => 415,
             Self::HeadersTooLarge { .. } => 431,
-            Self::Unavailable { .. } | Self::Overloaded { .. } | Self::Draining { .. } => 503,
+            Self::Unavailable { .. }
+            | Self::Overloaded { .. }
+            | Self::Draining { .. }
+            | Self::StoreUnavailable { .. } => 503,
             Self::TooManyRequests { .. } => 429,
             Self::Unauthorized => 401,
             Self::Forbidden { .. } => 403,
@@ -108,6 +114,7 @@ impl ApiError {
             Self::Unavailable { .. } => ("partners-unavailable", "No partner could answer"),
             Self::Overloaded { .. } => ("overloaded", "The gateway is at capacity"),
             Self::Draining { .. } => ("draining", "This instance is draining"),
+            Self::StoreUnavailable { .. } => ("store-unavailable", "The store is unavailable"),
             Self::TooManyRequests { .. } => ("rate-limited", "Too many requests"),
             Self::Unauthorized => ("unauthorized", "A valid bearer token is required"),
             Self::Forbidden { .. } => ("forbidden", "Not allowed for this token"),
@@ -129,6 +136,7 @@ impl ApiError {
                 vec![("retry-after", retry_after_s.to_string())]
             }
             Self::Draining { .. } => vec![("retry-after", "1".to_owned())],
+            Self::StoreUnavailable { .. } => vec![("retry-after", "5".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -161,6 +169,7 @@ impl ApiError {
             | Self::PreconditionRequired { detail }
             | Self::Rejected { detail, .. }
             | Self::Draining { detail }
+            | Self::StoreUnavailable { detail }
             | Self::Internal { detail } => detail.clone(),
             Self::TooManyRequests { retry_after_s } => format!(
                 "this client (its x-api-key, else its address) is over its request rate; try again in {retry_after_s} s"

@@ -69,6 +69,7 @@ fn state_dir(mall: &Mall) -> std::path::PathBuf {
         .expect("admin")
         .store()
         .root()
+        .expect("a state directory")
         .to_owned()
 }
 

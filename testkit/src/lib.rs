@@ -4,6 +4,7 @@
 //! answer the tests read is checked against the bundled OpenAPI document.
 
 pub mod admin;
+pub mod etcd;
 pub mod process;
 pub mod steady;
 

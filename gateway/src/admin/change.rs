@@ -29,11 +29,15 @@ struct Pointers {
     canary: Option<(u32, u8)>,
 }
 
-/// The writes of one change to one connector, and how to undo them.
+/// The writes of one change to one connector, and how to undo them. Every pointer moves
+/// by compare-and-put from where this change last saw it: a writer elsewhere (another
+/// replica on the same etcd) that moved it meanwhile makes this change a conflict.
 pub(super) struct Tx<'a> {
     store: &'a Store,
     id: &'a str,
     before: Pointers,
+    /// Where this change has put the pointers so far.
+    now: Pointers,
     added: Option<u32>,
 }
 
@@ -52,20 +56,31 @@ impl Tx<'_> {
         Ok(meta.version)
     }
 
-    pub(super) fn set_active(&self, version: Option<u32>) -> Result<(), GatewayError> {
-        self.store.set_active(self.id, version)
+    pub(super) fn set_active(&mut self, version: Option<u32>) -> Result<(), GatewayError> {
+        self.store
+            .set_active_if(self.id, self.now.active, version)?;
+        self.now.active = version;
+        Ok(())
     }
 
-    pub(super) fn set_canary(&self, canary: Option<(u32, u8)>) -> Result<(), GatewayError> {
-        self.store.set_canary(self.id, canary)
+    pub(super) fn set_canary(&mut self, canary: Option<(u32, u8)>) -> Result<(), GatewayError> {
+        self.store.set_canary_if(self.id, self.now.canary, canary)?;
+        self.now.canary = canary;
+        Ok(())
     }
 
     /// The pointers back where they were, an added version discarded.
     fn undo(&self) -> Result<(), GatewayError> {
         // The active pointer first, as a change moves it last: a crash in between never
         // leaves an older canary beside a newer active version.
-        self.store.set_active(self.id, self.before.active)?;
-        self.store.set_canary(self.id, self.before.canary)?;
+        if self.now.active != self.before.active {
+            self.store
+                .set_active_if(self.id, self.now.active, self.before.active)?;
+        }
+        if self.now.canary != self.before.canary {
+            self.store
+                .set_canary_if(self.id, self.now.canary, self.before.canary)?;
+        }
         match self.added {
             Some(v) => self.store.discard(self.id, v),
             None => Ok(()),
@@ -89,8 +104,17 @@ pub(super) type Write<'w> = &'w dyn Fn(&mut Tx<'_>) -> Result<(), GatewayError>;
 pub(super) type Step<'w> = (Write<'w>, Option<&'w str>);
 
 fn store_failed(e: &GatewayError) -> ApiError {
-    ApiError::Internal {
-        detail: format!("the store failed: {e}; the active version keeps serving"),
+    match e {
+        // Another replica's change won the compare-and-put.
+        GatewayError::StoreConflict { .. } => ApiError::Conflict {
+            detail: format!("{e}: someone changed it first; GET it and retry"),
+        },
+        GatewayError::StoreUnavailable { .. } => ApiError::StoreUnavailable {
+            detail: format!("{e}; the active versions keep serving; retry when it is back"),
+        },
+        _ => ApiError::Internal {
+            detail: format!("the store failed: {e}; the active version keeps serving"),
+        },
     }
 }
 
@@ -148,10 +172,29 @@ impl Admin {
             })
         })();
         let before = read.map_err(|e| self.failed(&event, &e))?;
+        // A fleet shares the store: when it points elsewhere than this replica serves,
+        // another replica changed it and this one has not applied that yet; the caller's
+        // If-Match was checked against what this replica serves, so it cannot hold.
+        let served = self.served_version(id);
+        if before.active.is_some() && before.active != served {
+            let name = |v: Option<u32>| v.map_or("none".to_owned(), |v| format!("v{v}"));
+            let e = GatewayError::StoreConflict {
+                key: format!("connectors/{id}/active"),
+                reason: format!(
+                    "the store points at {}, this replica serves {} (changed on another replica; retry once it is applied here)",
+                    name(before.active),
+                    name(served)
+                ),
+            };
+            let refused = store_failed(&e);
+            self.note(&event.rejected(&refused), "conflict");
+            return Err(refused);
+        }
         let mut tx = Tx {
             store: &self.store,
             id,
             before,
+            now: before,
             added: None,
         };
         let mut outcome = Err(ApiError::Internal {
@@ -434,7 +477,10 @@ impl<'a> Event<'a> {
     /// The same event, refused: its detail says why.
     fn rejected(&self, refused: &ApiError) -> Event<'a> {
         let why = match refused {
-            ApiError::Rejected { detail, .. } | ApiError::Internal { detail } => detail.clone(),
+            ApiError::Rejected { detail, .. }
+            | ApiError::Internal { detail }
+            | ApiError::Conflict { detail }
+            | ApiError::StoreUnavailable { detail } => detail.clone(),
             other => format!("{other:?}"),
         };
         Event {

@@ -12,9 +12,12 @@
 //!   `T` may be a reference (`env:VAR`, `file:PATH`) so the token stays out of the
 //!   process list.
 //! - `drill run ...` ([`drill`]): starts a failover drill, follows it, prints the report.
+//! - `store migrate --from DIR --to etcd://...` ([`store`]): copies a state directory
+//!   into etcd, for a fleet.
 
 pub mod cases;
 pub mod drill;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 

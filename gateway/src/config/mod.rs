@@ -52,9 +52,11 @@ use crate::GatewayError;
 
 mod process;
 mod resilience;
+mod store;
 mod telemetry;
 pub use self::process::ProcessConfig;
 pub use self::resilience::ResilienceConfig;
+pub use self::store::{EtcdAuth, StoreConfig};
 pub use self::telemetry::{LogConfig, LogFormat, MetricsConfig, TracesConfig};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +74,9 @@ pub struct GatewayConfig {
     /// Where versions, the active pointer and the audit log live (the admin API's store).
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
+    /// The store of a fleet (etcd) instead of the state directory.
+    #[serde(default)]
+    pub store: Option<StoreConfig>,
     /// Lets connectors call loopback addresses only (the demo and tests); off in production.
     #[serde(default)]
     pub allow_loopback_partners: bool,
@@ -453,6 +458,7 @@ impl Default for GatewayConfig {
             threads: defaults::threads(),
             connectors_dir: None,
             state_dir: None,
+            store: None,
             allow_loopback_partners: false,
             partner_allow: Vec::new(),
             deadline: DeadlineConfig::default(),
@@ -521,6 +527,13 @@ impl GatewayConfig {
             return Err("drills.max_duration_s must be between 1 and 86400 (a day)".into());
         }
         self.resilience.check()?;
+        if let Some(problem) = self
+            .store
+            .as_ref()
+            .and_then(|s| s.problems().into_iter().next())
+        {
+            return Err(problem);
+        }
         self.traces.check()?;
         self.process.check()?;
         // Port 0 (a free port, picked at start) never collides.

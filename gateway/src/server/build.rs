@@ -108,14 +108,10 @@ impl Gateway {
                 None
             }
             Some(admin_config) => {
-                let state = config.state_dir.as_ref().ok_or_else(|| GatewayError::Config {
-                    path: "state_dir".into(),
-                    reason: "the admin API keeps connector versions in the state directory: set state_dir".into(),
-                })?;
                 let admin = Arc::new(
                     Admin::new(
                         Arc::clone(&api),
-                        Store::open(state)?,
+                        open_store(&config)?,
                         store_secrets,
                         config.connectors_dir.clone(),
                         admin_config,
@@ -197,6 +193,30 @@ fn mappers(config: &GatewayConfig) -> Result<Mappers, GatewayError> {
 }
 
 /// `env:VAR` or `file:PATH` (operator config only).
+/// The admin API's store: etcd when `store` says so, else the state directory.
+pub(crate) fn open_store(config: &GatewayConfig) -> Result<Store, GatewayError> {
+    if let Some(store) = &config.store {
+        let settings =
+            store
+                .settings(resolve_reference)
+                .map_err(|reason| GatewayError::Config {
+                    path: "store".into(),
+                    reason,
+                })?;
+        let backend = crate::store::etcd::EtcdBackend::connect(settings)?;
+        return Ok(Store::over(Arc::new(backend)));
+    }
+    let state = config
+        .state_dir
+        .as_ref()
+        .ok_or_else(|| GatewayError::Config {
+            path: "state_dir".into(),
+            reason: "the admin API keeps connector versions in a store: set state_dir (or store)"
+                .into(),
+        })?;
+    Store::open(state)
+}
+
 pub fn resolve_reference(reference: &str) -> Result<String, String> {
     if let Some(var) = reference.strip_prefix("env:") {
         std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))

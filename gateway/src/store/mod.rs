@@ -16,19 +16,24 @@
 //! Every write is atomic: a temp file, fsync, rename, fsync of the directory. A process
 //! killed in the middle of a write leaves the previous file whole, so a restart finds the
 //! last good version. Every version is kept; the active pointer moves.
+//!
+//! The same keys can live in etcd instead ([`etcd::EtcdBackend`], `store: {kind: etcd}`),
+//! for a fleet: the pointers move by compare-and-put, so two replicas replacing the same
+//! revision give one conflict ([`GatewayError::StoreConflict`]).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::GatewayError;
 
+mod backend;
+pub mod etcd;
 mod partners;
 mod secrets;
+pub use backend::{Backend, FileBackend, is_log as backend_is_log, write_atomic};
 pub use partners::{PartnerRecord, TokenRecord};
 pub use secrets::valid_secret_name;
 
@@ -65,79 +70,10 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
-/// The state directory store.
+/// The registry store, over a [`Backend`].
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> GatewayError + '_ {
-    move |source| GatewayError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-/// Appends one line to `path` and syncs it (the file and, when new, its directory).
-fn append_line(path: &Path, line: &str) -> Result<(), GatewayError> {
-    let new = !path.exists();
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(io(path))?;
-    file.write_all(format!("{line}\n").as_bytes())
-        .map_err(io(path))?;
-    file.sync_data().map_err(io(path))?;
-    if new && let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-/// Fsyncs a directory, so an entry created or removed in it survives a power loss.
-fn sync_dir(dir: &Path) -> Result<(), GatewayError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Removes `path` (absent is fine) and fsyncs its directory.
-fn remove_durably(path: &Path) -> Result<(), GatewayError> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(path.parent().unwrap_or_else(|| Path::new("."))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(path)(e)),
-    }
-}
-
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        // The new directory's own entry, in its parent.
-        if let Some(parent) = dir.parent() {
-            sync_dir(parent)?;
-        }
-    }
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        // Owner-only: the store holds partner documents, hashed tokens and sealed secrets.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-    }
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_dir(dir)
+    backend: Arc<dyn Backend>,
 }
 
 /// A connector id safe as a directory name (the spec's own id rule is stricter).
@@ -157,95 +93,137 @@ fn safe_id(id: &str) -> Result<&str, GatewayError> {
     }
 }
 
+/// A record that does not serialize (it always does; the error is kept, not unwrapped).
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>, GatewayError> {
+    serde_json::to_vec_pretty(value).map_err(|e| GatewayError::Config {
+        path: PathBuf::from(key),
+        reason: e.to_string(),
+    })
+}
+
+/// A pointer (`3`, or a canary's `3 10`) as the store writes it.
+fn pointer_text(version: Option<u32>) -> Option<Vec<u8>> {
+    version.map(|v| v.to_string().into_bytes())
+}
+
+fn canary_text(canary: Option<(u32, u8)>) -> Option<Vec<u8>> {
+    canary.map(|(v, p)| format!("{v} {p}").into_bytes())
+}
+
+/// How many times a version number is contended for before giving up.
+const NUMBER_ATTEMPTS: usize = 32;
+
 impl Store {
-    /// Opens (creating) the store under `root`. Leftover temp files of an interrupted write
-    /// are removed.
+    /// Opens (creating) the state directory store under `root`.
     pub fn open(root: &Path) -> Result<Self, GatewayError> {
-        let connectors = root.join("connectors");
-        fs::create_dir_all(&connectors).map_err(io(&connectors))?;
-        for entry in fs::read_dir(&connectors)
-            .map_err(io(&connectors))?
-            .flatten()
-        {
-            if let Ok(files) = fs::read_dir(entry.path()) {
-                for f in files.flatten() {
-                    if f.file_name().to_string_lossy().contains(".tmp-") {
-                        let _ = fs::remove_file(f.path());
-                    }
-                }
-            }
+        let backend = FileBackend::open(root)?;
+        std::fs::create_dir_all(root.join("connectors")).map_err(backend::io(root))?;
+        Ok(Self::over(Arc::new(backend)))
+    }
+
+    /// The store over any backend.
+    pub fn over(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// The state directory, when the store is one.
+    pub fn root(&self) -> Option<&Path> {
+        self.backend.root()
+    }
+
+    /// Where the keys are (for messages and the status).
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The backend, for copying a store key by key (`mallgate store migrate`).
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    fn dir(&self, id: &str) -> Result<String, GatewayError> {
+        Ok(format!("connectors/{}/", safe_id(id)?))
+    }
+
+    fn text(&self, key: &str) -> Result<Option<String>, GatewayError> {
+        match self.backend.get(key)? {
+            None => Ok(None),
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| GatewayError::Config {
+                    path: PathBuf::from(key),
+                    reason: "not UTF-8".into(),
+                }),
         }
-        Ok(Self {
-            root: root.to_owned(),
-        })
     }
 
-    /// The state directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn dir(&self, id: &str) -> Result<PathBuf, GatewayError> {
-        Ok(self.root.join("connectors").join(safe_id(id)?))
-    }
-
-    /// Every version of `id`, oldest first (versions whose files are incomplete are
+    /// Every version of `id`, oldest first (versions whose records are incomplete are
     /// skipped: a document without its metadata was never accepted).
     pub fn versions(&self, id: &str) -> Result<Vec<VersionMeta>, GatewayError> {
         let dir = self.dir(id)?;
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<VersionMeta> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let n: u32 = name
-                    .strip_prefix('v')?
-                    .strip_suffix(".json")?
-                    .parse()
-                    .ok()?;
-                let meta: VersionMeta = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
-                (meta.version == n && dir.join(format!("v{n}.doc")).exists()).then_some(meta)
-            })
-            .collect();
+        let keys = self.backend.keys(&dir)?;
+        let mut out = Vec::new();
+        for key in &keys {
+            let Some(n) = key
+                .strip_prefix(&dir)
+                .and_then(|k| k.strip_prefix('v'))
+                .and_then(|k| k.strip_suffix(".json"))
+                .and_then(|k| k.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !keys.contains(&format!("{dir}v{n}.doc")) {
+                continue;
+            }
+            let Some(bytes) = self.backend.get(key)? else {
+                continue;
+            };
+            if let Ok(meta) = serde_json::from_slice::<VersionMeta>(&bytes)
+                && meta.version == n
+            {
+                out.push(meta);
+            }
+        }
         out.sort_by_key(|m| m.version);
         Ok(out)
     }
 
     /// The document text of a version.
     pub fn document(&self, id: &str, version: u32) -> Result<String, GatewayError> {
-        let path = self.dir(id)?.join(format!("v{version}.doc"));
-        fs::read_to_string(&path).map_err(io(&path))
+        let key = format!("{}v{version}.doc", self.dir(id)?);
+        self.text(&key)?.ok_or_else(|| GatewayError::Io {
+            path: PathBuf::from(format!("{}: {key}", self.describe())),
+            source: std::io::ErrorKind::NotFound.into(),
+        })
     }
 
     /// The active version of `id`, if any.
     pub fn active(&self, id: &str) -> Result<Option<u32>, GatewayError> {
-        let path = self.dir(id)?.join("active");
-        match fs::read_to_string(&path) {
-            Ok(text) => Ok(text.trim().parse().ok()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        let key = format!("{}active", self.dir(id)?);
+        Ok(self.text(&key)?.and_then(|t| t.trim().parse().ok()))
+    }
+
+    /// The ids of every connector the store has a record of, sorted.
+    fn ids(&self) -> Result<Vec<String>, GatewayError> {
+        let mut ids: Vec<String> = self
+            .backend
+            .keys("connectors/")?
+            .iter()
+            .filter_map(|k| k.strip_prefix("connectors/")?.split_once('/'))
+            .map(|(id, _)| id.to_owned())
+            .filter(|id| safe_id(id).is_ok())
+            .collect();
+        ids.dedup();
+        Ok(ids)
     }
 
     /// Every connector with an active version: (id, version, document).
     pub fn active_documents(&self) -> Result<Vec<(String, u32, String)>, GatewayError> {
-        let connectors = self.root.join("connectors");
-        let mut ids: Vec<String> = fs::read_dir(&connectors)
-            .map_err(io(&connectors))?
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        ids.sort();
         let mut out = Vec::new();
-        for id in ids {
-            if safe_id(&id).is_err() {
-                continue;
-            }
+        for id in self.ids()? {
             if let Some(v) = self.active(&id)? {
-                out.push((id.clone(), v, self.document(&id, v)?));
+                let document = self.document(&id, v)?;
+                out.push((id, v, document));
             }
         }
         Ok(out)
@@ -274,17 +252,7 @@ impl Store {
         floor: u32,
     ) -> Result<VersionMeta, GatewayError> {
         let dir = self.dir(id)?;
-        let version = self
-            .versions(id)?
-            .last()
-            .map_or(0, |m| m.version)
-            .max(floor)
-            .max(self.highest(id)?)
-            + 1;
-        // The number is taken before the version is written: a version that served and was
-        // then discarded (its audit line could not be written) never lends its number,
-        // revision or cache entries to another document.
-        write_atomic(&dir.join("highest"), version.to_string().as_bytes())?;
+        let version = self.take_number(id, floor)?;
         let meta = VersionMeta {
             version,
             digest: format!("{:x}", Sha256::digest(text.as_bytes())),
@@ -292,23 +260,39 @@ impl Store {
             created_at: jiff::Timestamp::now().to_string(),
             partner: partner.to_owned(),
         };
-        write_atomic(&dir.join(format!("v{version}.doc")), text.as_bytes())?;
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| GatewayError::Config {
-            path: dir.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&dir.join(format!("v{version}.json")), &json)?;
+        self.backend
+            .put(&format!("{dir}v{version}.doc"), text.as_bytes())?;
+        let key = format!("{dir}v{version}.json");
+        self.backend.put(&key, &encode(&key, &meta)?)?;
         Ok(meta)
     }
 
-    /// The highest version number ever given to `id` (0: none).
-    fn highest(&self, id: &str) -> Result<u32, GatewayError> {
-        let path = self.dir(id)?.join("highest");
-        match fs::read_to_string(&path) {
-            Ok(t) => Ok(t.trim().parse().unwrap_or(0)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(io(&path)(e)),
+    /// Takes the next version number of `id` (above `floor`): the number is taken before
+    /// the version is written, so a version that served and was then discarded (its audit
+    /// line could not be written) never lends its number, revision or cache entries to
+    /// another document. Taken by compare-and-put: two replicas never take one number.
+    fn take_number(&self, id: &str, floor: u32) -> Result<u32, GatewayError> {
+        let key = format!("{}highest", self.dir(id)?);
+        for _ in 0..NUMBER_ATTEMPTS {
+            let seen = self.backend.get(&key)?;
+            let highest: u32 = seen
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            let stored = self.versions(id)?.last().map_or(0, |m| m.version);
+            let version = highest.max(stored).max(floor) + 1;
+            if self
+                .backend
+                .put_if(&key, seen.as_deref(), Some(version.to_string().as_bytes()))?
+            {
+                return Ok(version);
+            }
         }
+        Err(GatewayError::StoreConflict {
+            key,
+            reason: format!("no version number was free after {NUMBER_ATTEMPTS} attempts"),
+        })
     }
 
     /// Removes a version that was never activated (its build was rejected).
@@ -316,74 +300,91 @@ impl Store {
         let dir = self.dir(id)?;
         // Metadata first: without it the document is not a version.
         for ext in ["json", "doc"] {
-            remove_durably(&dir.join(format!("v{version}.{ext}")))?;
+            self.backend.delete(&format!("{dir}v{version}.{ext}"))?;
         }
         Ok(())
     }
 
-    /// Points `id` at `version` (`None`: no active version); a version made active is
-    /// appended to the history first.
+    /// Points `id` at `version` (`None`: no active version), whatever it points at now.
     pub fn set_active(&self, id: &str, version: Option<u32>) -> Result<(), GatewayError> {
+        let now = self.active(id)?;
+        self.set_active_if(id, now, version)
+    }
+
+    /// Points `id` at `version` if it points at `expected` now, else
+    /// [`GatewayError::StoreConflict`] (another writer moved it). A version made active is
+    /// appended to the history first.
+    pub fn set_active_if(
+        &self,
+        id: &str,
+        expected: Option<u32>,
+        version: Option<u32>,
+    ) -> Result<(), GatewayError> {
         let dir = self.dir(id)?;
-        let path = dir.join("active");
-        match version {
-            Some(v) => {
-                if self.active(id)? != Some(v) {
-                    append_line(&dir.join("history"), &v.to_string())?;
-                }
-                write_atomic(&path, v.to_string().as_bytes())
-            }
-            None => remove_durably(&path),
+        let key = format!("{dir}active");
+        let seen = self.backend.get(&key)?;
+        let now = seen
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|t| t.trim().parse().ok());
+        if now != expected {
+            return Err(moved(&key, expected, now));
+        }
+        if let Some(v) = version
+            && now != Some(v)
+        {
+            self.backend
+                .append(&format!("{dir}history"), &v.to_string())?;
+        }
+        let value = pointer_text(version);
+        if self
+            .backend
+            .put_if(&key, seen.as_deref(), value.as_deref())?
+        {
+            Ok(())
+        } else {
+            Err(moved(&key, expected, self.active(id)?))
         }
     }
 
     /// Quarantines a version: it is never made active (or a canary) again until cleared.
     pub fn quarantine(&self, id: &str, version: u32, reason: &str) -> Result<(), GatewayError> {
-        let path = self.dir(id)?.join(format!("v{version}.quarantine"));
+        let key = format!("{}v{version}.quarantine", self.dir(id)?);
         let record = Quarantine {
             at: jiff::Timestamp::now().to_string(),
             reason: reason.to_owned(),
         };
-        let json = serde_json::to_vec(&record).map_err(|e| GatewayError::Config {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&path, &json)
+        self.backend.put(&key, &encode(&key, &record)?)
     }
 
     /// The quarantine of a version, if it is quarantined.
     pub fn quarantined(&self, id: &str, version: u32) -> Result<Option<Quarantine>, GatewayError> {
-        let path = self.dir(id)?.join(format!("v{version}.quarantine"));
-        match fs::read(&path) {
-            // A marker that cannot be read still quarantines: never activate on doubt.
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or(Quarantine {
+        let key = format!("{}v{version}.quarantine", self.dir(id)?);
+        // A marker that cannot be read still quarantines: never activate on doubt.
+        Ok(self.backend.get(&key)?.map(|bytes| {
+            serde_json::from_slice(&bytes).unwrap_or(Quarantine {
                 at: String::new(),
                 reason: "quarantined (the record is unreadable)".into(),
-            }))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+            })
+        }))
     }
 
     /// Clears a quarantine; `false` when the version was not quarantined.
     pub fn clear_quarantine(&self, id: &str, version: u32) -> Result<bool, GatewayError> {
-        if self.quarantined(id, version)?.is_none() {
-            return Ok(false);
-        }
-        remove_durably(&self.dir(id)?.join(format!("v{version}.quarantine")))?;
-        Ok(true)
+        let key = format!("{}v{version}.quarantine", self.dir(id)?);
+        self.backend.delete(&key)
     }
 
     /// The version to fall back to from `version`: the latest one made active before it
     /// that is not quarantined (by the history; without one, the latest stored version
     /// below it that is not quarantined). `None`: nothing stored to fall back to.
     pub fn last_good(&self, id: &str, version: u32) -> Result<Option<u32>, GatewayError> {
-        let path = self.dir(id)?.join("history");
-        let history: Vec<u32> = match fs::read_to_string(&path) {
-            Ok(text) => text.lines().filter_map(|l| l.trim().parse().ok()).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io(&path)(e)),
-        };
+        let history: Vec<u32> = self
+            .backend
+            .lines(&format!("{}history", self.dir(id)?))?
+            .iter()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         let stored: Vec<u32> = self.versions(id)?.into_iter().map(|m| m.version).collect();
         let candidates: Vec<u32> = if history.is_empty() {
             stored
@@ -400,78 +401,100 @@ impl Store {
 
     /// The canary of `id`: (version, percent), if any.
     pub fn canary(&self, id: &str) -> Result<Option<(u32, u8)>, GatewayError> {
-        let path = self.dir(id)?.join("canary");
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                let mut parts = text.split_whitespace();
-                let v = parts.next().and_then(|v| v.parse().ok());
-                let p = parts.next().and_then(|p| p.parse().ok());
-                Ok(v.zip(p))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        let key = format!("{}canary", self.dir(id)?);
+        Ok(self.text(&key)?.and_then(|text| parse_canary(&text)))
     }
 
-    /// Sets (or clears) the canary of `id`.
+    /// Sets (or clears) the canary of `id`, whatever it is now.
     pub fn set_canary(&self, id: &str, canary: Option<(u32, u8)>) -> Result<(), GatewayError> {
-        let path = self.dir(id)?.join("canary");
-        match canary {
-            Some((v, p)) => write_atomic(&path, format!("{v} {p}").as_bytes()),
-            None => remove_durably(&path),
+        let now = self.canary(id)?;
+        self.set_canary_if(id, now, canary)
+    }
+
+    /// Sets (or clears) the canary of `id` if it is `expected` now, else
+    /// [`GatewayError::StoreConflict`].
+    pub fn set_canary_if(
+        &self,
+        id: &str,
+        expected: Option<(u32, u8)>,
+        canary: Option<(u32, u8)>,
+    ) -> Result<(), GatewayError> {
+        let key = format!("{}canary", self.dir(id)?);
+        let seen = self.backend.get(&key)?;
+        let now = seen
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(parse_canary);
+        let value = canary_text(canary);
+        if now == expected
+            && self
+                .backend
+                .put_if(&key, seen.as_deref(), value.as_deref())?
+        {
+            Ok(())
+        } else {
+            Err(GatewayError::StoreConflict {
+                key,
+                reason: "another writer changed the canary first".into(),
+            })
         }
     }
 
     /// Every canary: (id, version, percent, document).
     pub fn canary_documents(&self) -> Result<Vec<(String, u32, u8, String)>, GatewayError> {
-        let connectors = self.root.join("connectors");
         let mut out = Vec::new();
-        for entry in fs::read_dir(&connectors)
-            .map_err(io(&connectors))?
-            .flatten()
-        {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if safe_id(&id).is_err() {
-                continue;
-            }
+        for id in self.ids()? {
             if let Some((v, p)) = self.canary(&id)? {
-                out.push((id.clone(), v, p, self.document(&id, v)?));
+                let document = self.document(&id, v)?;
+                out.push((id, v, p, document));
             }
         }
-        out.sort();
         Ok(out)
     }
 
-    /// Appends to the audit log (one JSON line, fsynced).
+    /// Appends to the audit log (one JSON line, durable).
     pub fn audit(&self, entry: &AuditEntry) -> Result<(), GatewayError> {
-        let path = self.root.join("audit.log");
-        let mut line = serde_json::to_vec(entry).map_err(|e| GatewayError::Config {
-            path: path.clone(),
+        let line = serde_json::to_string(entry).map_err(|e| GatewayError::Config {
+            path: PathBuf::from("audit.log"),
             reason: e.to_string(),
         })?;
-        line.push(b'\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        file.write_all(&line).map_err(io(&path))?;
-        file.sync_data().map_err(io(&path))
+        self.backend.append("audit.log", &line)
     }
 
-    /// The audit log's lines (for the admin status and tests).
+    /// The audit log's lines (for the admin status and tests), one a line.
     pub fn audit_log(&self) -> Result<String, GatewayError> {
-        let path = self.root.join("audit.log");
-        match fs::read_to_string(&path) {
-            Ok(t) => Ok(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-            Err(e) => Err(io(&path)(e)),
-        }
+        Ok(self
+            .backend
+            .lines("audit.log")?
+            .into_iter()
+            .map(|l| l + "\n")
+            .collect())
+    }
+}
+
+fn parse_canary(text: &str) -> Option<(u32, u8)> {
+    let mut parts = text.split_whitespace();
+    let v = parts.next().and_then(|v| v.parse().ok());
+    let p = parts.next().and_then(|p| p.parse().ok());
+    v.zip(p)
+}
+
+fn moved(key: &str, expected: Option<u32>, now: Option<u32>) -> GatewayError {
+    let name = |v: Option<u32>| v.map_or("none".to_owned(), |v| format!("v{v}"));
+    GatewayError::StoreConflict {
+        key: key.to_owned(),
+        reason: format!(
+            "another writer moved it first: it points at {}, not {}",
+            name(now),
+            name(expected)
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn temp() -> PathBuf {
@@ -512,6 +535,12 @@ mod tests {
         store.set_active("acme", None).expect("deactivate");
         assert!(store.active_documents().expect("docs").is_empty());
         assert!(store.dir("../etc").is_err(), "ids cannot escape the store");
+        // A pointer moved by another writer is a conflict, and stays where it was.
+        let err = store
+            .set_active_if("acme", Some(1), Some(2))
+            .expect_err("it points at none");
+        assert!(matches!(err, GatewayError::StoreConflict { .. }), "{err}");
+        assert_eq!(store.active("acme").expect("active"), None);
         let _ = fs::remove_dir_all(root);
     }
 

@@ -1,12 +1,12 @@
 //! Partners onboarded through the admin API: one JSON file each, with the grant the
 //! operator gave it and its tokens, kept only as SHA-256 hashes.
 
-use std::fs;
+use std::path::PathBuf;
 
 use mallgate_connectors::Grant;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, io, safe_id, write_atomic};
+use super::{Store, encode, safe_id};
 use crate::GatewayError;
 
 /// A partner and what the operator granted it.
@@ -54,39 +54,23 @@ impl TokenRecord {
 }
 
 impl Store {
-    fn partner_path(&self, id: &str) -> Result<std::path::PathBuf, GatewayError> {
-        Ok(self
-            .root
-            .join("partners")
-            .join(format!("{}.json", safe_id(id)?)))
-    }
-
     /// Every partner onboarded through the admin API, by id. A record that does not read is
-    /// an error naming its file: a partner must never silently lose its grant or tokens.
+    /// an error naming its key: a partner must never silently lose its grant or tokens.
     pub fn partners(&self) -> Result<Vec<PartnerRecord>, GatewayError> {
-        let dir = self.root.join("partners");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&dir)(e)),
-        };
         let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else {
+        for key in self.backend.keys("partners/")? {
+            let Some(id) = key
+                .strip_prefix("partners/")
+                .and_then(|k| k.strip_suffix(".json"))
+            else {
                 continue;
             };
-            if name.starts_with('.') || safe_id(id).is_err() {
+            if safe_id(id).is_err() {
                 continue;
             }
-            let bytes = fs::read(&path).map_err(io(&path))?;
-            let record: PartnerRecord =
-                serde_json::from_slice(&bytes).map_err(|e| GatewayError::Config {
-                    path: path.clone(),
-                    reason: format!("a partner record that does not read: {e}"),
-                })?;
-            out.push(record);
+            if let Some(record) = self.partner(id)? {
+                out.push(record);
+            }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -94,28 +78,21 @@ impl Store {
 
     /// One partner's record, if onboarded through the admin API.
     pub fn partner(&self, id: &str) -> Result<Option<PartnerRecord>, GatewayError> {
-        let path = self.partner_path(id)?;
-        match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| GatewayError::Config {
-                        path: path.clone(),
-                        reason: format!("a partner record that does not read: {e}"),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        let key = format!("partners/{}.json", safe_id(id)?);
+        let Some(bytes) = self.backend.get(&key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| GatewayError::Config {
+                path: PathBuf::from(format!("{}: {key}", self.describe())),
+                reason: format!("a partner record that does not read: {e}"),
+            })
     }
 
-    /// Writes a partner's record (atomically).
+    /// Writes a partner's record.
     pub fn put_partner(&self, record: &PartnerRecord) -> Result<(), GatewayError> {
-        let path = self.partner_path(&record.id)?;
-        let json = serde_json::to_vec_pretty(record).map_err(|e| GatewayError::Config {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&path, &json)
+        let key = format!("partners/{}.json", safe_id(&record.id)?);
+        self.backend.put(&key, &encode(&key, record)?)
     }
 }

@@ -1,10 +1,9 @@
 //! Partner secrets, sealed (see [`crate::vault`]): one file per secret, never a value in
 //! clear. The store only keeps what the vault sealed; it never sees a key.
 
-use std::fs;
 use std::path::PathBuf;
 
-use super::{Store, io, remove_durably, safe_id, write_atomic};
+use super::{Store, encode, safe_id};
 use crate::GatewayError;
 use crate::vault::Sealed;
 
@@ -18,80 +17,59 @@ pub fn valid_secret_name(name: &str) -> bool {
 }
 
 impl Store {
-    fn secret_path(&self, partner: &str, name: &str) -> Result<PathBuf, GatewayError> {
+    fn secret_key(partner: &str, name: &str) -> Result<String, GatewayError> {
         if !valid_secret_name(name) {
             return Err(GatewayError::Config {
                 path: PathBuf::from("secret name"),
                 reason: format!("`{name}` is not a secret name"),
             });
         }
-        Ok(self
-            .root
-            .join("secrets")
-            .join(safe_id(partner)?)
-            .join(format!("{name}.json")))
+        Ok(format!("secrets/{}/{name}.json", safe_id(partner)?))
     }
 
-    /// Every sealed secret: (partner, name, sealed value), in order. A file that does not
+    /// Every sealed secret: (partner, name, sealed value), in order. A record that does not
     /// parse is an error naming it.
     pub fn sealed_secrets(&self) -> Result<Vec<(String, String, Sealed)>, GatewayError> {
-        let root = self.root.join("secrets");
-        let partners = match fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io(&root)(e)),
-        };
         let mut out = Vec::new();
-        for dir in partners.flatten() {
-            let partner = dir.file_name().to_string_lossy().into_owned();
-            if safe_id(&partner).is_err() {
+        for key in self.backend.keys("secrets/")? {
+            let Some((partner, file)) =
+                key.strip_prefix("secrets/").and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            if safe_id(partner).is_err() || !valid_secret_name(name) {
                 continue;
             }
-            let files = fs::read_dir(dir.path()).map_err(io(&dir.path()))?;
-            for file in files.flatten() {
-                let file_name = file.file_name().to_string_lossy().into_owned();
-                let Some(name) = file_name.strip_suffix(".json") else {
-                    continue;
-                };
-                if !valid_secret_name(name) {
-                    continue;
-                }
-                let path = file.path();
-                let bytes = fs::read(&path).map_err(io(&path))?;
-                let sealed: Sealed =
-                    serde_json::from_slice(&bytes).map_err(|e| GatewayError::Config {
-                        path: path.clone(),
-                        reason: format!("a sealed secret that does not read: {e}"),
-                    })?;
-                out.push((partner.clone(), name.to_owned(), sealed));
-            }
+            let Some(bytes) = self.backend.get(&key)? else {
+                continue;
+            };
+            let sealed: Sealed =
+                serde_json::from_slice(&bytes).map_err(|e| GatewayError::Config {
+                    path: PathBuf::from(format!("{}: {key}", self.describe())),
+                    reason: format!("a sealed secret that does not read: {e}"),
+                })?;
+            out.push((partner.to_owned(), name.to_owned(), sealed));
         }
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         Ok(out)
     }
 
-    /// Writes a sealed secret (atomically, owner-only).
+    /// Writes a sealed secret (owner-only in a state directory).
     pub fn put_sealed(
         &self,
         partner: &str,
         name: &str,
         sealed: &Sealed,
     ) -> Result<(), GatewayError> {
-        let path = self.secret_path(partner, name)?;
-        let json = serde_json::to_vec_pretty(sealed).map_err(|e| GatewayError::Config {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&path, &json)
+        let key = Self::secret_key(partner, name)?;
+        self.backend.put(&key, &encode(&key, sealed)?)
     }
 
     /// Removes a sealed secret; `false` when there was none.
     pub fn remove_sealed(&self, partner: &str, name: &str) -> Result<bool, GatewayError> {
-        let path = self.secret_path(partner, name)?;
-        if !path.exists() {
-            return Ok(false);
-        }
-        remove_durably(&path)?;
-        Ok(true)
+        self.backend.delete(&Self::secret_key(partner, name)?)
     }
 }

@@ -1,0 +1,118 @@
+//! Where the admin API's store is (DESIGN §6). Without `store`, the state directory
+//! (`state_dir`: one node, nothing to install); for a fleet, etcd v3:
+//!
+//! ```yaml
+//! store:
+//!   kind: etcd
+//!   endpoints: [http://10.0.0.5:2379, http://10.0.0.6:2379]
+//!   prefix: /mallgate/          # every key under it; one prefix per fleet
+//!   timeout_ms: 2000            # every etcd call; past it, the store is unavailable
+//!   auth: {user: mallgate, password: env:ETCD_PASSWORD}   # a reference, never a value
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::store::etcd::EtcdSettings;
+
+/// The fleet's store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    Etcd {
+        endpoints: Vec<String>,
+        #[serde(default = "default_prefix")]
+        prefix: String,
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+        #[serde(default)]
+        auth: Option<EtcdAuth>,
+    },
+}
+
+/// etcd's own user and password (`env:` or `file:` reference).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: String,
+}
+
+fn default_prefix() -> String {
+    "/mallgate/".to_owned()
+}
+
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+
+impl StoreConfig {
+    /// What is wrong with it, if anything (`store.endpoints[0]`, ...).
+    pub fn problems(&self) -> Vec<String> {
+        let Self::Etcd {
+            endpoints,
+            prefix,
+            timeout_ms,
+            auth,
+        } = self;
+        let mut out = Vec::new();
+        if endpoints.is_empty() {
+            out.push("store.endpoints: give at least one etcd endpoint".to_owned());
+        }
+        for (i, e) in endpoints.iter().enumerate() {
+            if e.starts_with("https://") {
+                out.push(format!(
+                    "store.endpoints[{i}]: TLS to etcd is not supported yet; use http:// on a trusted network"
+                ));
+            } else if !e.starts_with("http://") {
+                out.push(format!(
+                    "store.endpoints[{i}]: `{e}` is not an http:// URL of an etcd client port"
+                ));
+            }
+        }
+        if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
+            out.push(format!(
+                "store.prefix: `{prefix}` must start and end with / (say /mallgate/)"
+            ));
+        }
+        if !(100..=60_000).contains(timeout_ms) {
+            out.push("store.timeout_ms: from 100 to 60000".to_owned());
+        }
+        if let Some(auth) = auth
+            && !(auth.password.starts_with("env:") || auth.password.starts_with("file:"))
+        {
+            out.push(
+                "store.auth.password: a reference (env:VAR or file:PATH), never the value"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
+    /// The client's settings, the password resolved by `resolve`.
+    pub fn settings(
+        &self,
+        resolve: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<EtcdSettings, String> {
+        let Self::Etcd {
+            endpoints,
+            prefix,
+            timeout_ms,
+            auth,
+        } = self;
+        let user = match auth {
+            None => None,
+            Some(a) => Some((
+                a.user.clone(),
+                resolve(&a.password).map_err(|e| format!("store.auth.password: {e}"))?,
+            )),
+        };
+        Ok(EtcdSettings {
+            endpoints: endpoints.clone(),
+            prefix: prefix.clone(),
+            timeout: Duration::from_millis(*timeout_ms),
+            user,
+        })
+    }
+}

@@ -1,0 +1,246 @@
+//! The store's keys in etcd v3 (DESIGN §6), for a fleet: every replica reads and writes
+//! the same keys under one prefix, and a pointer moves by an etcd transaction that compares
+//! the value it replaces, so `If-Match` holds across replicas.
+//!
+//! The store is synchronous (the change transaction and the reload task block on it as
+//! they do on a file's fsync); each call runs on this backend's own small runtime, from a
+//! scoped thread, so it is safe from any thread, inside a tokio runtime or not. Every call
+//! is bounded by the configured timeout: etcd that does not answer is
+//! [`GatewayError::StoreUnavailable`], never a hang.
+//!
+//! Under the prefix, the store's keys are at `data/<key>`; logs (a connector's history,
+//! the audit log) are one etcd key per line at `logs/<key>/<time>-<random>`, read in the
+//! order etcd created them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
+
+use super::backend::Backend;
+use crate::GatewayError;
+
+/// Where the fleet's store is.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://127.0.0.1:2379`, ...
+    pub endpoints: Vec<String>,
+    /// Every key is under it (`/mallgate/`).
+    pub prefix: String,
+    /// The bound on every call (and on connecting).
+    pub timeout: Duration,
+    /// etcd's own authentication: user and password.
+    pub user: Option<(String, String)>,
+}
+
+/// The store's keys in etcd.
+pub struct EtcdBackend {
+    client: Client,
+    settings: EtcdSettings,
+    /// Always `Some` until dropped (taken to shut it down without blocking: the store may
+    /// be dropped inside an async context).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("EtcdBackend")
+            .field("endpoints", &self.settings.endpoints)
+            .field("prefix", &self.settings.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> GatewayError {
+    GatewayError::StoreUnavailable {
+        reason: reason.to_string(),
+    }
+}
+
+impl EtcdBackend {
+    /// Connects to etcd (within the timeout).
+    pub fn connect(settings: EtcdSettings) -> Result<Self, GatewayError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mallgate-etcd")
+            .enable_all()
+            .build()
+            .map_err(|e| GatewayError::Startup(format!("the etcd client's runtime: {e}")))?;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(settings.timeout)
+            .with_timeout(settings.timeout);
+        if let Some((user, password)) = &settings.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let endpoints = settings.endpoints.clone();
+        let connected = run(&runtime, settings.timeout, "connecting", async move {
+            Client::connect(endpoints, Some(options)).await
+        });
+        let client = connected.and_then(|reply| {
+            reply.map_err(|e| unavailable(format!("connecting to {:?}: {e}", settings.endpoints)))
+        });
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            client,
+            settings,
+            runtime: Some(runtime),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}data/{key}", self.settings.prefix)
+    }
+
+    fn log(&self, key: &str) -> String {
+        format!("{}logs/{key}/", self.settings.prefix)
+    }
+
+    /// Runs one etcd call on this backend's runtime, bounded by the timeout.
+    fn call<T, F>(&self, what: &str, future: F) -> Result<T, GatewayError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>> + Send,
+        T: Send,
+    {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| unavailable("the etcd client is shut down"))?;
+        run(runtime, self.settings.timeout, what, future)?
+            .map_err(|e| unavailable(format!("{what}: {e}")))
+    }
+}
+
+/// Runs `future` to completion on `runtime` from a scoped thread (so the caller may be on
+/// any runtime's thread), within `timeout`.
+fn run<F>(
+    runtime: &tokio::runtime::Runtime,
+    timeout: Duration,
+    what: &str,
+    future: F,
+) -> Result<F::Output, GatewayError>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    let handle = runtime.handle();
+    std::thread::scope(|scope| {
+        scope
+            // The timer is made inside: it needs the runtime's context.
+            .spawn(|| handle.block_on(async { tokio::time::timeout(timeout, future).await }))
+            .join()
+    })
+    .map_err(|_| unavailable(format!("{what}: the etcd call panicked")))?
+    .map_err(|_| unavailable(format!("{what}: no answer within {timeout:?}")))
+}
+
+impl Backend for EtcdBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, GatewayError> {
+        let mut kv = self.client.kv_client();
+        let full = self.key(key);
+        let reply = self.call("get", async move { kv.get(full, None).await })?;
+        Ok(reply.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    fn keys(&self, prefix: &str) -> Result<Vec<String>, GatewayError> {
+        let mut kv = self.client.kv_client();
+        let full = self.key(prefix);
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let reply = self.call("list", async move { kv.get(full, Some(options)).await })?;
+        let data = self.key("");
+        Ok(reply
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key_str().ok())
+            .filter_map(|k| k.strip_prefix(&data))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), GatewayError> {
+        let mut kv = self.client.kv_client();
+        let (full, value) = (self.key(key), value.to_vec());
+        self.call("put", async move { kv.put(full, value, None).await })
+            .map(drop)
+    }
+
+    fn put_if(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<bool, GatewayError> {
+        let full = self.key(key);
+        let compare = match expected {
+            // Absent: it was never created (or deleted since).
+            None => Compare::create_revision(full.clone(), CompareOp::Equal, 0),
+            Some(v) => Compare::value(full.clone(), CompareOp::Equal, v.to_vec()),
+        };
+        let op = match value {
+            Some(v) => TxnOp::put(full, v.to_vec(), None),
+            None => TxnOp::delete(full, None),
+        };
+        let txn = Txn::new().when(vec![compare]).and_then(vec![op]);
+        let mut kv = self.client.kv_client();
+        let reply = self.call("compare-and-put", async move { kv.txn(txn).await })?;
+        Ok(reply.succeeded())
+    }
+
+    fn delete(&self, key: &str) -> Result<bool, GatewayError> {
+        let mut kv = self.client.kv_client();
+        let full = self.key(key);
+        let reply = self.call("delete", async move { kv.delete(full, None).await })?;
+        Ok(reply.deleted() > 0)
+    }
+
+    fn append(&self, key: &str, line: &str) -> Result<(), GatewayError> {
+        let at = jiff::Timestamp::now().as_nanosecond();
+        let entry = format!(
+            "{}{at:020}-{:016x}",
+            self.log(key),
+            crate::cursor::random_u64()
+        );
+        let mut kv = self.client.kv_client();
+        let line = line.to_owned();
+        self.call("append", async move { kv.put(entry, line, None).await })
+            .map(drop)
+    }
+
+    fn lines(&self, key: &str) -> Result<Vec<String>, GatewayError> {
+        let mut kv = self.client.kv_client();
+        let full = self.log(key);
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend);
+        let reply = self.call("read log", async move { kv.get(full, Some(options)).await })?;
+        Ok(reply
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "etcd {} {}",
+            self.settings.endpoints.join(","),
+            self.settings.prefix
+        )
+    }
+}

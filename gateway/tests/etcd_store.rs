@@ -1,0 +1,318 @@
+//! The store in a real etcd (Debian's `etcd-server`, started on free loopback ports):
+//! a state directory migrated by `mallgate store migrate` reads the same from etcd, and two
+//! replicas replacing one revision give one conflict.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use mallgate::GatewayError;
+use mallgate::store::etcd::{EtcdBackend, EtcdSettings};
+use mallgate::store::{AuditEntry, PartnerRecord, Store};
+use mallgate_testkit::etcd::Etcd;
+use mallgate_testkit::process::Dir;
+
+fn etcd_store(etcd: &Etcd, prefix: &str) -> Store {
+    let backend = EtcdBackend::connect(EtcdSettings {
+        endpoints: vec![etcd.endpoint()],
+        prefix: prefix.to_owned(),
+        timeout: Duration::from_secs(5),
+        user: None,
+    })
+    .expect("connect");
+    Store::over(Arc::new(backend))
+}
+
+fn entry(action: &str, version: u32) -> AuditEntry {
+    AuditEntry {
+        at: "2026-12-03T12:00:00Z".into(),
+        actor: "operator".into(),
+        action: action.into(),
+        target: "acme".into(),
+        version: Some(version),
+        result: "ok".into(),
+        detail: None,
+    }
+}
+
+fn temp_dir() -> Dir {
+    let dir = std::env::temp_dir().join(format!(
+        "mallgate-etcd-store-{}-{:x}",
+        std::process::id(),
+        mallgate::cursor::random_u64()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp");
+    Dir(dir)
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mallgate"))
+}
+
+#[test]
+fn a_state_directory_migrated_into_etcd_reads_the_same() {
+    let etcd = Etcd::start();
+    let dir = temp_dir();
+    let local = Store::open(&dir.0).expect("open");
+    for (i, text) in ["a: 1", "a: 2", "a: 3"].iter().enumerate() {
+        let meta = local
+            .add_version("acme", "acme", text, "partner:acme")
+            .expect("add");
+        local
+            .set_active("acme", Some(meta.version))
+            .expect("activate");
+        local
+            .audit(&entry(
+                "connector.put",
+                u32::try_from(i).expect("small") + 1,
+            ))
+            .expect("audit");
+    }
+    local.set_canary("acme", Some((3, 10))).expect("canary");
+    local.set_active("acme", Some(2)).expect("back to 2");
+    local.quarantine("acme", 1, "a test").expect("quarantine");
+    local
+        .put_partner(&PartnerRecord {
+            id: "acme".into(),
+            display_name: "Acme".into(),
+            grant: mallgate_connectors::Grant::default(),
+            created_at: "2026-12-03T12:00:00Z".into(),
+            created_by: "operator".into(),
+            tokens: Vec::new(),
+        })
+        .expect("partner");
+    // Not the store's: the migration leaves it.
+    std::fs::write(dir.0.join("mallgate.pid"), "1").expect("pid");
+
+    let to = format!("etcd://127.0.0.1:{}/fleet-a", etcd.client_port);
+    let out = Command::new(binary())
+        .args(["store", "migrate", "--from"])
+        .arg(&dir.0)
+        .args(["--to", &to])
+        .output()
+        .expect("run");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 3 documents and 3 metadata records, highest, active, canary, 1 quarantine, 1 partner;
+    // 4 history lines and 3 audit lines.
+    assert!(
+        printed.contains("copied 11 keys and 7 log lines"),
+        "{printed}"
+    );
+
+    let fleet = etcd_store(&etcd, "/fleet-a/");
+    assert_eq!(
+        fleet.active_documents().expect("active"),
+        local.active_documents().expect("active")
+    );
+    assert_eq!(
+        fleet.versions("acme").expect("v"),
+        local.versions("acme").expect("v")
+    );
+    assert_eq!(fleet.canary("acme").expect("canary"), Some((3, 10)));
+    assert_eq!(
+        fleet.quarantined("acme", 1).expect("q").map(|q| q.reason),
+        Some("a test".to_owned())
+    );
+    assert_eq!(
+        fleet.partners().expect("partners"),
+        local.partners().expect("partners")
+    );
+    assert_eq!(
+        fleet.audit_log().expect("audit"),
+        local.audit_log().expect("audit")
+    );
+    // The history came over in order: from 3, the last good version is 2.
+    assert_eq!(fleet.last_good("acme", 3).expect("last good"), Some(2));
+    // A new version numbers on from the migrated ones.
+    let next = fleet
+        .add_version("acme", "acme", "a: 4", "operator")
+        .expect("add");
+    assert_eq!(next.version, 4);
+
+    // A second migration into a prefix in use is refused: it never merges.
+    let again = Command::new(binary())
+        .args(["store", "migrate", "--from"])
+        .arg(&dir.0)
+        .args(["--to", &to])
+        .output()
+        .expect("run");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("never merges"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+#[test]
+fn two_replicas_replacing_one_revision_give_one_conflict() {
+    let etcd = Etcd::start();
+    let (a, b) = (etcd_store(&etcd, "/race/"), etcd_store(&etcd, "/race/"));
+    let v1 = a
+        .add_version("acme", "acme", "a: 1", "operator")
+        .expect("v1");
+    a.set_active("acme", Some(v1.version)).expect("activate");
+
+    // Both replicas replace v1 at once, each with a version of its own.
+    let barrier = Arc::new(Barrier::new(2));
+    let race = |store: Store, text: &'static str| {
+        let barrier = Arc::clone(&barrier);
+        std::thread::spawn(move || {
+            let meta = store
+                .add_version("acme", "acme", text, "operator")
+                .expect("add");
+            barrier.wait();
+            store
+                .set_active_if("acme", Some(1), Some(meta.version))
+                .map(|()| meta.version)
+        })
+    };
+    let (ra, rb) = (race(a.clone(), "a: 2"), race(b.clone(), "a: 3"));
+    let results = [ra.join().expect("a"), rb.join().expect("b")];
+    let won: Vec<u32> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let lost: Vec<&GatewayError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!((won.len(), lost.len()), (1, 1), "{results:?}");
+    assert!(
+        matches!(lost[0], GatewayError::StoreConflict { .. }),
+        "{}",
+        lost[0]
+    );
+    // Both see the winner; the numbers they took are distinct.
+    assert_eq!(a.active("acme").expect("a"), Some(won[0]));
+    assert_eq!(b.active("acme").expect("b"), Some(won[0]));
+    let numbers: Vec<u32> = b
+        .versions("acme")
+        .expect("v")
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3]);
+
+    // Version numbers taken by many writers at once never collide.
+    let takers: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                store
+                    .add_version("many", "many", &format!("n: {i}"), "operator")
+                    .expect("add")
+                    .version
+            })
+        })
+        .collect();
+    let mut taken: Vec<u32> = takers
+        .into_iter()
+        .map(|t| t.join().expect("taker"))
+        .collect();
+    taken.sort_unstable();
+    assert_eq!(taken, (1..=8).collect::<Vec<u32>>());
+}
+
+#[test]
+fn etcd_gone_is_unavailable_within_the_timeout_and_back_when_it_is() {
+    let mut etcd = Etcd::start();
+    let store = {
+        let backend = EtcdBackend::connect(EtcdSettings {
+            endpoints: vec![etcd.endpoint()],
+            prefix: "/gone/".to_owned(),
+            timeout: Duration::from_millis(500),
+            user: None,
+        })
+        .expect("connect");
+        Store::over(Arc::new(backend))
+    };
+    store
+        .add_version("acme", "acme", "a: 1", "operator")
+        .expect("v1");
+    etcd.stop();
+    let err = store.active("acme").expect_err("etcd is down");
+    assert!(
+        matches!(err, GatewayError::StoreUnavailable { .. }),
+        "{err}"
+    );
+    etcd.restart();
+    // The client reconnects by itself (bounded: 30 tries).
+    let back = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        store.versions("acme").is_ok_and(|v| v.len() == 1)
+    });
+    assert!(back, "the store answers again once etcd is back");
+}
+
+const OPERATOR: &str = "operator-token-for-etcd-tests";
+
+/// PUT voltmart replacing v1, a document of its own (a comment added).
+async fn put_voltmart(mall: &mallgate_testkit::Mall, n: u32) -> (u16, serde_json::Value) {
+    let doc = mallgate_testkit::admin::connector_text(mall, "voltmart.yaml")
+        + &format!("\n# change {n}\n");
+    mallgate_testkit::admin::admin_send(
+        mall,
+        reqwest::Method::PUT,
+        "/admin/v1/connectors/voltmart",
+        OPERATOR,
+        &[("if-match", "\"voltmart-v1\"".to_owned())],
+        Some(doc),
+    )
+    .await
+}
+
+/// Two gateways on one etcd both serve voltmart v1 (from their directories); a PUT on each
+/// replacing v1 at the same time: one is accepted, the other is a 409 — whichever order
+/// the two replicas' writes take. The other replica serves the winner after a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision() {
+    use mallgate::config::StoreConfig;
+    use mallgate_testkit::admin::{admin_mall, admin_send, serving};
+
+    let etcd = Etcd::start();
+    let store = StoreConfig::Etcd {
+        endpoints: vec![etcd.endpoint()],
+        prefix: "/two/".into(),
+        timeout_ms: 5_000,
+        auth: None,
+    };
+    let start = || {
+        let store = store.clone();
+        admin_mall(&[("operator", OPERATOR)], move |c| c.store = Some(store))
+    };
+    let (a, b) = (start().await, start().await);
+    assert_eq!(
+        (serving(&a, "voltmart"), serving(&b, "voltmart")),
+        (Some(1), Some(1))
+    );
+    let (ra, rb) = tokio::join!(put_voltmart(&a, 1), put_voltmart(&b, 2));
+    let statuses = [ra.0, rb.0];
+    assert!(
+        statuses.contains(&409) && statuses.iter().any(|s| (200..300).contains(s)),
+        "one accepted, one conflict: {ra:?} {rb:?}"
+    );
+    let (winner, loser, conflict) = if ra.0 == 409 {
+        (&b, &a, &ra.1)
+    } else {
+        (&a, &b, &rb.1)
+    };
+    assert_eq!(conflict["status"], 409, "{conflict}");
+    let won = serving(winner, "voltmart").expect("the winner serves it");
+    assert!(won > 1, "a new version serves on the winner");
+    // The loser reads the store again and serves the winner's version.
+    let (status, body) = admin_send(
+        loser,
+        reqwest::Method::POST,
+        "/admin/v1/reload",
+        OPERATOR,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serving(loser, "voltmart"), Some(won));
+}
