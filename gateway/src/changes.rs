@@ -27,6 +27,8 @@ pub enum ReloadSource {
     Directory,
     /// SIGHUP.
     Sighup,
+    /// The shared store (etcd) changed: another replica's change, or this one's own.
+    Store,
 }
 
 impl ReloadSource {
@@ -35,6 +37,7 @@ impl ReloadSource {
             Self::Admin => "reload",
             Self::Directory => "reload.directory",
             Self::Sighup => "reload.sighup",
+            Self::Store => "reload.store",
         }
     }
 }
@@ -191,6 +194,7 @@ impl Change {
             Self::Reload(ReloadSource::Admin) => ("admin", "reload", None),
             Self::Reload(ReloadSource::Directory) => ("directory", "reload", None),
             Self::Reload(ReloadSource::Sighup) => ("sighup", "reload", None),
+            Self::Reload(ReloadSource::Store) => ("store", "reload", None),
         }
     }
 }

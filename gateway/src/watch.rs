@@ -20,12 +20,22 @@ use crate::registry::{Registry, documents_in};
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(1);
 
-/// The watcher of the connectors directory and SIGHUP.
+/// The watcher of the connectors directory, SIGHUP and the shared store.
 #[derive(Debug)]
 pub struct Watcher {
     dir: Option<PathBuf>,
     sighup: bool,
     changes: Changes,
+    /// Woken by the store's watch (etcd): another replica's change, or this one's.
+    store: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// Waits for the store's watch to wake it; never, without one.
+async fn store_changed(store: Option<&tokio::sync::Notify>) {
+    match store {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Names, sizes and modification times of the connector documents in `dir`.
@@ -56,7 +66,16 @@ impl Watcher {
             dir,
             sighup,
             changes,
+            store: None,
         }
+    }
+
+    /// Also reloads when `store` is woken (by [`crate::store::Store::watch`]). Many
+    /// changes while a reload runs are one reload after it.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<tokio::sync::Notify>) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -70,8 +89,9 @@ impl BackgroundService for Watcher {
         };
         let mut seen = self.dir.as_deref().map(fingerprint);
         loop {
-            let hangup = tokio::select! {
+            let (hangup, stored) = tokio::select! {
                 _ = shutdown.changed() => return,
+                () = store_changed(self.store.as_deref()) => (false, true),
                 got = async {
                     match hup.as_mut() {
                         Some(h) => tokio::time::timeout(POLL, h.recv()).await.is_ok(),
@@ -80,12 +100,14 @@ impl BackgroundService for Watcher {
                             false
                         }
                     }
-                } => got,
+                } => (got, false),
             };
             let now = self.dir.as_deref().map(fingerprint);
             let changed = now != seen;
             let source = if hangup {
                 ReloadSource::Sighup
+            } else if stored {
+                ReloadSource::Store
             } else if changed {
                 ReloadSource::Directory
             } else {
@@ -98,6 +120,11 @@ impl BackgroundService for Watcher {
             if let Err(ApiError::Overloaded { .. }) =
                 self.changes.submit(Role::Operator, change).await
             {
+                if stored && let Some(store) = &self.store {
+                    // Owed still: after a pause, so a full queue is not spun on.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    store.notify_one();
+                }
                 continue;
             }
             seen = now;

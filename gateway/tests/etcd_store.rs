@@ -250,8 +250,12 @@ fn etcd_gone_is_unavailable_within_the_timeout_and_back_when_it_is() {
 
 const OPERATOR: &str = "operator-token-for-etcd-tests";
 
-/// PUT voltmart replacing v1, a document of its own (a comment added).
-async fn put_voltmart(mall: &mallgate_testkit::Mall, n: u32) -> (u16, serde_json::Value) {
+/// PUT voltmart replacing `replaces`, a document of its own (a comment added).
+async fn put_voltmart(
+    mall: &mallgate_testkit::Mall,
+    n: u32,
+    replaces: u32,
+) -> (u16, serde_json::Value) {
     let doc = mallgate_testkit::admin::connector_text(mall, "voltmart.yaml")
         + &format!("\n# change {n}\n");
     mallgate_testkit::admin::admin_send(
@@ -259,7 +263,7 @@ async fn put_voltmart(mall: &mallgate_testkit::Mall, n: u32) -> (u16, serde_json
         reqwest::Method::PUT,
         "/admin/v1/connectors/voltmart",
         OPERATOR,
-        &[("if-match", "\"voltmart-v1\"".to_owned())],
+        &[("if-match", format!("\"voltmart-v{replaces}\""))],
         Some(doc),
     )
     .await
@@ -271,7 +275,7 @@ async fn put_voltmart(mall: &mallgate_testkit::Mall, n: u32) -> (u16, serde_json
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision() {
     use mallgate::config::StoreConfig;
-    use mallgate_testkit::admin::{admin_mall, admin_send, serving};
+    use mallgate_testkit::admin::{admin_mall, serving};
 
     let etcd = Etcd::start();
     let store = StoreConfig::Etcd {
@@ -289,7 +293,7 @@ async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision(
         (serving(&a, "voltmart"), serving(&b, "voltmart")),
         (Some(1), Some(1))
     );
-    let (ra, rb) = tokio::join!(put_voltmart(&a, 1), put_voltmart(&b, 2));
+    let (ra, rb) = tokio::join!(put_voltmart(&a, 1, 1), put_voltmart(&b, 2, 1));
     let statuses = [ra.0, rb.0];
     assert!(
         statuses.contains(&409) && statuses.iter().any(|s| (200..300).contains(s)),
@@ -303,16 +307,86 @@ async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision(
     assert_eq!(conflict["status"], 409, "{conflict}");
     let won = serving(winner, "voltmart").expect("the winner serves it");
     assert!(won > 1, "a new version serves on the winner");
-    // The loser reads the store again and serves the winner's version.
-    let (status, body) = admin_send(
-        loser,
-        reqwest::Method::POST,
-        "/admin/v1/reload",
-        OPERATOR,
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(serving(loser, "voltmart"), Some(won));
+    // The loser's watch brings it the winner's version, by itself.
+    assert!(
+        eventually(|| serving(loser, "voltmart") == Some(won)).await,
+        "the other gateway serves v{won}: it serves {:?}",
+        serving(loser, "voltmart")
+    );
+}
+
+/// Polls `done` (every 50 ms, at most 30 s): no timing is asserted, only that it happens.
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..600 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    done()
+}
+
+/// etcd stopped: both gateways keep answering the public API and refuse admin writes with
+/// 503; etcd back: their watches resume and a change another writer made is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
+    use mallgate::config::StoreConfig;
+    use mallgate_testkit::admin::{admin_mall, serving};
+
+    let mut etcd = Etcd::start();
+    let store = StoreConfig::Etcd {
+        endpoints: vec![etcd.endpoint()],
+        prefix: "/down/".into(),
+        timeout_ms: 1_000,
+        auth: None,
+    };
+    let start = || {
+        let store = store.clone();
+        admin_mall(&[("operator", OPERATOR)], move |c| c.store = Some(store))
+    };
+    let (a, b) = (start().await, start().await);
+    let (status, body) = put_voltmart(&a, 1, 1).await;
+    assert!((200..300).contains(&status), "{body}");
+    let v2 = serving(&a, "voltmart").expect("serves");
+    assert!(eventually(|| serving(&b, "voltmart") == Some(v2)).await);
+
+    etcd.stop();
+    for mall in [&a, &b] {
+        let answer = mall.get("/v1/products?q=headphones").await;
+        assert_eq!(
+            answer.status, 200,
+            "the public API keeps serving: {}",
+            answer.body
+        );
+    }
+    let (status, body) = put_voltmart(&b, 2, v2).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["type"], "https://mallgate.dev/problems/store-unavailable",
+        "{body}"
+    );
+    assert_eq!(
+        serving(&b, "voltmart"),
+        Some(v2),
+        "the last good version serves"
+    );
+
+    etcd.restart();
+    // Another writer (a replica of its own) activates a version while both watch.
+    let other = etcd_store(&etcd, "/down/");
+    let text = other.document("voltmart", v2).expect("doc") + "\n# by another writer\n";
+    let meta = other
+        .add_version("voltmart", "voltmart", &text, "operator")
+        .expect("add");
+    other
+        .set_active_if("voltmart", Some(v2), Some(meta.version))
+        .expect("activate");
+    for mall in [&a, &b] {
+        assert!(
+            eventually(|| serving(mall, "voltmart") == Some(meta.version)).await,
+            "both serve v{} after etcd is back: {:?}",
+            meta.version,
+            serving(mall, "voltmart")
+        );
+    }
 }

@@ -434,6 +434,12 @@ impl Admin {
     fn apply_reload(&self, actor: &Role, source: ReloadSource) -> Result<Applied, ApiError> {
         let event = Event::new(actor, source.action(), "*");
         match self.build() {
+            // Applying the shared store's change is not a change: the replica that made it
+            // audited it (every replica auditing it would write the line N times).
+            Ok(generation) if source == ReloadSource::Store => Ok(Applied {
+                generation,
+                ..Applied::default()
+            }),
             Ok(generation) => {
                 // A reload reflects the files and the store as they are: nothing to undo,
                 // but an unaudited reload is still the caller's error.

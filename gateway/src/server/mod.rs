@@ -156,11 +156,19 @@ impl Gateway {
         if let Some(task) = self.reload_task.take() {
             server.add_service(background_service("reload", task));
         }
-        let watcher = Watcher::new(
+        let mut watcher = Watcher::new(
             self.config.connectors_dir.clone(),
             parts.sighup,
             self.changes.clone(),
         );
+        if let Some(admin) = &self.admin {
+            // A fleet's store: every change, from any replica, wakes the reload path.
+            let woken = Arc::new(tokio::sync::Notify::new());
+            let wake = Arc::clone(&woken);
+            if admin.store().watch(Arc::new(move || wake.notify_one())) {
+                watcher = watcher.with_store(woken);
+            }
+        }
         server.add_service(background_service("watch", watcher));
         let health = HealthChecker::new(Arc::clone(&self.api.registry));
         server.add_service(background_service("health", health));

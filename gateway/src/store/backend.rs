@@ -41,7 +41,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn root(&self) -> Option<&Path> {
         None
     }
+    /// Calls `changed` whenever a key changes, from any writer, for as long as the
+    /// backend lives (resuming by itself after errors); `false` when the backend has no
+    /// other writers to watch for (a state directory is this node's).
+    fn watch(&self, changed: Changed) -> bool {
+        let _ = changed;
+        false
+    }
 }
+
+/// What a watch calls: cheap and non-blocking (it wakes the reload path).
+pub type Changed = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 /// Whether `key` is a log (written by [`Backend::append`], read by [`Backend::lines`]):
 /// the audit log and each connector's history.

@@ -236,6 +236,18 @@ impl Backend for EtcdBackend {
             .collect())
     }
 
+    fn watch(&self, changed: super::backend::Changed) -> bool {
+        let Some(runtime) = &self.runtime else {
+            return false;
+        };
+        runtime.spawn(super::watch::watch(
+            self.client.clone(),
+            self.key(""),
+            changed,
+        ));
+        true
+    }
+
     fn describe(&self) -> String {
         format!(
             "etcd {} {}",

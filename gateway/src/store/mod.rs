@@ -33,7 +33,8 @@ mod backend;
 pub mod etcd;
 mod partners;
 mod secrets;
-pub use backend::{Backend, FileBackend, is_log as backend_is_log, write_atomic};
+mod watch;
+pub use backend::{Backend, Changed, FileBackend, is_log as backend_is_log, write_atomic};
 pub use partners::{PartnerRecord, TokenRecord};
 pub use secrets::valid_secret_name;
 
@@ -129,6 +130,11 @@ impl Store {
     /// The state directory, when the store is one.
     pub fn root(&self) -> Option<&Path> {
         self.backend.root()
+    }
+
+    /// Watches for changes made by any writer (see [`Backend::watch`]).
+    pub fn watch(&self, changed: Changed) -> bool {
+        self.backend.watch(changed)
     }
 
     /// Where the keys are (for messages and the status).
