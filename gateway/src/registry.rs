@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -282,6 +282,8 @@ pub struct Registry {
     /// checked against it at every build, so a narrowed grant applies at the next reload.
     /// Swapped whole when the admin API onboards a partner or changes its grant.
     grants: ArcSwap<BTreeMap<String, mallgate_connectors::Grant>>,
+    /// The shared store's revision the serving set was last read at (etcd; 0: none).
+    store_revision: AtomicI64,
 }
 
 /// Where connector programs run: partner-owned ones always in the sandbox pool; the
@@ -331,7 +333,18 @@ impl Registry {
             mappers,
             runtime,
             grants: ArcSwap::default(),
+            store_revision: AtomicI64::new(0),
         }
+    }
+
+    /// The shared store's revision the serving set was last read at (0: none).
+    pub fn store_revision(&self) -> i64 {
+        self.store_revision.load(Ordering::Acquire)
+    }
+
+    /// Records the revision a successful reload read the store at.
+    pub fn set_store_revision(&self, revision: i64) {
+        self.store_revision.fetch_max(revision, Ordering::AcqRel);
     }
 
     /// The partners' grants.

@@ -19,6 +19,8 @@ fn etcd_store(etcd: &Etcd, prefix: &str) -> Store {
         prefix: prefix.to_owned(),
         timeout: Duration::from_secs(5),
         user: None,
+        replica_id: "test".into(),
+        lease_ttl_s: 10,
     })
     .expect("connect");
     Store::over(Arc::new(backend))
@@ -226,6 +228,8 @@ fn etcd_gone_is_unavailable_within_the_timeout_and_back_when_it_is() {
             prefix: "/gone/".to_owned(),
             timeout: Duration::from_millis(500),
             user: None,
+            replica_id: "test".into(),
+            lease_ttl_s: 10,
         })
         .expect("connect");
         Store::over(Arc::new(backend))
@@ -283,6 +287,8 @@ async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision(
         prefix: "/two/".into(),
         timeout_ms: 5_000,
         auth: None,
+        replica_id: None,
+        lease_ttl_s: 10,
     };
     let start = || {
         let store = store.clone();
@@ -339,6 +345,8 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
         prefix: "/down/".into(),
         timeout_ms: 1_000,
         auth: None,
+        replica_id: None,
+        lease_ttl_s: 10,
     };
     let start = || {
         let store = store.clone();

@@ -17,6 +17,7 @@ impl Admin {
                 role.operator_only()?;
                 self.status()
             }
+            ("GET", ["admin", "v1", "fleet"]) => self.fleet(&role),
             ("POST", ["admin", "v1", "reload"]) => {
                 role.operator_only()?;
                 let change = Change::Reload(ReloadSource::Admin);

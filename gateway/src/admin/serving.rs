@@ -160,7 +160,60 @@ impl Admin {
 
     /// Builds and swaps the whole serving set (the startup path).
     pub fn reload(&self) -> Result<u64, GatewayError> {
+        // The revision the watch had seen before the store is read: what is applied is at
+        // least that (the fleet view and `mallgate_store_revision`).
+        let revision = self.store.revision();
         let docs = self.documents()?;
-        self.api.registry.reload(&docs).map(|s| s.generation)
+        let generation = self.api.registry.reload(&docs).map(|s| s.generation)?;
+        if let Some(revision) = revision {
+            self.api.registry.set_store_revision(revision);
+        }
+        Ok(generation)
+    }
+
+    /// This replica's record in the fleet view: its id, binary, generation, the store
+    /// revision applied, and the versions it serves.
+    pub fn fleet_record(&self, id: &str) -> serde_json::Value {
+        let snapshot = self.api.registry.load();
+        let connectors: serde_json::Map<String, serde_json::Value> = snapshot
+            .connectors
+            .iter()
+            .map(|c| (c.id().to_owned(), c.version().into()))
+            .collect();
+        let canaries: serde_json::Map<String, serde_json::Value> = snapshot
+            .canaries
+            .iter()
+            .map(|c| (c.live.id().to_owned(), c.live.version().into()))
+            .collect();
+        serde_json::json!({
+            "id": id,
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": snapshot.generation,
+            "store_revision": self.api.registry.store_revision(),
+            "connectors": connectors,
+            "canaries": canaries,
+        })
+    }
+
+    /// `GET /admin/v1/fleet`: every live replica's record (one, this one, without a
+    /// shared store).
+    pub(super) fn fleet(
+        &self,
+        role: &super::Role,
+    ) -> Result<crate::api::Response, crate::problem::ApiError> {
+        role.operator_only()?;
+        let members = self.store.members().map_err(|e| self.store_error(&e))?;
+        let mut replicas: Vec<serde_json::Value> = members
+            .iter()
+            .filter_map(|bytes| serde_json::from_slice(bytes).ok())
+            .collect();
+        if replicas.is_empty() {
+            replicas.push(self.fleet_record("local"));
+        }
+        replicas.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        Ok(crate::api::Response::json_value(
+            200,
+            &serde_json::json!({"replicas": replicas}),
+        ))
     }
 }

@@ -71,6 +71,8 @@ pub fn migrate(args: &MigrateArgs) -> Result<Migrated, GatewayError> {
         prefix: prefix.clone(),
         timeout: Duration::from_millis(args.timeout_ms),
         user: None,
+        replica_id: "migrate".into(),
+        lease_ttl_s: 10,
     })?;
     copy(&from, &to, &prefix)
 }

@@ -512,6 +512,17 @@ impl GatewayConfig {
         Ok(config)
     }
 
+    /// This process's id in a fleet view (`store.replica_id`, else host name and pid).
+    pub fn replica_id(&self) -> String {
+        match &self.store {
+            Some(StoreConfig::Etcd {
+                replica_id: Some(id),
+                ..
+            }) => id.clone(),
+            _ => self::store::default_replica_id(),
+        }
+    }
+
     /// The rules no single field says (run on every config, parsed or built).
     pub fn check(&self) -> Result<(), String> {
         if self.threads == 0 || self.mapping_threads == 0 || self.sandbox.workers == 0 {

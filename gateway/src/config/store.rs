@@ -8,6 +8,8 @@
 //!   prefix: /mallgate/          # every key under it; one prefix per fleet
 //!   timeout_ms: 2000            # every etcd call; past it, the store is unavailable
 //!   auth: {user: mallgate, password: env:ETCD_PASSWORD}   # a reference, never a value
+//!   replica_id: gw-1            # in the fleet view; default: the host name and pid
+//!   lease_ttl_s: 10             # a replica gone this long leaves the fleet view
 //! ```
 
 use std::time::Duration;
@@ -28,6 +30,10 @@ pub enum StoreConfig {
         timeout_ms: u64,
         #[serde(default)]
         auth: Option<EtcdAuth>,
+        #[serde(default)]
+        replica_id: Option<String>,
+        #[serde(default = "default_lease_ttl_s")]
+        lease_ttl_s: u64,
     },
 }
 
@@ -47,6 +53,20 @@ fn default_timeout_ms() -> u64 {
     2_000
 }
 
+fn default_lease_ttl_s() -> u64 {
+    10
+}
+
+/// This process's id in a fleet view: the host name and the pid.
+pub(super) fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mallgate".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 impl StoreConfig {
     /// What is wrong with it, if anything (`store.endpoints[0]`, ...).
     pub fn problems(&self) -> Vec<String> {
@@ -55,8 +75,24 @@ impl StoreConfig {
             prefix,
             timeout_ms,
             auth,
+            replica_id,
+            lease_ttl_s,
         } = self;
         let mut out = Vec::new();
+        if !(1..=300).contains(lease_ttl_s) {
+            out.push("store.lease_ttl_s: from 1 to 300".to_owned());
+        }
+        if let Some(id) = replica_id
+            && (id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+        {
+            out.push(format!(
+                "store.replica_id: `{id}` must be 1 to 128 letters, digits, -, _ or ."
+            ));
+        }
         if endpoints.is_empty() {
             out.push("store.endpoints: give at least one etcd endpoint".to_owned());
         }
@@ -100,6 +136,8 @@ impl StoreConfig {
             prefix,
             timeout_ms,
             auth,
+            replica_id,
+            lease_ttl_s,
         } = self;
         let user = match auth {
             None => None,
@@ -113,6 +151,8 @@ impl StoreConfig {
             prefix: prefix.clone(),
             timeout: Duration::from_millis(*timeout_ms),
             user,
+            replica_id: replica_id.clone().unwrap_or_else(default_replica_id),
+            lease_ttl_s: *lease_ttl_s,
         })
     }
 }

@@ -168,6 +168,15 @@ impl Gateway {
             if admin.store().watch(Arc::new(move || wake.notify_one())) {
                 watcher = watcher.with_store(woken);
             }
+            // Its lease and record in the fleet view, for as long as it runs. Weak: the
+            // store's own task must not keep the admin API alive.
+            let weak = Arc::downgrade(admin);
+            let id = self.config.replica_id();
+            admin.store().announce(Arc::new(move || {
+                weak.upgrade()
+                    .map(|a| a.fleet_record(&id).to_string().into_bytes())
+                    .unwrap_or_default()
+            }));
         }
         server.add_service(background_service("watch", watcher));
         let health = HealthChecker::new(Arc::clone(&self.api.registry));

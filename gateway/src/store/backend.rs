@@ -48,6 +48,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = changed;
         false
     }
+    /// The last revision of the store its watch has seen (`None`: no revisions here).
+    fn revision(&self) -> Option<i64> {
+        None
+    }
+    /// Holds this replica's lease with `record` (read again whenever it may have changed)
+    /// for as long as the backend lives; `false` when there is no fleet to be in.
+    fn announce(&self, record: super::fleet::Record) -> bool {
+        let _ = record;
+        false
+    }
+    /// The records of every live replica; empty when there is no fleet.
+    fn members(&self) -> Result<Vec<Vec<u8>>, GatewayError> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a watch calls: cheap and non-blocking (it wakes the reload path).

@@ -13,6 +13,8 @@
 //! order etcd created them.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -33,12 +35,18 @@ pub struct EtcdSettings {
     pub timeout: Duration,
     /// etcd's own authentication: user and password.
     pub user: Option<(String, String)>,
+    /// This replica's id in the fleet view.
+    pub replica_id: String,
+    /// Its lease's time to live, in seconds.
+    pub lease_ttl_s: u64,
 }
 
 /// The store's keys in etcd.
 pub struct EtcdBackend {
     client: Client,
     settings: EtcdSettings,
+    /// The last revision the watch saw (0: none yet).
+    seen: Arc<AtomicI64>,
     /// Always `Some` until dropped (taken to shut it down without blocking: the store may
     /// be dropped inside an async context).
     runtime: Option<tokio::runtime::Runtime>,
@@ -100,6 +108,7 @@ impl EtcdBackend {
         Ok(Self {
             client,
             settings,
+            seen: Arc::new(AtomicI64::new(0)),
             runtime: Some(runtime),
         })
     }
@@ -244,8 +253,34 @@ impl Backend for EtcdBackend {
             self.client.clone(),
             self.key(""),
             changed,
+            Arc::clone(&self.seen),
         ));
         true
+    }
+
+    fn revision(&self) -> Option<i64> {
+        Some(self.seen.load(Ordering::Acquire))
+    }
+
+    fn announce(&self, record: super::fleet::Record) -> bool {
+        let Some(runtime) = &self.runtime else {
+            return false;
+        };
+        let key = format!("{}fleet/{}", self.settings.prefix, self.settings.replica_id);
+        let ttl = i64::try_from(self.settings.lease_ttl_s).unwrap_or(10);
+        runtime.spawn(super::fleet::announce(
+            self.client.clone(),
+            key,
+            ttl,
+            record,
+        ));
+        true
+    }
+
+    fn members(&self) -> Result<Vec<Vec<u8>>, GatewayError> {
+        let prefix = format!("{}fleet/", self.settings.prefix);
+        let client = self.client.clone();
+        self.call("fleet", super::fleet::members(client, prefix))
     }
 
     fn describe(&self) -> String {

@@ -31,6 +31,7 @@ use crate::GatewayError;
 
 mod backend;
 pub mod etcd;
+pub mod fleet;
 mod partners;
 mod secrets;
 mod watch;
@@ -135,6 +136,21 @@ impl Store {
     /// Watches for changes made by any writer (see [`Backend::watch`]).
     pub fn watch(&self, changed: Changed) -> bool {
         self.backend.watch(changed)
+    }
+
+    /// The last store revision its watch has seen (etcd), if any.
+    pub fn revision(&self) -> Option<i64> {
+        self.backend.revision()
+    }
+
+    /// Holds this replica's fleet lease with `record` (see [`Backend::announce`]).
+    pub fn announce(&self, record: fleet::Record) -> bool {
+        self.backend.announce(record)
+    }
+
+    /// Every live replica's record (see [`Backend::members`]).
+    pub fn members(&self) -> Result<Vec<Vec<u8>>, GatewayError> {
+        self.backend.members()
     }
 
     /// Where the keys are (for messages and the status).

@@ -6,6 +6,8 @@
 //! store and rebuilds only the connectors whose documents changed (the registry keeps
 //! every built connector whose digest is the same).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, WatchOptions};
@@ -24,7 +26,12 @@ enum Ended {
 }
 
 /// Watches `prefix` for as long as the runtime lives.
-pub(super) async fn watch(mut client: Client, prefix: String, changed: Changed) {
+pub(super) async fn watch(
+    mut client: Client,
+    prefix: String,
+    changed: Changed,
+    seen: Arc<AtomicI64>,
+) {
     // The revision to resume from; 0: from now.
     let mut next: i64 = 0;
     // A reload is owed once the new watch is in place (after a compaction).
@@ -37,8 +44,13 @@ pub(super) async fn watch(mut client: Client, prefix: String, changed: Changed) 
         }
         match client.watch(prefix.clone(), Some(options)).await {
             Ok(mut stream) => {
-                let ended =
-                    follow(&mut stream, &mut next, &mut resync, &changed, &mut backoff).await;
+                let ended = follow(
+                    &mut stream,
+                    (&mut next, &mut resync, &seen),
+                    &changed,
+                    &mut backoff,
+                )
+                .await;
                 match ended {
                     Ended::Broken => {
                         tracing::warn!(
@@ -70,8 +82,7 @@ pub(super) async fn watch(mut client: Client, prefix: String, changed: Changed) 
 /// Follows one watch stream until it ends, calling `changed` for each batch of events.
 async fn follow(
     stream: &mut etcd_client::WatchStream,
-    next: &mut i64,
-    resync: &mut bool,
+    (next, resync, seen): (&mut i64, &mut bool, &AtomicI64),
     changed: &Changed,
     backoff: &mut Duration,
 ) -> Ended {
@@ -88,6 +99,7 @@ async fn follow(
             if *next == 0 {
                 // From now: what this watch has seen is everything up to its start.
                 *next = reply.header().map_or(0, |h| h.revision() + 1);
+                seen.fetch_max(*next - 1, Ordering::AcqRel);
             }
             if std::mem::take(resync) {
                 changed();
@@ -101,6 +113,7 @@ async fn follow(
             .max();
         if let Some(last) = last {
             *next = last + 1;
+            seen.fetch_max(last, Ordering::AcqRel);
             changed();
         }
         if reply.canceled() {

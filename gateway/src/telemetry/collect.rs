@@ -154,6 +154,16 @@ impl Collector for Scrape {
             Gauge,
             canaries,
         )?;
+        let revision = self.0.registry.store_revision();
+        if revision > 0 {
+            one(
+                &mut encoder,
+                "mallgate_store_revision",
+                "The shared store's (etcd) revision the serving set was last read at: convergence and lag across a fleet are one query",
+                Gauge,
+                ConstGauge::new(revision),
+            )?;
+        }
         endpoints(&mut encoder, &snapshot)?;
         guardrails(&mut encoder, &snapshot)?;
         cache(&mut encoder, &self.0.cache)?;
