@@ -284,6 +284,8 @@ pub struct Registry {
     grants: ArcSwap<BTreeMap<String, mallgate_connectors::Grant>>,
     /// The shared store's revision the serving set was last read at (etcd; 0: none).
     store_revision: AtomicI64,
+    /// Whether the shared store is reachable (set once, when there is one).
+    store_link: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Where connector programs run: partner-owned ones always in the sandbox pool; the
@@ -334,12 +336,23 @@ impl Registry {
             runtime,
             grants: ArcSwap::default(),
             store_revision: AtomicI64::new(0),
+            store_link: std::sync::OnceLock::new(),
         }
     }
 
     /// The shared store's revision the serving set was last read at (0: none).
     pub fn store_revision(&self) -> i64 {
         self.store_revision.load(Ordering::Acquire)
+    }
+
+    /// Whether the shared store is reachable: `None` without one.
+    pub fn store_connected(&self) -> Option<bool> {
+        self.store_link.get().map(|l| l.load(Ordering::Acquire))
+    }
+
+    /// The shared store's reachability flag (see [`crate::store::Store::link`]).
+    pub fn set_store_link(&self, link: Arc<std::sync::atomic::AtomicBool>) {
+        let _ = self.store_link.set(link);
     }
 
     /// Records the revision a successful reload read the store at.

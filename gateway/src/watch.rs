@@ -20,6 +20,9 @@ use crate::registry::{Registry, documents_in};
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(1);
 
+/// The pause before a store change that could not be applied is tried again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
 /// The watcher of the connectors directory, SIGHUP and the shared store.
 #[derive(Debug)]
 pub struct Watcher {
@@ -117,14 +120,17 @@ impl BackgroundService for Watcher {
             // Not taken (the queue is full): the next look tries again. Refused: the reload
             // task logged why and counted it; the active set keeps serving, and the next
             // change of the directory tries again.
-            if let Err(ApiError::Overloaded { .. }) =
-                self.changes.submit(Role::Operator, change).await
+            let result = self.changes.submit(Role::Operator, change).await;
+            if stored
+                && result.is_err()
+                && let Some(store) = &self.store
             {
-                if stored && let Some(store) = &self.store {
-                    // Owed still: after a pause, so a full queue is not spun on.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    store.notify_one();
-                }
+                // The store's change is owed still (etcd out of reach, a full queue, a set
+                // that does not build yet): tried again after a pause, never spun on.
+                tokio::time::sleep(STORE_RETRY).await;
+                store.notify_one();
+            }
+            if let Err(ApiError::Overloaded { .. }) = result {
                 continue;
             }
             seen = now;

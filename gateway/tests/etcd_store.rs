@@ -129,13 +129,14 @@ fn a_state_directory_migrated_into_etcd_reads_the_same() {
         fleet.audit_log().expect("audit"),
         local.audit_log().expect("audit")
     );
-    // The history came over in order: from 3, the last good version is 2.
-    assert_eq!(fleet.last_good("acme", 3).expect("last good"), Some(2));
     // A new version numbers on from the migrated ones.
     let next = fleet
         .add_version("acme", "acme", "a: 4", "operator")
         .expect("add");
     assert_eq!(next.version, 4);
+    // The history (1, 2, 3, 2) came over in order: from 4 the last good version is 2, the
+    // one active last; without the history it would be 3, the stored one below.
+    assert_eq!(fleet.last_good("acme", 4).expect("last good"), Some(2));
 
     // A second migration into a prefix in use is refused: it never merges.
     let again = Command::new(binary())
@@ -288,7 +289,7 @@ async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision(
         timeout_ms: 5_000,
         auth: None,
         replica_id: None,
-        lease_ttl_s: 10,
+        lease_ttl_s: 20,
     };
     let start = || {
         let store = store.clone();
@@ -358,7 +359,24 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
     let v2 = serving(&a, "voltmart").expect("serves");
     assert!(eventually(|| serving(&b, "voltmart") == Some(v2)).await);
 
+    let ready = a.get("/readyz").await;
+    assert_eq!(
+        (ready.status, &ready.body["store"]),
+        (200, &serde_json::json!("connected"))
+    );
     etcd.stop();
+    // Still ready (it serves its last good set), and it says the store is out of reach.
+    let mut said = false;
+    for _ in 0..300 {
+        let ready = a.get("/readyz").await;
+        assert_eq!(ready.status, 200, "{}", ready.body);
+        if ready.body["store"] == "disconnected" {
+            said = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(said, "readiness says store: disconnected");
     for mall in [&a, &b] {
         let answer = mall.get("/v1/products?q=headphones").await;
         assert_eq!(
@@ -397,4 +415,9 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
             serving(mall, "voltmart")
         );
     }
+    let ready = a.get("/readyz").await;
+    assert_eq!(
+        (ready.status, &ready.body["store"]),
+        (200, &serde_json::json!("connected"))
+    );
 }

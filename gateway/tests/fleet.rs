@@ -24,6 +24,7 @@ fn replica(connectors: &std::path::Path, etcd: &Etcd, id: &str) -> Setup {
         "endpoints": [etcd.endpoint()],
         "prefix": "/three/",
         "lease_ttl_s": 2,
+        "timeout_ms": 600,
         "replica_id": id,
     });
     std::fs::write(&setup.config, config.to_string()).expect("config");
@@ -84,6 +85,32 @@ async fn fleet(http: &reqwest::Client, setup: &Setup) -> Vec<(String, u64)> {
     out
 }
 
+/// The store revision each replica's serving set was read at, by replica id.
+async fn revisions(http: &reqwest::Client, setup: &Setup) -> Vec<(String, i64)> {
+    let (_, _, body) = admin(
+        http,
+        setup,
+        reqwest::Method::GET,
+        "/admin/v1/fleet",
+        None,
+        None,
+    )
+    .await;
+    let mut out: Vec<(String, i64)> = body["replicas"]
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or("").to_owned(),
+                r["store_revision"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Polls `check` every 100 ms, at most 30 s; no timing is asserted.
 async fn eventually<F, Fut>(mut check: F) -> bool
 where
@@ -132,6 +159,7 @@ async fn three_replicas_share_changes_and_a_killed_one_leaves_the_fleet() {
         fleet(&http, &setups[1]).await
     );
 
+    let before = revisions(&http, &setups[1]).await;
     // A PUT on the first replica is served by all three.
     let doc = std::fs::read_to_string(connectors.join("voltmart.yaml")).expect("doc")
         + "\n# a fleet change\n";
@@ -163,7 +191,24 @@ async fn three_replicas_share_changes_and_a_killed_one_leaves_the_fleet() {
         assert_eq!((status, etag.as_deref()), (200, Some("\"voltmart-v2\"")));
     }
 
-    // Each record says which store revision its serving set was read at; so does /metrics.
+    // Each record says which store revision its serving set was read at: every replica's
+    // moved past the one it had before the PUT. So does /metrics.
+    let moved = {
+        let (http, setups, before) = (&http, &setups, &before);
+        move || async move {
+            let after = revisions(http, &setups[2]).await;
+            after.len() == 3
+                && before
+                    .iter()
+                    .zip(&after)
+                    .all(|((_, was), (_, now))| now > was)
+        }
+    };
+    assert!(
+        eventually(moved).await,
+        "every replica read the store past the PUT: {before:?} then {:?}",
+        revisions(&http, &setups[2]).await
+    );
     let (_, _, view) = admin(
         &http,
         &setups[2],
@@ -174,7 +219,6 @@ async fn three_replicas_share_changes_and_a_killed_one_leaves_the_fleet() {
     )
     .await;
     for record in view["replicas"].as_array().expect("replicas") {
-        assert!(record["store_revision"].as_i64() > Some(0), "{record}");
         assert_eq!(record["version"], env!("CARGO_PKG_VERSION"), "{record}");
     }
     let metrics = http

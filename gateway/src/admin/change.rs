@@ -433,6 +433,13 @@ impl Apply for Admin {
 impl Admin {
     fn apply_reload(&self, actor: &Role, source: ReloadSource) -> Result<Applied, ApiError> {
         let event = Event::new(actor, source.action(), "*");
+        if source == ReloadSource::Store {
+            // Another replica may have onboarded a partner, issued or revoked a token,
+            // changed a grant or set a secret: those are read again first.
+            self.load_partners()
+                .and_then(|()| self.load_secrets().map(drop))
+                .map_err(|e| self.store_error(&e))?;
+        }
         match self.build() {
             // Applying the shared store's change is not a change: the replica that made it
             // audited it (every replica auditing it would write the line N times).
@@ -451,6 +458,8 @@ impl Admin {
                     ..Applied::default()
                 })
             }
+            // Logged and counted by the reload task; the watcher tries again.
+            Err(refused) if source == ReloadSource::Store => Err(refused),
             Err(refused) => {
                 self.note(&event.rejected(&refused), "rejected");
                 Err(refused)

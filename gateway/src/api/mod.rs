@@ -239,12 +239,18 @@ impl Api {
                 sources: Vec::new(),
             });
         }
-        Ok(Response::json_bytes(
-            200,
-            json!({"status": "ready", "generation": snapshot.generation,
-                   "connectors": snapshot.connectors.len()})
-            .to_string(),
-        ))
+        let mut body = json!({"status": "ready", "generation": snapshot.generation,
+                              "connectors": snapshot.connectors.len()});
+        // A fleet's store out of reach is not a reason to take this replica out of the
+        // balancer: it keeps serving its last good set. It says so.
+        if let Some(connected) = self.registry.store_connected() {
+            body["store"] = json!(if connected {
+                "connected"
+            } else {
+                "disconnected"
+            });
+        }
+        Ok(Response::json_bytes(200, body.to_string()))
     }
 
     /// The request's deadline: the configured default, or a shorter `timeout_ms`.

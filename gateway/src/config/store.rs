@@ -81,6 +81,11 @@ impl StoreConfig {
         let mut out = Vec::new();
         if !(1..=300).contains(lease_ttl_s) {
             out.push("store.lease_ttl_s: from 1 to 300".to_owned());
+        } else if timeout_ms.saturating_mul(3) > lease_ttl_s * 1000 {
+            // A renewal may wait a timeout; three of them fit in a lease.
+            out.push(format!(
+                "store.lease_ttl_s ({lease_ttl_s} s) must be at least three store.timeout_ms ({timeout_ms} ms): a healthy replica's lease must not lapse while it waits on etcd"
+            ));
         }
         if let Some(id) = replica_id
             && (id.is_empty()

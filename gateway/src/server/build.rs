@@ -121,6 +121,9 @@ impl Gateway {
                     .with_drills(Arc::clone(&drills)),
                 );
                 Admin::audit_drills(&admin);
+                if let Some(link) = admin.store().link() {
+                    api.registry.set_store_link(link);
+                }
                 // Startup: the directory plus the store's active versions, one reload.
                 admin.reload()?;
                 Some(admin)

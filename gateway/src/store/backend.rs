@@ -58,6 +58,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = record;
         false
     }
+    /// Whether the shared store is reachable now (its watch is in place), as a flag the
+    /// readiness answer and `/metrics` read; `None` when there is no shared store.
+    fn link(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
     /// The records of every live replica; empty when there is no fleet.
     fn members(&self) -> Result<Vec<Vec<u8>>, GatewayError> {
         Ok(Vec::new())
@@ -107,17 +112,27 @@ impl FileBackend {
     }
 }
 
-/// Removes `.name.tmp-PID` files left by interrupted writes, at any depth.
+/// Removes `.name.tmp-PID` files left by interrupted writes, at any depth, of processes
+/// that are gone (during an upgrade the old process may be writing one). Symbolic links
+/// are not followed.
 fn remove_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            remove_temp_files(&path);
-        } else if entry.file_name().to_string_lossy().contains(".tmp-") {
-            let _ = fs::remove_file(path);
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if kind.is_dir() {
+            remove_temp_files(&entry.path());
+        } else if let Some((_, pid)) = name.rsplit_once(".tmp-") {
+            let alive = pid.parse::<u32>().is_ok_and(|pid| {
+                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+            });
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
 }
@@ -135,10 +150,11 @@ fn walk(dir: &Path, relative: &str, out: &mut Vec<String>) -> Result<(), Gateway
             continue;
         }
         let key = format!("{relative}{name}");
-        if entry.path().is_dir() {
-            walk(&entry.path(), &format!("{key}/"), out)?;
-        } else {
-            out.push(key);
+        // Symbolic links are not followed (a loop must not take the store down).
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => walk(&entry.path(), &format!("{key}/"), out)?,
+            Ok(kind) if kind.is_file() => out.push(key),
+            _ => {}
         }
     }
     Ok(())

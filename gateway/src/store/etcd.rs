@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -24,8 +24,8 @@ use etcd_client::{
 use super::backend::Backend;
 use crate::GatewayError;
 
-/// Where the fleet's store is.
-#[derive(Debug, Clone)]
+/// Where the fleet's store is. Its Debug form leaves the password out.
+#[derive(Clone)]
 pub struct EtcdSettings {
     /// `http://127.0.0.1:2379`, ...
     pub endpoints: Vec<String>,
@@ -41,12 +41,27 @@ pub struct EtcdSettings {
     pub lease_ttl_s: u64,
 }
 
+impl std::fmt::Debug for EtcdSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSettings")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("replica_id", &self.replica_id)
+            .field("lease_ttl_s", &self.lease_ttl_s)
+            .finish()
+    }
+}
+
 /// The store's keys in etcd.
 pub struct EtcdBackend {
     client: Client,
     settings: EtcdSettings,
     /// The last revision the watch saw (0: none yet).
     seen: Arc<AtomicI64>,
+    /// Whether the watch is in place (etcd reachable).
+    connected: Arc<AtomicBool>,
     /// Always `Some` until dropped (taken to shut it down without blocking: the store may
     /// be dropped inside an async context).
     runtime: Option<tokio::runtime::Runtime>,
@@ -87,7 +102,9 @@ impl EtcdBackend {
             .map_err(|e| GatewayError::Startup(format!("the etcd client's runtime: {e}")))?;
         let mut options = ConnectOptions::new()
             .with_connect_timeout(settings.timeout)
-            .with_timeout(settings.timeout);
+            .with_timeout(settings.timeout)
+            // A connection that went silent (a network cut, not a reset) is found out.
+            .with_keep_alive(Duration::from_secs(5), settings.timeout);
         if let Some((user, password)) = &settings.user {
             options = options.with_user(user.clone(), password.clone());
         }
@@ -109,6 +126,8 @@ impl EtcdBackend {
             client,
             settings,
             seen: Arc::new(AtomicI64::new(0)),
+            // Connected: it just answered.
+            connected: Arc::new(AtomicBool::new(true)),
             runtime: Some(runtime),
         })
     }
@@ -254,8 +273,13 @@ impl Backend for EtcdBackend {
             self.key(""),
             changed,
             Arc::clone(&self.seen),
+            Arc::clone(&self.connected),
         ));
         true
+    }
+
+    fn link(&self) -> Option<Arc<AtomicBool>> {
+        Some(Arc::clone(&self.connected))
     }
 
     fn revision(&self) -> Option<i64> {

@@ -58,7 +58,7 @@ async fn hold(
     let mut written: Option<Vec<u8>> = None;
     loop {
         let now = record();
-        // Empty: the replica is going away; its lease lapses.
+        // Empty: the replica is going away (its record is not rewritten).
         if !now.is_empty() && written.as_ref() != Some(&now) {
             let options = PutOptions::new().with_lease(lease);
             client.put(key, now.clone(), Some(options)).await?;
@@ -67,7 +67,11 @@ async fn hold(
         }
         if Instant::now() >= next_beat {
             keeper.keep_alive().await?;
-            match replies.message().await? {
+            // A silent connection must not hold the renewal past the lease.
+            let reply = tokio::time::timeout(beat, replies.message())
+                .await
+                .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer".into()))??;
+            match reply {
                 Some(reply) if reply.ttl() > 0 => {}
                 _ => return Ok(()),
             }

@@ -148,6 +148,11 @@ impl Store {
         self.backend.announce(record)
     }
 
+    /// Whether the shared store is reachable (see [`Backend::link`]).
+    pub fn link(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        self.backend.link()
+    }
+
     /// Every live replica's record (see [`Backend::members`]).
     pub fn members(&self) -> Result<Vec<Vec<u8>>, GatewayError> {
         self.backend.members()
@@ -352,21 +357,26 @@ impl Store {
         if now != expected {
             return Err(moved(&key, expected, now));
         }
-        if let Some(v) = version
-            && now != Some(v)
-        {
-            self.backend
-                .append(&format!("{dir}history"), &v.to_string())?;
-        }
         let value = pointer_text(version);
-        if self
+        if !self
             .backend
             .put_if(&key, seen.as_deref(), value.as_deref())?
         {
-            Ok(())
-        } else {
-            Err(moved(&key, expected, self.active(id)?))
+            return Err(moved(&key, expected, self.active(id)?));
         }
+        // After the pointer moved: a change that lost the race is not in the history. A
+        // history that cannot be written puts the pointer back (the change fails as one).
+        if let Some(v) = version
+            && now != Some(v)
+            && let Err(e) = self
+                .backend
+                .append(&format!("{dir}history"), &v.to_string())
+        {
+            self.backend
+                .put_if(&key, value.as_deref(), seen.as_deref())?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Quarantines a version: it is never made active (or a canary) again until cleared.

@@ -7,7 +7,7 @@
 //! every built connector whose digest is the same).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, WatchOptions};
@@ -31,11 +31,13 @@ pub(super) async fn watch(
     prefix: String,
     changed: Changed,
     seen: Arc<AtomicI64>,
+    connected: Arc<AtomicBool>,
 ) {
     // The revision to resume from; 0: from now.
     let mut next: i64 = 0;
-    // A reload is owed once the new watch is in place (after a compaction).
-    let mut resync = false;
+    // A reload is owed once the new watch is in place: at the start (a change made
+    // between the startup read and this watch would be missed) and after a compaction.
+    let mut resync = true;
     let mut backoff = BACKOFF.0;
     loop {
         let mut options = WatchOptions::new().with_prefix();
@@ -46,11 +48,12 @@ pub(super) async fn watch(
             Ok(mut stream) => {
                 let ended = follow(
                     &mut stream,
-                    (&mut next, &mut resync, &seen),
+                    (&mut next, &mut resync, &seen, &connected),
                     &changed,
                     &mut backoff,
                 )
                 .await;
+                connected.store(false, Ordering::Release);
                 match ended {
                     Ended::Broken => {
                         tracing::warn!(
@@ -82,7 +85,7 @@ pub(super) async fn watch(
 /// Follows one watch stream until it ends, calling `changed` for each batch of events.
 async fn follow(
     stream: &mut etcd_client::WatchStream,
-    (next, resync, seen): (&mut i64, &mut bool, &AtomicI64),
+    (next, resync, seen, connected): (&mut i64, &mut bool, &AtomicI64, &AtomicBool),
     changed: &Changed,
     backoff: &mut Duration,
 ) -> Ended {
@@ -96,6 +99,9 @@ async fn follow(
             return Ended::Compacted;
         }
         if reply.created() {
+            if !connected.swap(true, Ordering::AcqRel) {
+                tracing::info!(target: "mallgate::store", "the etcd watch is back");
+            }
             if *next == 0 {
                 // From now: what this watch has seen is everything up to its start.
                 *next = reply.header().map_or(0, |h| h.revision() + 1);

@@ -154,6 +154,15 @@ impl Collector for Scrape {
             Gauge,
             canaries,
         )?;
+        if let Some(connected) = self.0.registry.store_connected() {
+            one(
+                &mut encoder,
+                "mallgate_store_connected",
+                "1 while the shared store (etcd) is reachable, 0 while this replica serves its last good set without it",
+                Gauge,
+                ConstGauge::new(i64::from(connected)),
+            )?;
+        }
         let revision = self.0.registry.store_revision();
         if revision > 0 {
             one(
