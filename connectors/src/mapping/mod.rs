@@ -579,6 +579,8 @@ impl Program {
     /// Checks a connector's shared `definitions` on their own: only `def` items, every one
     /// compiling under the sandbox's rules, none recursive.
     pub fn check_definitions(definitions: &str) -> Result<(), ConnectorError> {
+        // Bounded before anything parses them: jaq's parser recurses per bracket.
+        within_limits("definitions", definitions)?;
         // Parsed alone first, so a syntax fault is located in them (joined to a program,
         // a missing `;` would be reported in the program).
         if let Some(faults) = definitions_syntax(definitions) {

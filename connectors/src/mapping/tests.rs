@@ -373,6 +373,10 @@ fn shared_definitions_are_only_bounded_non_recursive_defs() {
     assert!(err.to_string().contains("definitions is"), "{err}");
     let deep = format!("def a: {}1{};", "(".repeat(40), ")".repeat(40));
     Program::check_definitions(&deep).expect("40 deep is fine alone");
+    // Refused by its depth before the (recursive) parser sees it, even unbalanced.
+    let abyss = format!("def a: {}", "(".repeat(30_000));
+    let err = Program::check_definitions(&abyss).expect_err("too deep");
+    assert!(err.to_string().contains("nests deeper"), "{err}");
     let err = Program::compile_with(
         Some(&format!("def a: {}1{};", "(".repeat(40), "")),
         &format!("{}.{}", "(".repeat(30), ")".repeat(30)),
