@@ -108,7 +108,7 @@ impl VersionStats {
 }
 
 /// A copy of [`VersionStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsView {
     pub calls: u64,
     pub failures: u64,
@@ -116,6 +116,18 @@ pub struct StatsView {
     pub records: u64,
     pub dropped: u64,
     pub micros: u64,
+}
+
+impl std::ops::AddAssign for StatsView {
+    /// Figures of the same version from another replica.
+    fn add_assign(&mut self, other: Self) {
+        self.calls += other.calls;
+        self.failures += other.failures;
+        self.overruns += other.overruns;
+        self.records += other.records;
+        self.dropped += other.dropped;
+        self.micros += other.micros;
+    }
 }
 
 /// A canary: a candidate version taking `percent` of the requests beside the active one.
@@ -286,6 +298,9 @@ pub struct Registry {
     store_revision: AtomicI64,
     /// Whether the shared store is reachable (set once, when there is one).
     store_link: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>>,
+    /// Versions built (compiled and bound) per (partner, connector), since the start: a
+    /// reload rebuilds only documents whose digest changed.
+    builds: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 /// Where connector programs run: partner-owned ones always in the sandbox pool; the
@@ -337,7 +352,19 @@ impl Registry {
             grants: ArcSwap::default(),
             store_revision: AtomicI64::new(0),
             store_link: std::sync::OnceLock::new(),
+            builds: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Versions built per (partner, connector) since the start.
+    pub fn builds(&self) -> Vec<((String, String), u64)> {
+        let builds = self.builds.lock().unwrap_or_else(|p| p.into_inner());
+        builds.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+
+    /// The live replicas sharing the partners' limits (one without a fleet).
+    pub fn fleet_share(&self) -> &mallgate_connectors::runtime::stack::FleetShare {
+        &self.runtime.fleet
     }
 
     /// The shared store's revision the serving set was last read at (0: none).
@@ -463,7 +490,16 @@ impl Registry {
         for doc in documents {
             let built_now = match unchanged(doc) {
                 Some(live) => Ok(live),
-                None => self.build(doc, &versions).map(Arc::new),
+                None => self.build(doc, &versions).map(|live| {
+                    let key = (live.partner().to_owned(), live.id().to_owned());
+                    *self
+                        .builds
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(key)
+                        .or_default() += 1;
+                    Arc::new(live)
+                }),
             };
             match built_now {
                 Ok(live) if doc.canary_percent.is_some() => canaries.push((

@@ -4,7 +4,9 @@
 //! answer the tests read is checked against the bundled OpenAPI document.
 
 pub mod admin;
+pub mod cut;
 pub mod etcd;
+pub mod fleet;
 pub mod process;
 pub mod steady;
 

@@ -57,6 +57,9 @@ pub struct RuntimeConfig {
     pub transport: Option<Arc<dyn Transport>>,
     /// Faults injected by drills: one registry for the gateway, in every endpoint stack.
     pub faults: faults::Faults,
+    /// The live replicas sharing every partner's rate limit and concurrency (one without
+    /// a fleet store): kept current by the gateway's fleet lease, read by every connector.
+    pub fleet: stack::FleetShare,
 }
 
 /// Sends one built request and reads its reply (at most `max_bytes` of body): the seam
@@ -81,6 +84,7 @@ impl Default for RuntimeConfig {
             sample_refresh: Duration::from_secs(60),
             transport: None,
             faults: faults::Faults::default(),
+            fleet: stack::FleetShare::default(),
         }
     }
 }

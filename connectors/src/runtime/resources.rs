@@ -154,6 +154,7 @@ impl PartnerResources {
             policies,
             &self.config.resilience,
             block,
+            &self.config.fleet,
         ));
         map.insert(key, Arc::downgrade(&shared));
         shared

@@ -2,45 +2,112 @@
 //! one; a background judge promotes it after enough healthy calls or rolls it back when it
 //! regresses (an overrun quarantines it instead).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
 
 use super::Admin;
 use super::auth::Role;
 use super::change::{Event, OnFailure, Tx};
 use crate::changes::{Applied, Change};
 use crate::problem::ApiError;
+use crate::registry::StatsView;
 
 /// How often the judge looks.
 const LOOK: Duration = Duration::from_millis(200);
 
+/// One replica's figures for a canary and the active version beside it, in its fleet
+/// record: the leader judges on the sum over every replica.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct Judging {
+    pub canary: u32,
+    pub canary_stats: StatsView,
+    pub active: u32,
+    pub active_stats: StatsView,
+}
+
 impl Admin {
+    /// This replica's figures for each of its canaries, by connector id.
+    pub(super) fn judging(&self) -> BTreeMap<String, Judging> {
+        let snapshot = self.api.registry.load();
+        snapshot
+            .canaries
+            .iter()
+            .filter_map(|canary| {
+                let id = canary.live.id();
+                let active = snapshot.connectors.iter().find(|c| c.id() == id)?;
+                let judging = Judging {
+                    canary: canary.live.version(),
+                    canary_stats: canary.live.stats.get(),
+                    active: active.version(),
+                    active_stats: active.stats.get(),
+                };
+                Some((id.to_owned(), judging))
+            })
+            .collect()
+    }
+
+    /// The other live replicas' figures (none without a fleet, or when etcd cannot say:
+    /// then the judge waits rather than judge on a part of the traffic).
+    fn fleet_judging(&self) -> Option<Vec<BTreeMap<String, Judging>>> {
+        let me = self.api.config().replica_id();
+        let members = self.store.members().ok()?;
+        Some(
+            members
+                .iter()
+                .filter_map(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok())
+                .filter(|record| record["id"].as_str() != Some(me.as_str()))
+                .filter_map(|record| serde_json::from_value(record["judging"].clone()).ok())
+                .collect(),
+        )
+    }
+
     /// One look at every canary: promote it after enough healthy calls, end it when its
     /// errors, schema violations or latency regress against the active version, quarantine
-    /// it when its mapping overran the sandbox. The changes to apply.
+    /// it when its mapping overran the sandbox. In a fleet, only the elected leader judges,
+    /// on the figures of every replica. The changes to apply.
     pub(super) fn canary_verdicts(&self) -> Vec<Change> {
-        let snapshot = self.api.registry.load();
+        if !self.fleet.leads() {
+            return Vec::new();
+        }
+        let mine = self.judging();
+        if mine.is_empty() {
+            return Vec::new();
+        }
+        let others = if self.store.link().is_some() {
+            match self.fleet_judging() {
+                Some(others) => others,
+                None => return Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
         let mut out = Vec::new();
-        for canary in &snapshot.canaries {
-            let id = canary.live.id().to_owned();
-            let Some(active) = snapshot.connectors.iter().find(|c| c.id() == id) else {
-                continue;
-            };
-            let version = canary.live.version();
+        for (id, judging) in mine {
+            let (mut canary, mut active) = (judging.canary_stats, judging.active_stats);
             // An overrun quarantines (persisted), not just a rollback: `overrunning` sends
-            // that change (a canary's first overrun is enough).
-            if canary.live.stats.get().overruns > 0 {
+            // that change on the replica that saw it (a canary's first overrun is enough).
+            if canary.overruns > 0 {
                 continue;
             }
-            let verdict = verdict(
-                &canary.live.stats.get(),
-                &active.stats.get(),
-                self.promote_after,
-            );
+            for other in others.iter().filter_map(|o| o.get(&id)) {
+                if other.canary == judging.canary {
+                    canary += other.canary_stats;
+                }
+                if other.active == judging.active {
+                    active += other.active_stats;
+                }
+            }
+            if canary.overruns > 0 {
+                continue;
+            }
+            let version = judging.canary;
+            let verdict = verdict(&canary, &active, self.promote_after);
             if let Some((promote, reason)) = verdict {
                 out.push(Change::Verdict {
                     id,
@@ -179,7 +246,9 @@ pub fn verdict(
 }
 
 /// The background judge of canaries and of overrunning versions: a pingora background
-/// service; its verdicts go to the reload task like every other change.
+/// service on every replica (each quarantines what overran on it); canary verdicts come
+/// from the fleet's leader only. Its verdicts go to the reload task like every other
+/// change.
 #[derive(Debug)]
 pub struct CanaryJudge {
     admin: Arc<Admin>,
@@ -204,8 +273,17 @@ impl BackgroundService for CanaryJudge {
             if self.admin.api.drain.draining().is_some() {
                 continue;
             }
-            let mut changes = self.admin.overrunning();
-            changes.extend(self.admin.canary_verdicts());
+            // Off the pingora runtime: in a fleet the judge reads the other replicas'
+            // figures from etcd (a bounded, blocking call).
+            let admin = Arc::clone(&self.admin);
+            let judged = tokio::task::spawn_blocking(move || {
+                let mut changes = admin.overrunning();
+                changes.extend(admin.canary_verdicts());
+                changes
+            });
+            let Ok(changes) = judged.await else {
+                continue;
+            };
             for change in changes {
                 // A refusal (the canary changed meanwhile, the set does not build) is
                 // audited by the transaction; the next look sees the new state.

@@ -75,6 +75,9 @@ pub struct Admin {
     partners_lock: std::sync::Mutex<()>,
     /// The longest grace a rotated token keeps working.
     token_grace_s: u64,
+    /// The fleet as this replica sees it: live replicas (the partners' limits are
+    /// shared by them), and whether it leads (judges the canaries).
+    fleet: Arc<crate::store::fleet::FleetView>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -151,7 +154,6 @@ impl Admin {
         };
         let admin = Self {
             tokens: auth::Tokens::resolve(config, &resolve)?,
-            api,
             store,
             secrets,
             connectors_dir,
@@ -164,6 +166,10 @@ impl Admin {
             vault,
             partners_lock: std::sync::Mutex::new(()),
             token_grace_s: config.token_grace_s,
+            fleet: Arc::new(crate::store::fleet::FleetView::new(
+                api.registry.fleet_share().clone(),
+            )),
+            api,
         };
         admin.load_partners()?;
         let opened = admin.load_secrets()?;
@@ -182,6 +188,11 @@ impl Admin {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The fleet as this replica sees it (kept current by its lease).
+    pub fn fleet_view(&self) -> &Arc<crate::store::fleet::FleetView> {
+        &self.fleet
     }
 
     /// Answers one admin request.

@@ -192,6 +192,9 @@ impl Admin {
             "store_revision": self.api.registry.store_revision(),
             "connectors": connectors,
             "canaries": canaries,
+            "leader": self.fleet.elected(),
+            "replicas_counted": self.fleet.share.replicas(),
+            "judging": self.judging(),
         })
     }
 

@@ -172,11 +172,14 @@ impl Gateway {
             // store's own task must not keep the admin API alive.
             let weak = Arc::downgrade(admin);
             let id = self.config.replica_id();
-            admin.store().announce(Arc::new(move || {
+            let record: crate::store::fleet::Record = Arc::new(move || {
                 weak.upgrade()
                     .map(|a| a.fleet_record(&id).to_string().into_bytes())
                     .unwrap_or_default()
-            }));
+            });
+            admin
+                .store()
+                .announce(record, Arc::clone(admin.fleet_view()));
         }
         server.add_service(background_service("watch", watcher));
         let health = HealthChecker::new(Arc::clone(&self.api.registry));

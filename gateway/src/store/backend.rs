@@ -53,9 +53,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         None
     }
     /// Holds this replica's lease with `record` (read again whenever it may have changed)
-    /// for as long as the backend lives; `false` when there is no fleet to be in.
-    fn announce(&self, record: super::fleet::Record) -> bool {
-        let _ = record;
+    /// for as long as the backend lives, keeping `view` current (the live replicas, the
+    /// election); `false` when there is no fleet to be in.
+    fn announce(
+        &self,
+        record: super::fleet::Record,
+        view: std::sync::Arc<super::fleet::FleetView>,
+    ) -> bool {
+        let _ = (record, view);
         false
     }
     /// Whether the shared store is reachable now (its watch is in place), as a flag the

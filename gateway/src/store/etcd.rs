@@ -286,17 +286,24 @@ impl Backend for EtcdBackend {
         Some(self.seen.load(Ordering::Acquire))
     }
 
-    fn announce(&self, record: super::fleet::Record) -> bool {
+    fn announce(&self, record: super::fleet::Record, view: Arc<super::fleet::FleetView>) -> bool {
         let Some(runtime) = &self.runtime else {
             return false;
         };
-        let key = format!("{}fleet/{}", self.settings.prefix, self.settings.replica_id);
-        let ttl = i64::try_from(self.settings.lease_ttl_s).unwrap_or(10);
+        let prefix = &self.settings.prefix;
+        let id = self.settings.replica_id.clone();
+        let place = super::fleet::Place {
+            key: format!("{prefix}fleet/{id}"),
+            members: format!("{prefix}fleet/"),
+            election: format!("{prefix}election/canary-judge"),
+            ttl_s: i64::try_from(self.settings.lease_ttl_s).unwrap_or(10),
+            id,
+        };
         runtime.spawn(super::fleet::announce(
             self.client.clone(),
-            key,
-            ttl,
+            place,
             record,
+            view,
         ));
         true
     }

@@ -144,8 +144,8 @@ impl Store {
     }
 
     /// Holds this replica's fleet lease with `record` (see [`Backend::announce`]).
-    pub fn announce(&self, record: fleet::Record) -> bool {
-        self.backend.announce(record)
+    pub fn announce(&self, record: fleet::Record, view: Arc<fleet::FleetView>) -> bool {
+        self.backend.announce(record, view)
     }
 
     /// Whether the shared store is reachable (see [`Backend::link`]).

@@ -163,6 +163,31 @@ impl Collector for Scrape {
                 ConstGauge::new(i64::from(connected)),
             )?;
         }
+        let builds = self
+            .0
+            .registry
+            .builds()
+            .into_iter()
+            .map(|((partner, connector), n)| {
+                (ConnectorLabels { partner, connector }, ConstCounter::new(n))
+            });
+        family(
+            &mut encoder,
+            "mallgate_connector_builds",
+            "Connector versions compiled and bound by reloads (a reload rebuilds only the documents that changed)",
+            Counter,
+            builds,
+        )?;
+        if self.0.registry.store_connected().is_some() {
+            let replicas = self.0.registry.fleet_share().replicas();
+            one(
+                &mut encoder,
+                "mallgate_fleet_replicas",
+                "Live replicas this one counts in its fleet (by their etcd leases): each takes that share of every partner's rate limit and concurrency",
+                Gauge,
+                ConstGauge::new(i64::from(replicas)),
+            )?;
+        }
         let revision = self.0.registry.store_revision();
         if revision > 0 {
             one(

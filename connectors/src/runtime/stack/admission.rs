@@ -150,6 +150,8 @@ where
     type Future = BoxFuture<'static, Result<Reply, ConnectorError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectorError>> {
+        // The slots below follow the fleet's size before one is taken.
+        self.shared.slots.resize();
         self.inner.poll_ready(cx)
     }
 
@@ -242,7 +244,7 @@ where
     }
 
     fn call(&mut self, exchange: Exchange) -> Self::Future {
-        let Some(limiter) = self.shared.limiter.clone() else {
+        let Some(limiter) = self.shared.rate.limiter() else {
             return Box::pin(self.inner.call(exchange));
         };
         // The inner service was made ready for this call; a clone takes its place.

@@ -103,7 +103,7 @@ where
                 return result;
             }
             // The hedge is one more request in flight: it needs a slot of its own.
-            let Ok(_slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
+            let Ok(_slot) = Arc::clone(&shared.slots.slots).try_acquire_owned() else {
                 return primary.await;
             };
             if !shared.may_send_more() || !shared.withdraw() {

@@ -19,6 +19,7 @@ pub mod admission;
 pub mod endpoint;
 pub mod hedge;
 pub mod retry;
+pub mod share;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, RequestBuilder};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::util::BoxCloneSyncService;
@@ -35,6 +35,7 @@ use url::Url;
 
 pub use self::admission::{Limiter, TokioClock};
 pub use self::endpoint::{Attempt, EndpointStack, endpoint_stack};
+pub use self::share::FleetShare;
 use super::auth::Applied;
 use super::guard::AddressGuard;
 use super::http::Reply;
@@ -285,9 +286,10 @@ pub struct RateBlock {
 /// The admission state of one connector's stack: it outlives versions that keep the
 /// same admission policies.
 pub struct AdmissionState {
-    slots: Arc<Semaphore>,
-    max_concurrency: u32,
-    limiter: Option<Arc<Limiter>>,
+    /// This replica's share of the connector's `max_concurrency` slots.
+    slots: share::SlotShare,
+    /// Its share of the rate limit.
+    rate: share::RateShare,
     budget: TpsBudget,
     block: Arc<RateBlock>,
     turn: AtomicU64,
@@ -297,7 +299,8 @@ pub struct AdmissionState {
 impl std::fmt::Debug for AdmissionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdmissionState")
-            .field("max_concurrency", &self.max_concurrency)
+            .field("slots", &self.slots.size())
+            .field("rps", &self.rate.rps())
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
@@ -316,17 +319,25 @@ pub fn admission_key(connector: &str, policies: &Policies) -> String {
 
 impl AdmissionState {
     /// The state for `policies`, under the connector's 429 `block`.
-    pub fn new(policies: &Policies, config: &ResilienceSettings, block: Arc<RateBlock>) -> Self {
+    /// `fleet`: the replicas sharing the partner's limits.
+    pub fn new(
+        policies: &Policies,
+        config: &ResilienceSettings,
+        block: Arc<RateBlock>,
+        fleet: &FleetShare,
+    ) -> Self {
         let max_concurrency = policies.max_concurrency.max(1);
         let percent = policies
             .retry
             .budget_percent
             .unwrap_or(config.retry_budget_percent);
         Self {
-            slots: Arc::new(Semaphore::new(max_concurrency as usize)),
-            max_concurrency,
-            limiter: admission::limiter(policies.rate_limit_rps, policies.rate_limit_burst)
-                .map(Arc::new),
+            slots: share::SlotShare::new(max_concurrency, fleet.clone()),
+            rate: share::RateShare::new(
+                policies.rate_limit_rps,
+                policies.rate_limit_burst,
+                fleet.clone(),
+            ),
             // tower asserts its arguments; these are in range by construction.
             budget: TpsBudget::new(
                 Duration::from_secs(10),
@@ -381,7 +392,7 @@ impl AdmissionState {
         if self.blocked_for().is_some() {
             return false;
         }
-        match &self.limiter {
+        match &self.rate.limiter() {
             Some(limiter) if admission::try_take(limiter).is_err() => {
                 bump(&self.counters.rate_limited);
                 false
@@ -399,7 +410,7 @@ fn admission_error(shared: Arc<AdmissionState>) -> impl Fn(BoxError) -> Connecto
         Err(e) if e.is::<tower::load_shed::error::Overloaded>() => {
             bump(&shared.counters.shed);
             ConnectorError::Shed {
-                limit: shared.max_concurrency,
+                limit: shared.slots.size(),
             }
         }
         Err(e) => ConnectorError::Request {
@@ -445,7 +456,7 @@ pub fn build(parts: StackParts) -> Stack {
         .map_err(admission_error(Arc::clone(&shared)))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            Arc::clone(&shared.slots),
+            Arc::clone(&shared.slots.slots),
         ))
         .layer(admission::RateLayer::new(Arc::clone(&shared)))
         .layer(tower::retry::RetryLayer::new(retry::RetryPolicy::new(

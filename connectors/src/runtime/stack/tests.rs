@@ -67,6 +67,7 @@ fn shared(policies: &Policies) -> Arc<AdmissionState> {
         policies,
         &ResilienceSettings::default(),
         Arc::default(),
+        &super::FleetShare::default(),
     ))
 }
 
@@ -190,7 +191,7 @@ async fn full_concurrency_sheds_at_once() {
         .map_err(super::admission_error(Arc::clone(&shared)))
         .load_shed()
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
-            Arc::clone(&shared.slots),
+            Arc::clone(&shared.slots.slots),
         ))
         .service(slow);
     let long = Duration::from_secs(30);
@@ -345,7 +346,12 @@ async fn the_retry_budget_runs_out() {
         retry_reserve_per_s: 0,
         ..ResilienceSettings::default()
     };
-    let shared = Arc::new(AdmissionState::new(&policies, &config, Arc::default()));
+    let shared = Arc::new(AdmissionState::new(
+        &policies,
+        &config,
+        Arc::default(),
+        &super::FleetShare::default(),
+    ));
     let calls = Arc::new(AtomicU32::new(0));
     let flaky = retrying(&shared, &calls, vec![|| Ok(reply(503)), || Ok(reply(200))]);
     let result = flaky.oneshot(exchange(true, Duration::from_secs(30))).await;
@@ -639,7 +645,7 @@ async fn a_hedge_needs_a_free_slot() {
         .layer(HedgeLayer::new(Arc::clone(&shared), &policies))
         .service(partner);
     // The one slot is held (by the exchange itself, as the concurrency layer would).
-    let _held = Arc::clone(&shared.slots)
+    let _held = Arc::clone(&shared.slots.slots)
         .try_acquire_owned()
         .expect("the slot");
     let started = Instant::now();
