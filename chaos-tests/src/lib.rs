@@ -4,5 +4,7 @@
 //! `tests/`; they share the gateway's integration harness (`mallgate-testkit`) and
 //! [`scenario`]'s helpers, which run each scenario as a drill and keep its report.
 
-pub mod proxy;
+/// The TCP fault proxy lives in the shared test harness (the gateway's fleet tests cut
+/// etcd with it too).
+pub use mallgate_testkit::proxy;
 pub mod scenario;

@@ -152,6 +152,8 @@ fn main() -> anyhow::Result<()> {
                 done.log_lines,
                 args.from.display(),
                 args.to
+                    .clone()
+                    .unwrap_or_else(|| "the config's store".into())
             );
             Ok(())
         }

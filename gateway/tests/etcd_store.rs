@@ -21,6 +21,7 @@ fn etcd_store(etcd: &Etcd, prefix: &str) -> Store {
         user: None,
         replica_id: "test".into(),
         lease_ttl_s: 10,
+        tls: None,
     })
     .expect("connect");
     Store::over(Arc::new(backend))
@@ -222,6 +223,36 @@ fn two_replicas_replacing_one_revision_give_one_conflict() {
         .collect();
     taken.sort_unstable();
     assert_eq!(taken, (1..=8).collect::<Vec<u32>>());
+
+    // Two replicas changing one partner's record from the same read: one change is
+    // written, the other is a conflict (never a lost token).
+    let record = PartnerRecord {
+        id: "acme".into(),
+        display_name: "Acme".into(),
+        grant: mallgate_connectors::Grant::default(),
+        created_at: "2026-12-03T12:00:00Z".into(),
+        created_by: "operator".into(),
+        tokens: Vec::new(),
+    };
+    a.put_partner_if(&record, None).expect("onboarded");
+    let again = b.put_partner_if(&record, None);
+    assert!(
+        matches!(again, Err(GatewayError::StoreConflict { .. })),
+        "a partner is onboarded once: {again:?}"
+    );
+    let (mut on_a, read_a) = a.partner_read("acme").expect("read").expect("there");
+    let (mut on_b, read_b) = b.partner_read("acme").expect("read").expect("there");
+    on_a.display_name = "Acme (a)".into();
+    on_b.display_name = "Acme (b)".into();
+    a.put_partner_if(&on_a, Some(&read_a))
+        .expect("the first write");
+    let second = b.put_partner_if(&on_b, Some(&read_b));
+    assert!(
+        matches!(second, Err(GatewayError::StoreConflict { .. })),
+        "{second:?}"
+    );
+    let kept = b.partner("acme").expect("read").expect("there");
+    assert_eq!(kept.display_name, "Acme (a)");
 }
 
 #[test]
@@ -237,6 +268,7 @@ fn etcd_gone_is_unavailable_within_the_timeout_and_back_when_it_is() {
             user: None,
             replica_id: "test".into(),
             lease_ttl_s: 10,
+            tls: None,
         })
         .expect("connect");
         Store::over(Arc::new(backend))
@@ -298,6 +330,7 @@ async fn two_gateways_on_one_etcd_accept_one_of_two_puts_replacing_one_revision(
         auth: None,
         replica_id: None,
         lease_ttl_s: 20,
+        tls: None,
     };
     let start = || {
         let store = store.clone();
@@ -358,6 +391,7 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
         auth: None,
         replica_id: None,
         lease_ttl_s: 10,
+        tls: None,
     };
     let start = || {
         let store = store.clone();
@@ -430,4 +464,83 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
         (ready.status, &ready.body["store"]),
         (200, &serde_json::json!("connected"))
     );
+}
+
+/// `store.tls` as a gateway config writes it: file references to PEM text.
+fn tls_config(dir: &std::path::Path, ca: &str, client: bool) -> mallgate::config::EtcdTlsConfig {
+    let file = |name: &str| format!("file:{}", dir.join(name).display());
+    mallgate::config::EtcdTlsConfig {
+        ca: file(ca),
+        cert: client.then(|| file("client.pem")),
+        key: client.then(|| file("client-key.pem")),
+        server_name: None,
+    }
+}
+
+#[test]
+fn a_store_over_tls_verifies_etcd_and_presents_its_certificate() {
+    use mallgate::config::StoreConfig;
+    let etcd = Etcd::start_tls();
+    let dir = etcd.tls_dir().expect("a TLS member").to_owned();
+    // A CA etcd's certificate does not chain to, for the refusal below.
+    let other = mallgate_partner_sim::pki::Pki::generate("another CA").expect("a CA");
+    std::fs::write(dir.join("other-ca.pem"), other.ca_pem()).expect("PEM");
+    let connect = |tls: Option<mallgate::config::EtcdTlsConfig>, endpoint: String| {
+        let config = StoreConfig::Etcd {
+            endpoints: vec![endpoint],
+            prefix: "/tls/".into(),
+            timeout_ms: 2_000,
+            auth: None,
+            replica_id: None,
+            lease_ttl_s: 10,
+            tls,
+        };
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let settings = config.settings(mallgate::server::resolve_reference)?;
+        // The key never shows in the settings' Debug form.
+        assert!(
+            !format!("{settings:?}").contains("PRIVATE KEY"),
+            "{settings:?}"
+        );
+        let store = Store::over(Arc::new(
+            EtcdBackend::connect(settings).map_err(|e| e.to_string())?,
+        ));
+        store
+            .add_version("acme", "acme", "a: 1", "operator")
+            .map(|m| (store.clone(), m.version))
+            .map_err(|e| e.to_string())
+    };
+
+    let (store, version) =
+        connect(Some(tls_config(&dir, "ca.pem", true)), etcd.endpoint()).expect("over TLS");
+    assert_eq!(store.document("acme", version).expect("read back"), "a: 1");
+    // etcd's certificate is verified: signed by another CA, it is refused.
+    let wrong_ca = connect(
+        Some(tls_config(&dir, "other-ca.pem", true)),
+        etcd.endpoint(),
+    );
+    assert!(
+        wrong_ca.is_err(),
+        "an unverified etcd is refused: {wrong_ca:?}"
+    );
+    // etcd asks for a client certificate (--client-cert-auth): none, refused.
+    let no_client = connect(Some(tls_config(&dir, "ca.pem", false)), etcd.endpoint());
+    assert!(
+        no_client.is_err(),
+        "etcd refuses a client without a certificate"
+    );
+    assert!(
+        format!("{wrong_ca:?}").contains("UnknownIssuer"),
+        "refused for its certificate: {wrong_ca:?}"
+    );
+    eprintln!("refused: {wrong_ca:?}; {no_client:?}");
+    // The config refuses https:// without a CA and http:// beside TLS.
+    let plain = connect(None, etcd.endpoint()).expect_err("https:// needs store.tls");
+    assert!(plain.contains("https:// needs store.tls.ca"), "{plain}");
+    let clear = etcd.endpoint().replace("https://", "http://");
+    let mixed = connect(Some(tls_config(&dir, "ca.pem", true)), clear).expect_err("in the clear");
+    assert!(mixed.contains("every endpoint is https://"), "{mixed}");
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use mallgate_partner_sim::{FleetConfig, Partner};
 use mallgate_testkit as support;
 use serde_json::{Value, json};
-use support::cut::Cut;
 use support::etcd::Etcd;
 use support::fleet::{admin, edit_config, eventually, metric, metrics, records, replica};
 use support::process::{Instance, Setup};
+use support::proxy::{FaultProxy, Toxics};
 
 fn binary() -> std::path::PathBuf {
     support::mallgate_binary().expect("cargo builds target/<profile>/mallgate")
@@ -70,18 +70,23 @@ async fn a_compacted_watch_resumes_and_rebuilds_only_what_changed() {
     };
     let (_fleet, connectors) =
         support::fleet_and_connectors(FleetConfig::default(), |_, t| t).await;
-    // r1 reaches etcd through a relay the test can cut.
-    let cut = Cut::start(([127, 0, 0, 1], etcd.client_port).into());
+    // r1 reaches etcd through a proxy the test can cut (every connection reset).
+    let cut = FaultProxy::start(Some(([127, 0, 0, 1], etcd.client_port).into()))
+        .await
+        .expect("the proxy starts");
     let setups = vec![
         replica(&connectors, &etcd.endpoint(), "/compact/", "r0"),
-        replica(&connectors, &cut.endpoint(), "/compact/", "r1"),
+        replica(&connectors, &cut.url(), "/compact/", "r1"),
     ];
     let mut instances = start(&setups);
     let http = reqwest::Client::new();
     assert!(eventually(|| async { serving(&http, &setups[1]).await.0 == 1.0 }).await);
     let before = metrics(&http, &setups[1]).await;
 
-    cut.cut();
+    cut.set(Toxics {
+        reset_peer: true,
+        ..Toxics::default()
+    });
     let doc = std::fs::read_to_string(connectors.join("voltmart.yaml")).expect("doc");
     for (n, replacing) in [(1, 1), (2, 2)] {
         let change = format!("{doc}\n# change {n} while r1 is cut off\n");
@@ -90,7 +95,7 @@ async fn a_compacted_watch_resumes_and_rebuilds_only_what_changed() {
     }
     // Everything r1 would resume from is compacted away.
     etcd.compact(etcd.revision());
-    cut.mend();
+    cut.set(Toxics::default());
 
     assert!(
         eventually(|| async { serving(&http, &setups[1]).await.0 == 3.0 }).await,

@@ -16,6 +16,9 @@ pub struct Etcd {
     peer_port: u16,
     data: Dir,
     child: Option<Child>,
+    /// With TLS: the directory of `ca.pem`, `server.pem`, `server-key.pem`, `client.pem`
+    /// and `client-key.pem` (the member asks every client for a certificate).
+    tls: Option<PathBuf>,
 }
 
 /// The etcd binary: `$MALLGATE_ETCD`, else `etcd` on the PATH.
@@ -62,20 +65,73 @@ impl Etcd {
             peer_port: free_port(),
             data,
             child: None,
+            tls: None,
         };
         etcd.spawn();
         etcd
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// A member serving clients over TLS only, with a certificate from a fresh CA, and
+    /// asking every client for one signed by the same CA (`--client-cert-auth`); the PEM
+    /// files are in [`Etcd::tls_dir`].
+    pub fn start_tls() -> Self {
+        use mallgate_partner_sim::pki::{Leaf, Pki};
+        let data = Dir(std::env::temp_dir().join(format!(
+            "mallgate-etcd-tls-{}-{:x}",
+            std::process::id(),
+            rand_suffix()
+        )));
+        let dir = data.0.join("pki");
+        std::fs::create_dir_all(&dir).expect("a directory for the PKI");
+        let pki = Pki::generate("etcd test CA").expect("a CA");
+        let server = pki.server(&Leaf::Good).expect("a server certificate");
+        let client = pki.client("mallgate").expect("a client certificate");
+        for (name, pem) in [
+            ("ca.pem", pki.ca_pem()),
+            ("server.pem", &server.cert_pem),
+            ("server-key.pem", &server.key_pem),
+            ("client.pem", &client.cert_pem),
+            ("client-key.pem", &client.key_pem),
+        ] {
+            std::fs::write(dir.join(name), pem).expect("a PEM file");
+        }
+        let mut etcd = Self {
+            client_port: free_port(),
+            peer_port: free_port(),
+            data,
+            child: None,
+            tls: Some(dir),
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    /// The PEM files of a TLS member (`ca.pem`, `client.pem`, `client-key.pem`, ...).
+    pub fn tls_dir(&self) -> Option<&std::path::Path> {
+        self.tls.as_deref()
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` for a TLS member).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn spawn(&mut self) {
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(dir) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(dir.join("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(dir.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "t", "--data-dir"])
             .arg(&self.data.0)
             .args([
@@ -109,8 +165,14 @@ impl Etcd {
         panic!("etcd on {} did not become healthy in 30 s", self.endpoint());
     }
 
-    /// Whether `/health` says so.
+    /// Whether `/health` says so (`etcdctl endpoint health` for a TLS member).
     pub fn healthy(&self) -> bool {
+        if self.tls.is_some() {
+            return self
+                .command(&["endpoint", "health"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+        }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
             return false;
         };
@@ -143,10 +205,8 @@ impl Etcd {
 
     /// Runs `etcdctl` (Debian's `etcd-client`) against this member; its stdout.
     fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .args(args)
+        let out = self
+            .command(args)
             .output()
             .unwrap_or_else(|e| panic!("etcdctl could not run ({e}): install etcd-client"));
         assert!(
@@ -155,6 +215,21 @@ impl Etcd {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("etcdctl");
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint()));
+        if let Some(dir) = &self.tls {
+            command
+                .arg(format!("--cacert={}", dir.join("ca.pem").display()))
+                .arg(format!("--cert={}", dir.join("client.pem").display()))
+                .arg(format!("--key={}", dir.join("client-key.pem").display()));
+        }
+        command.args(args);
+        command
     }
 
     /// Stops the member (SIGKILL), keeping its data: [`Etcd::restart`] brings it back.

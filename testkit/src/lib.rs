@@ -4,10 +4,10 @@
 //! answer the tests read is checked against the bundled OpenAPI document.
 
 pub mod admin;
-pub mod cut;
 pub mod etcd;
 pub mod fleet;
 pub mod process;
+pub mod proxy;
 pub mod steady;
 
 use std::collections::HashMap;

@@ -22,6 +22,16 @@ pub(super) struct Event<'a> {
     pub(super) detail: Option<String>,
 }
 
+/// What a replica serves of one connector, against which the store's pointers are
+/// checked before a change (a fleet's other replicas may have moved them).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Served {
+    pub active: Option<u32>,
+    /// The active version came from the store (not the connectors directory).
+    pub active_from_store: bool,
+    pub canary: Option<u32>,
+}
+
 /// A connector's two pointers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Pointers {
@@ -175,15 +185,25 @@ impl Admin {
         // A fleet shares the store: when it points elsewhere than this replica serves,
         // another replica changed it and this one has not applied that yet; the caller's
         // If-Match was checked against what this replica serves, so it cannot hold.
-        let served = self.served_version(id);
-        if before.active.is_some() && before.active != served {
+        // A connector served from the directory has no store pointer; one served from
+        // the store whose pointer is gone was deleted elsewhere. The canary too.
+        let served = self.served_pointers(id);
+        let active_moved =
+            before.active != served.active && (before.active.is_some() || served.active_from_store);
+        let canary_moved = before.canary.map(|(v, _)| v) != served.canary;
+        if active_moved || canary_moved {
             let name = |v: Option<u32>| v.map_or("none".to_owned(), |v| format!("v{v}"));
+            let (what, stored, here) = if active_moved {
+                ("active", before.active, served.active)
+            } else {
+                ("canary", before.canary.map(|(v, _)| v), served.canary)
+            };
             let e = GatewayError::StoreConflict {
-                key: format!("connectors/{id}/active"),
+                key: format!("connectors/{id}/{what}"),
                 reason: format!(
-                    "the store points at {}, this replica serves {} (changed on another replica; retry once it is applied here)",
-                    name(before.active),
-                    name(served)
+                    "the store's {what} version is {}, this replica serves {} (changed on another replica; retry once it is applied here)",
+                    name(stored),
+                    name(here)
                 ),
             };
             let refused = store_failed(&e);

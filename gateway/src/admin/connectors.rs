@@ -45,6 +45,22 @@ impl Admin {
         }
     }
 
+    /// What this replica serves of `id`: its active version (and whether that came from
+    /// the store, not the directory) and its canary.
+    pub(super) fn served_pointers(&self, id: &str) -> super::change::Served {
+        let snapshot = self.api.registry.load();
+        let active = snapshot.connectors.iter().find(|c| c.id() == id);
+        super::change::Served {
+            active: active.map(|c| c.version()),
+            active_from_store: active.is_some_and(|c| c.source.starts_with("admin:")),
+            canary: snapshot
+                .canaries
+                .iter()
+                .find(|c| c.live.id() == id)
+                .map(|c| c.live.version()),
+        }
+    }
+
     pub(super) fn served_version(&self, id: &str) -> Option<u32> {
         self.api
             .registry

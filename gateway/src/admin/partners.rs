@@ -226,10 +226,16 @@ impl Admin {
         Ok(())
     }
 
-    /// Writes `record`, audits `event`, and makes it live (tokens and grants).
-    fn save_partner(&self, record: &PartnerRecord, event: &Event<'_>) -> Result<(), ApiError> {
+    /// Writes `record` over the bytes it was `read` from (`None`: a new partner) by
+    /// compare-and-put, audits `event`, and makes it live (tokens and grants).
+    fn save_partner(
+        &self,
+        record: &PartnerRecord,
+        read: Option<&[u8]>,
+        event: &Event<'_>,
+    ) -> Result<(), ApiError> {
         self.store
-            .put_partner(record)
+            .put_partner_if(record, read)
             .map_err(|e| self.store_error(&e))?;
         let audited = self.audit(event, "ok");
         // Live from the record just written (never a re-read that could fail after the
@@ -245,9 +251,12 @@ impl Admin {
         })
     }
 
-    fn existing(&self, id: &str) -> Result<PartnerRecord, ApiError> {
+    /// The partner's record and the bytes it was read from (for [`Self::save_partner`]).
+    fn existing(&self, id: &str) -> Result<(PartnerRecord, Vec<u8>), ApiError> {
         let found = if slug(id) {
-            self.store.partner(id).map_err(|e| self.store_error(&e))?
+            self.store
+                .partner_read(id)
+                .map_err(|e| self.store_error(&e))?
         } else {
             None
         };
@@ -327,6 +336,7 @@ impl Admin {
         };
         self.save_partner(
             &record,
+            None,
             &Event::new(role, "partner.create", &id).detail(token_id.clone()),
         )?;
         let mut answer = view(&record, Vec::new());
@@ -360,7 +370,7 @@ impl Admin {
                 detail: format!("this token may read its own partner only, not `{id}`"),
             });
         }
-        let record = self.existing(id)?;
+        let (record, _) = self.existing(id)?;
         let mut answer = view(&record, self.secrets.names(id));
         answer["missing_secrets"] = to_value(&self.missing_secrets_of(id))?;
         Response::json(200, &answer)
@@ -379,7 +389,7 @@ impl Admin {
         }
         let record = {
             let _guard = self.lock_partners();
-            let mut record = self.existing(id)?;
+            let (mut record, read) = self.existing(id)?;
             if let Some(name) = &body.display_name {
                 record.display_name = display_name(name)?;
             }
@@ -391,7 +401,11 @@ impl Admin {
                 .carrier_codes
                 .unwrap_or_else(|| record.grant.codes.clone());
             record.grant = grant(kinds, priority, codes)?;
-            self.save_partner(&record, &Event::new(role, "partner.update", id))?;
+            self.save_partner(
+                &record,
+                Some(&read),
+                &Event::new(role, "partner.update", id),
+            )?;
             record
         };
         // The serving set is checked against the new grant now, not at the next change.
@@ -433,7 +447,7 @@ impl Admin {
             ));
         }
         let _guard = self.lock_partners();
-        let mut record = self.existing(id)?;
+        let (mut record, read) = self.existing(id)?;
         let now = jiff::Timestamp::now();
         // Bounded: a partner rotating in a loop cannot pile up tokens in their grace.
         let working = record.tokens.iter().filter(|t| t.valid_at(now)).count();
@@ -481,7 +495,7 @@ impl Admin {
         }
         let event = Event::new(role, "partner.token.rotate", id)
             .detail(format!("{token_id}; previous end {ends}"));
-        self.save_partner(&record, &event)?;
+        self.save_partner(&record, Some(&read), &event)?;
         let mut r = Response::json(
             201,
             &json!({"partner": id, "token": token, "token_id": token_id, "previous": previous}),
@@ -498,7 +512,7 @@ impl Admin {
     ) -> Result<Response, ApiError> {
         role.operator_only()?;
         let _guard = self.lock_partners();
-        let mut record = self.existing(id)?;
+        let (mut record, read) = self.existing(id)?;
         let token = record
             .tokens
             .iter_mut()
@@ -510,7 +524,7 @@ impl Admin {
         if token.revoked_at.is_none() {
             token.revoked_at = Some(jiff::Timestamp::now().to_string());
             let event = Event::new(role, "partner.token.revoke", id).detail(token_id.to_owned());
-            self.save_partner(&record, &event)?;
+            self.save_partner(&record, Some(&read), &event)?;
         }
         Response::json(
             200,

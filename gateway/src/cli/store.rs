@@ -1,4 +1,5 @@
-//! `mallgate store migrate --from DIR --to etcd://HOST:PORT[,HOST:PORT]/PREFIX/`: copies a
+//! `mallgate store migrate --from DIR --to etcd://HOST:PORT[,HOST:PORT]/PREFIX/` (or
+//! `--config gateway.yaml`: the config's `store`, with its `auth` and `tls`): copies a
 //! state directory into etcd, key by key (versions, pointers, quarantines, partners and
 //! their hashed tokens, sealed secrets — still sealed: the master key never comes into
 //! it), and the logs (each connector's history, the audit log) line by line, in order.
@@ -19,9 +20,13 @@ pub struct MigrateArgs {
     /// The state directory to copy.
     #[arg(long)]
     pub from: PathBuf,
-    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX/` (the prefix of `store.prefix`).
+    /// `etcd://HOST:PORT[,HOST:PORT...]/PREFIX/` (the prefix of `store.prefix`), in the
+    /// clear and without etcd users.
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub to: Option<String>,
+    /// A gateway config whose `store` (etcd, with its `auth` and `tls`) is the destination.
     #[arg(long)]
-    pub to: String,
+    pub config: Option<PathBuf>,
     /// The bound on each etcd call.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -58,7 +63,35 @@ pub fn migrate(args: &MigrateArgs) -> Result<Migrated, GatewayError> {
         path: "--to".into(),
         reason,
     };
-    let (endpoints, prefix) = parse_etcd_url(&args.to).map_err(config)?;
+    let settings = match (&args.to, &args.config) {
+        (Some(to), _) => {
+            let (endpoints, prefix) = parse_etcd_url(to).map_err(config)?;
+            EtcdSettings {
+                endpoints,
+                prefix,
+                timeout: Duration::from_millis(args.timeout_ms),
+                user: None,
+                replica_id: "migrate".into(),
+                lease_ttl_s: 10,
+                tls: None,
+            }
+        }
+        (None, Some(path)) => {
+            let gateway = crate::GatewayConfig::load(path)?;
+            let store = gateway.store.as_ref().ok_or_else(|| GatewayError::Config {
+                path: path.clone(),
+                reason: "no store: section (kind: etcd) to migrate into".into(),
+            })?;
+            store
+                .settings(crate::server::resolve_reference)
+                .map_err(|reason| GatewayError::Config {
+                    path: path.clone(),
+                    reason,
+                })?
+        }
+        (None, None) => return Err(config("give --to etcd://... or --config FILE".into())),
+    };
+    let prefix = settings.prefix.clone();
     if !args.from.join("connectors").is_dir() {
         return Err(GatewayError::Config {
             path: args.from.clone(),
@@ -66,14 +99,7 @@ pub fn migrate(args: &MigrateArgs) -> Result<Migrated, GatewayError> {
         });
     }
     let from = FileBackend::open(&args.from)?;
-    let to = EtcdBackend::connect(EtcdSettings {
-        endpoints,
-        prefix: prefix.clone(),
-        timeout: Duration::from_millis(args.timeout_ms),
-        user: None,
-        replica_id: "migrate".into(),
-        lease_ttl_s: 10,
-    })?;
+    let to = EtcdBackend::connect(settings)?;
     copy(&from, &to, &prefix)
 }
 

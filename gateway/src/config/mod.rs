@@ -56,7 +56,7 @@ mod store;
 mod telemetry;
 pub use self::process::ProcessConfig;
 pub use self::resilience::ResilienceConfig;
-pub use self::store::{EtcdAuth, StoreConfig};
+pub use self::store::{EtcdAuth, EtcdTlsConfig, StoreConfig};
 pub use self::telemetry::{LogConfig, LogFormat, MetricsConfig, TracesConfig};
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,10 @@
 //!   prefix: /mallgate/          # every key under it; one prefix per fleet
 //!   timeout_ms: 2000            # every etcd call; past it, the store is unavailable
 //!   auth: {user: mallgate, password: env:ETCD_PASSWORD}   # a reference, never a value
+//!   tls:                        # with https:// endpoints: etcd's certificate is verified
+//!     ca: file:/etc/mallgate/etcd-ca.pem
+//!     cert: file:/etc/mallgate/etcd-client.pem        # for etcd's --client-cert-auth
+//!     key: file:/etc/mallgate/etcd-client-key.pem
 //!   replica_id: gw-1            # in the fleet view; default: the host name and pid
 //!   lease_ttl_s: 10             # a replica gone this long leaves the fleet view
 //! ```
@@ -16,7 +20,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::store::etcd::EtcdSettings;
+use crate::store::etcd::{EtcdSettings, EtcdTls};
 
 /// The fleet's store.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,7 +38,29 @@ pub enum StoreConfig {
         replica_id: Option<String>,
         #[serde(default = "default_lease_ttl_s")]
         lease_ttl_s: u64,
+        #[serde(default)]
+        tls: Option<EtcdTlsConfig>,
     },
+}
+
+/// TLS to etcd: the CA its certificate must chain to, and a client certificate when etcd
+/// asks for one (`--client-cert-auth`). Every value is a reference (`env:` or `file:`) to
+/// PEM text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTlsConfig {
+    pub ca: String,
+    #[serde(default)]
+    pub cert: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The name etcd's certificate must carry (default: each endpoint's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+fn is_reference(value: &str) -> bool {
+    value.starts_with("env:") || value.starts_with("file:")
 }
 
 /// etcd's own user and password (`env:` or `file:` reference).
@@ -77,6 +103,7 @@ impl StoreConfig {
             auth,
             replica_id,
             lease_ttl_s,
+            tls,
         } = self;
         let mut out = Vec::new();
         if !(1..=300).contains(lease_ttl_s) {
@@ -102,15 +129,21 @@ impl StoreConfig {
             out.push("store.endpoints: give at least one etcd endpoint".to_owned());
         }
         for (i, e) in endpoints.iter().enumerate() {
-            if e.starts_with("https://") {
-                out.push(format!(
-                    "store.endpoints[{i}]: TLS to etcd is not supported yet; use http:// on a trusted network"
-                ));
-            } else if !e.starts_with("http://") {
-                out.push(format!(
-                    "store.endpoints[{i}]: `{e}` is not an http:// URL of an etcd client port"
-                ));
+            match (e.starts_with("https://"), e.starts_with("http://"), tls.is_some()) {
+                (true, _, true) | (_, true, false) => {}
+                (true, _, false) => out.push(format!(
+                    "store.endpoints[{i}]: https:// needs store.tls.ca (the CA etcd's certificate is checked against)"
+                )),
+                (_, true, true) => out.push(format!(
+                    "store.endpoints[{i}]: with store.tls, every endpoint is https:// (`{e}` would go in the clear)"
+                )),
+                _ => out.push(format!(
+                    "store.endpoints[{i}]: `{e}` is not an http:// or https:// URL of an etcd client port"
+                )),
             }
+        }
+        if let Some(tls) = tls {
+            out.extend(tls_problems(tls));
         }
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.len() < 2 {
             out.push(format!(
@@ -131,7 +164,7 @@ impl StoreConfig {
         out
     }
 
-    /// The client's settings, the password resolved by `resolve`.
+    /// The client's settings, the password and TLS material resolved by `resolve`.
     pub fn settings(
         &self,
         resolve: impl Fn(&str) -> Result<String, String>,
@@ -143,7 +176,9 @@ impl StoreConfig {
             auth,
             replica_id,
             lease_ttl_s,
+            tls,
         } = self;
+        let tls = tls.as_ref().map(|t| resolve_tls(t, &resolve)).transpose()?;
         let user = match auth {
             None => None,
             Some(a) => Some((
@@ -158,6 +193,46 @@ impl StoreConfig {
             user,
             replica_id: replica_id.clone().unwrap_or_else(default_replica_id),
             lease_ttl_s: *lease_ttl_s,
+            tls,
         })
     }
+}
+
+fn tls_problems(tls: &EtcdTlsConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let fields = [
+        ("ca", Some(&tls.ca)),
+        ("cert", tls.cert.as_ref()),
+        ("key", tls.key.as_ref()),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value
+            && !is_reference(value)
+        {
+            out.push(format!(
+                "store.tls.{name}: a reference to PEM text (file:PATH or env:VAR)"
+            ));
+        }
+    }
+    if tls.cert.is_some() != tls.key.is_some() {
+        out.push("store.tls: a client certificate needs both cert and key".to_owned());
+    }
+    out
+}
+
+fn resolve_tls(
+    tls: &EtcdTlsConfig,
+    resolve: &impl Fn(&str) -> Result<String, String>,
+) -> Result<EtcdTls, String> {
+    let read =
+        |name: &str, value: &str| resolve(value).map_err(|e| format!("store.tls.{name}: {e}"));
+    let identity = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => Some((read("cert", cert)?, read("key", key)?)),
+        _ => None,
+    };
+    Ok(EtcdTls {
+        ca_pem: read("ca", &tls.ca)?,
+        identity,
+        server_name: tls.server_name.clone(),
+    })
 }

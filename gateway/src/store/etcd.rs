@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, SortOrder,
+    SortTarget, TlsOptions, Txn, TxnOp,
 };
 
 use super::backend::Backend;
@@ -39,6 +40,27 @@ pub struct EtcdSettings {
     pub replica_id: String,
     /// Its lease's time to live, in seconds.
     pub lease_ttl_s: u64,
+    /// TLS to etcd (with `https://` endpoints).
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA (PEM) etcd's certificate must chain to, the client's certificate
+/// and key (PEM) when etcd asks for one, and the name to verify when it is not the
+/// endpoint's host. Its Debug form leaves the key out.
+#[derive(Clone)]
+pub struct EtcdTls {
+    pub ca_pem: String,
+    pub identity: Option<(String, String)>,
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("client_certificate", &self.identity.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for EtcdSettings {
@@ -50,6 +72,7 @@ impl std::fmt::Debug for EtcdSettings {
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("replica_id", &self.replica_id)
             .field("lease_ttl_s", &self.lease_ttl_s)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -107,6 +130,18 @@ impl EtcdBackend {
             .with_keep_alive(Duration::from_secs(5), settings.timeout);
         if let Some((user, password)) = &settings.user {
             options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &settings.tls {
+            // Verified against the configured CA only (never the platform's roots: the
+            // fleet's etcd has its own CA).
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &tls.server_name {
+                config = config.domain_name(name.clone());
+            }
+            options = options.with_tls(config);
         }
         let endpoints = settings.endpoints.clone();
         let connected = run(&runtime, settings.timeout, "connecting", async move {

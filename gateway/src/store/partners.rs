@@ -78,21 +78,50 @@ impl Store {
 
     /// One partner's record, if onboarded through the admin API.
     pub fn partner(&self, id: &str) -> Result<Option<PartnerRecord>, GatewayError> {
+        Ok(self.partner_read(id)?.map(|(record, _)| record))
+    }
+
+    /// One partner's record and the bytes it was read from: what
+    /// [`Store::put_partner_if`] compares.
+    pub fn partner_read(&self, id: &str) -> Result<Option<(PartnerRecord, Vec<u8>)>, GatewayError> {
         let key = format!("partners/{}.json", safe_id(id)?);
         let Some(bytes) = self.backend.get(&key)? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
-            .map(Some)
+            .map(|record| Some((record, bytes)))
             .map_err(|e| GatewayError::Config {
                 path: PathBuf::from(format!("{}: {key}", self.describe())),
                 reason: format!("a partner record that does not read: {e}"),
             })
     }
 
-    /// Writes a partner's record.
+    /// Writes a partner's record (a migration, a test: no other writer).
     pub fn put_partner(&self, record: &PartnerRecord) -> Result<(), GatewayError> {
         let key = format!("partners/{}.json", safe_id(&record.id)?);
         self.backend.put(&key, &encode(&key, record)?)
+    }
+
+    /// Writes a partner's record if the store still holds `read` (the bytes it was read
+    /// from; `None`: no record yet), as one compare-and-put: in a fleet, two replicas
+    /// changing one partner's tokens at once cannot lose either change (the second is
+    /// [`GatewayError::StoreConflict`]).
+    pub fn put_partner_if(
+        &self,
+        record: &PartnerRecord,
+        read: Option<&[u8]>,
+    ) -> Result<(), GatewayError> {
+        let key = format!("partners/{}.json", safe_id(&record.id)?);
+        if self
+            .backend
+            .put_if(&key, read, Some(&encode(&key, record)?))?
+        {
+            Ok(())
+        } else {
+            Err(GatewayError::StoreConflict {
+                key,
+                reason: "the partner's record was changed meanwhile (by another replica); read it again and retry".into(),
+            })
+        }
     }
 }
