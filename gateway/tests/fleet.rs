@@ -284,7 +284,8 @@ async fn three_replicas_share_changes_and_a_killed_one_leaves_the_fleet() {
         (200..300).contains(&status) || etag.is_some_and(|e| e != "\"voltmart-v3\"")
     };
     assert!(eventually(back).await, "writes are accepted again");
-    // The number the conflict's loser took is not given again: the next one is past it.
+    // A new version, past every number taken so far (the conflict's loser took one too,
+    // and it is never given again).
     let (_, etag, _) = admin(&http, &setups[2], reqwest::Method::GET, path, None, None).await;
     let now: u64 = etag
         .as_deref()

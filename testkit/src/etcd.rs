@@ -32,6 +32,17 @@ impl Etcd {
     /// `MALLGATE_REQUIRE_ETCD=1` (set by `.ci/run`, which installs it) makes a missing
     /// etcd a failure instead: CI always runs the fleet tests.
     pub fn start_or_skip() -> Option<Self> {
+        Self::installed().then(Self::start)
+    }
+
+    /// [`Etcd::start_tls`], or `None` as [`Etcd::start_or_skip`] says.
+    pub fn start_tls_or_skip() -> Option<Self> {
+        Self::installed().then(Self::start_tls)
+    }
+
+    /// Whether an etcd binary runs here; the reason printed when not (a failure under
+    /// `MALLGATE_REQUIRE_ETCD`).
+    fn installed() -> bool {
         let found = Command::new(binary())
             .arg("--version")
             .stdout(Stdio::null())
@@ -39,7 +50,7 @@ impl Etcd {
             .status()
             .is_ok_and(|s| s.success());
         if found {
-            return Some(Self::start());
+            return true;
         }
         let reason = format!(
             "no etcd ({}): install Debian's etcd-server, or set MALLGATE_ETCD",
@@ -50,7 +61,7 @@ impl Etcd {
             "MALLGATE_REQUIRE_ETCD is set and there is {reason}"
         );
         eprintln!("skipped: {reason}");
-        None
+        false
     }
 
     /// Starts a member and waits (at most 30 s) until it answers.

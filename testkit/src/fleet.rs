@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::process::{OPERATOR_TOKEN, Setup, setup};
 
 /// A replica's config: the process's own, with the fleet's store at `etcd` (an endpoint:
-/// the member's, or a [`crate::cut::Cut`] in front of it) under `prefix`.
+/// the member's, or a [`crate::proxy::FaultProxy`] in front of it) under `prefix`.
 pub fn replica(connectors: &Path, etcd: &str, prefix: &str, id: &str) -> Setup {
     let setup = setup(connectors, json!({"drain_delay_s": 0}));
     let text = std::fs::read_to_string(&setup.config).expect("config");

@@ -80,6 +80,9 @@ impl std::fmt::Debug for EtcdSettings {
 /// The store's keys in etcd.
 pub struct EtcdBackend {
     client: Client,
+    /// The same endpoints without a per-call timeout: for the election's campaign, which
+    /// waits for as long as another replica leads.
+    campaigner: Client,
     settings: EtcdSettings,
     /// The last revision the watch saw (0: none yet).
     seen: Arc<AtomicI64>,
@@ -144,14 +147,17 @@ impl EtcdBackend {
             options = options.with_tls(config);
         }
         let endpoints = settings.endpoints.clone();
+        let untimed = options.clone().with_timeout(Duration::from_secs(24 * 3600));
         let connected = run(&runtime, settings.timeout, "connecting", async move {
-            Client::connect(endpoints, Some(options)).await
+            let client = Client::connect(endpoints.clone(), Some(options)).await?;
+            let campaigner = Client::connect(endpoints, Some(untimed)).await?;
+            Ok::<_, etcd_client::Error>((client, campaigner))
         });
         let client = connected.and_then(|reply| {
             reply.map_err(|e| unavailable(format!("connecting to {:?}: {e}", settings.endpoints)))
         });
-        let client = match client {
-            Ok(client) => client,
+        let (client, campaigner) = match client {
+            Ok(clients) => clients,
             Err(e) => {
                 runtime.shutdown_background();
                 return Err(e);
@@ -159,6 +165,7 @@ impl EtcdBackend {
         };
         Ok(Self {
             client,
+            campaigner,
             settings,
             seen: Arc::new(AtomicI64::new(0)),
             // Connected: it just answered.
@@ -327,7 +334,10 @@ impl Backend for EtcdBackend {
         };
         let prefix = &self.settings.prefix;
         let id = self.settings.replica_id.clone();
+        // Not a leader until its lease is held (the judge may look before that).
+        view.join();
         let place = super::fleet::Place {
+            campaigner: self.campaigner.clone(),
             key: format!("{prefix}fleet/{id}"),
             members: format!("{prefix}fleet/"),
             election: format!("{prefix}election/canary-judge"),

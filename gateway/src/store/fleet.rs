@@ -13,12 +13,11 @@
 //! ([`FleetShare`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, PutOptions};
 use mallgate_connectors::runtime::stack::FleetShare;
-use tokio::time::Instant;
 
 /// What a replica says about itself, read when it may have changed (JSON).
 pub type Record = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
@@ -33,6 +32,30 @@ pub struct FleetView {
     leader: AtomicBool,
     /// Whether this replica is part of a fleet at all (it announced itself).
     in_fleet: AtomicBool,
+    /// Until when its lease is surely alive (renewed lately).
+    fresh: Arc<Fresh>,
+}
+
+/// Until when a lease is surely alive, in milliseconds since this process's clock epoch.
+#[derive(Debug, Default)]
+pub(super) struct Fresh(AtomicU64);
+
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = EPOCH.get_or_init(std::time::Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Fresh {
+    fn until(&self, from_now: Duration) {
+        let ms = u64::try_from(from_now.as_millis()).unwrap_or(u64::MAX);
+        self.0
+            .store(clock_ms().saturating_add(ms), Ordering::Release);
+    }
+
+    fn now(&self) -> bool {
+        clock_ms() < self.0.load(Ordering::Acquire)
+    }
 }
 
 impl FleetView {
@@ -46,12 +69,27 @@ impl FleetView {
     /// Whether this replica makes the fleet's decisions: it won the election, or there is
     /// no fleet (one node is its own leader).
     pub fn leads(&self) -> bool {
-        !self.in_fleet.load(Ordering::Acquire) || self.leader.load(Ordering::Acquire)
+        !self.in_fleet.load(Ordering::Acquire) || self.elected()
     }
 
-    /// Whether it holds the fleet's election now (false without a fleet).
+    /// Whether it holds the fleet's election now (false without a fleet): it won, and its
+    /// lease was renewed lately (a lease that may have lapsed leads no more).
     pub fn elected(&self) -> bool {
-        self.leader.load(Ordering::Acquire)
+        self.leader.load(Ordering::Acquire) && self.fresh.now()
+    }
+
+    /// This replica is part of a fleet (set before its lease is first held: until then
+    /// it does not lead).
+    pub(super) fn join(&self) {
+        self.in_fleet.store(true, Ordering::Release);
+    }
+
+    fn renewed(&self, for_how_long: Duration) {
+        self.fresh.until(for_how_long);
+    }
+
+    fn clone_fresh(&self) -> Arc<Fresh> {
+        Arc::clone(&self.fresh)
     }
 
     fn set_leader(&self, leads: bool) {
@@ -74,6 +112,8 @@ impl FleetView {
 pub(super) struct Place {
     /// The replica's id (its value in the election).
     pub id: String,
+    /// The client campaigns go through: without a per-call timeout.
+    pub campaigner: Client,
     pub key: String,
     pub members: String,
     pub election: String,
@@ -94,7 +134,7 @@ pub(super) async fn announce(
     record: Record,
     view: Arc<FleetView>,
 ) {
-    view.in_fleet.store(true, Ordering::Release);
+    view.join();
     let mut backoff = BACKOFF.0;
     loop {
         let held = hold(&mut client, &place, &record, &view, &mut backoff).await;
@@ -117,8 +157,10 @@ pub(super) async fn announce(
     }
 }
 
-/// One lease: granted, renewed every third of its TTL, the record rewritten whenever it
-/// changes. `Ok(())` when etcd says the lease is gone.
+/// One lease: granted, renewed every third of its TTL by a task of its own (a slow put
+/// or look never delays a renewal), the record rewritten whenever it changes. `Ok(())`
+/// when etcd says the lease is gone. On the way out the lease is revoked (best effort), so
+/// the record and the candidacy go at once rather than at the TTL.
 async fn hold(
     client: &mut Client,
     place: &Place,
@@ -128,66 +170,108 @@ async fn hold(
 ) -> Result<(), etcd_client::Error> {
     let ttl_s = place.ttl_s;
     let lease = client.lease_grant(ttl_s, None).await?.id();
-    let (mut keeper, mut replies) = client.lease_keep_alive(lease).await?;
-    // The candidacy waits in etcd for as long as it takes; ended with the lease.
-    let _candidacy = Candidacy(tokio::spawn(campaign(
-        client.clone(),
+    let (keeper, replies) = client.lease_keep_alive(lease).await?;
+    let beat = Duration::from_millis(u64::try_from(ttl_s).unwrap_or(1).max(1) * 1000 / 3);
+    // Fresh until two beats after a renewal: a renewal's reply comes after etcd renewed,
+    // so the lease is surely alive until then.
+    view.renewed(beat * 2);
+    let mut renewal = Task(tokio::spawn(renew(
+        keeper,
+        replies,
+        beat,
+        view.clone_fresh(),
+        beat * 2,
+    )));
+    // The candidacy waits in etcd for as long as it takes (on the client without a
+    // per-call timeout); ended with the lease.
+    let _candidacy = Task(tokio::spawn(campaign(
+        place.campaigner.clone(),
         place.election.clone(),
         place.id.clone(),
         lease,
     )));
-    let beat = Duration::from_millis(u64::try_from(ttl_s).unwrap_or(1).max(1) * 1000 / 3);
-    let mut next_beat = Instant::now() + beat;
     let mut written: Option<Vec<u8>> = None;
-    loop {
+    let held = loop {
         let now = record();
         // Empty: the replica is going away (its record is not rewritten).
         if !now.is_empty() && written.as_ref() != Some(&now) {
             let options = PutOptions::new().with_lease(lease);
-            client
+            if let Err(e) = client
                 .put(place.key.as_str(), now.clone(), Some(options))
-                .await?;
+                .await
+            {
+                break Err(e);
+            }
             written = Some(now);
             *backoff = BACKOFF.0;
         }
-        look(client, place, lease, view).await?;
-        if Instant::now() >= next_beat {
-            keeper.keep_alive().await?;
-            // A silent connection must not hold the renewal past the lease.
-            let reply = tokio::time::timeout(beat, replies.message())
-                .await
-                .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer".into()))??;
-            match reply {
-                Some(reply) if reply.ttl() > 0 => {}
-                _ => return Ok(()),
-            }
-            next_beat = Instant::now() + beat;
+        if let Err(e) = look(client, place, lease, view).await {
+            break Err(e);
         }
-        tokio::time::sleep(LOOK.min(next_beat.saturating_duration_since(Instant::now()))).await;
+        tokio::select! {
+            ended = &mut renewal.0 => break ended.unwrap_or(Ok(())),
+            () = tokio::time::sleep(LOOK) => {}
+        }
+    };
+    view.set_leader(false);
+    let _ = tokio::time::timeout(beat, client.lease_revoke(lease)).await;
+    held
+}
+
+/// Renews `lease` every `beat`, noting each renewal in `fresh`; ends with `Ok(())` when
+/// etcd says the lease is gone, or the error that stopped it.
+async fn renew(
+    mut keeper: etcd_client::LeaseKeeper,
+    mut replies: etcd_client::LeaseKeepAliveStream,
+    beat: Duration,
+    fresh: Arc<Fresh>,
+    for_how_long: Duration,
+) -> Result<(), etcd_client::Error> {
+    loop {
+        tokio::time::sleep(beat).await;
+        keeper.keep_alive().await?;
+        // A silent connection must not hold the renewal past the lease.
+        let reply = tokio::time::timeout(beat, replies.message())
+            .await
+            .map_err(|_| etcd_client::Error::LeaseKeepAliveError("no answer".into()))??;
+        match reply {
+            Some(reply) if reply.ttl() > 0 => fresh.until(for_how_long),
+            _ => return Ok(()),
+        }
     }
 }
 
-/// Counts the live replicas (their records) and asks who leads.
+/// Counts the live replicas (their records) and this one's rank among them, and asks
+/// who leads.
 async fn look(
     client: &mut Client,
     place: &Place,
     lease: i64,
     view: &FleetView,
 ) -> Result<(), etcd_client::Error> {
-    let options = GetOptions::new().with_prefix().with_count_only();
-    let live = client
-        .get(place.members.as_str(), Some(options))
-        .await?
-        .count();
+    let options = GetOptions::new().with_prefix().with_keys_only();
+    let reply = client.get(place.members.as_str(), Some(options)).await?;
+    let mut keys: Vec<&str> = reply
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok())
+        .collect();
+    keys.sort_unstable();
+    // Not among them yet (its record not written): it counts itself, last.
+    let (live, rank) = match keys.iter().position(|k| *k == place.key) {
+        Some(rank) => (keys.len(), rank),
+        None => (keys.len() + 1, keys.len()),
+    };
     let live = u32::try_from(live).unwrap_or(u32::MAX);
-    if live != view.share.replicas() && live > 0 {
+    let rank = u32::try_from(rank).unwrap_or(0);
+    if live != view.share.replicas() {
         tracing::info!(
             target: "mallgate::store",
             replicas = live,
-            "the fleet has {live} live replicas: each takes 1/{live} of every partner's limits"
+            "the fleet has {live} live replicas: each takes its share of every partner's limits"
         );
-        view.share.set(live);
     }
+    view.share.set_rank(live, rank);
     // "No leader" is an error too, and a normal one while the election is young.
     let leads = match client.leader(place.election.as_str()).await {
         Ok(reply) => reply.kv().is_some_and(|kv| kv.lease() == lease),
@@ -197,8 +281,9 @@ async fn look(
     Ok(())
 }
 
-/// Campaigns until elected (each call is bounded by the client's timeout, and etcd
-/// withdraws a timed-out attempt: it is simply made again).
+/// Campaigns until elected. `client` has no per-call timeout (a campaign waits for as
+/// long as another replica leads); a dead connection is found by HTTP/2 keep-alive, and
+/// the attempt is made again.
 async fn campaign(mut client: Client, election: String, id: String, lease: i64) {
     loop {
         match client
@@ -211,10 +296,10 @@ async fn campaign(mut client: Client, election: String, id: String, lease: i64) 
     }
 }
 
-/// Ends the campaign when the lease it runs under is given up.
-struct Candidacy(tokio::task::JoinHandle<()>);
+/// A task of the lease, aborted when the lease is given up.
+struct Task<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for Candidacy {
+impl<T> Drop for Task<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

@@ -154,50 +154,7 @@ impl Collector for Scrape {
             Gauge,
             canaries,
         )?;
-        if let Some(connected) = self.0.registry.store_connected() {
-            one(
-                &mut encoder,
-                "mallgate_store_connected",
-                "1 while the shared store (etcd) is reachable, 0 while this replica serves its last good set without it",
-                Gauge,
-                ConstGauge::new(i64::from(connected)),
-            )?;
-        }
-        let builds = self
-            .0
-            .registry
-            .builds()
-            .into_iter()
-            .map(|((partner, connector), n)| {
-                (ConnectorLabels { partner, connector }, ConstCounter::new(n))
-            });
-        family(
-            &mut encoder,
-            "mallgate_connector_builds",
-            "Connector versions compiled and bound by reloads (a reload rebuilds only the documents that changed)",
-            Counter,
-            builds,
-        )?;
-        if self.0.registry.store_connected().is_some() {
-            let replicas = self.0.registry.fleet_share().replicas();
-            one(
-                &mut encoder,
-                "mallgate_fleet_replicas",
-                "Live replicas this one counts in its fleet (by their etcd leases): each takes that share of every partner's rate limit and concurrency",
-                Gauge,
-                ConstGauge::new(i64::from(replicas)),
-            )?;
-        }
-        let revision = self.0.registry.store_revision();
-        if revision > 0 {
-            one(
-                &mut encoder,
-                "mallgate_store_revision",
-                "The shared store's (etcd) revision the serving set was last read at: convergence and lag across a fleet are one query",
-                Gauge,
-                ConstGauge::new(revision),
-            )?;
-        }
+        fleet(&mut encoder, &self.0.registry)?;
         endpoints(&mut encoder, &snapshot)?;
         guardrails(&mut encoder, &snapshot)?;
         cache(&mut encoder, &self.0.cache)?;
@@ -453,6 +410,55 @@ fn cache(encoder: &mut DescriptorEncoder, cache: &RecordCache) -> Result<(), std
         MetricType::Gauge,
         gauge(cache.weighted_size()),
     )
+}
+
+/// The shared store and the fleet: reachability, the revision applied, builds, live
+/// replicas.
+fn fleet(encoder: &mut DescriptorEncoder, registry: &Registry) -> Result<(), std::fmt::Error> {
+    use MetricType::{Counter, Gauge};
+    if let Some(connected) = registry.store_connected() {
+        one(
+            encoder,
+            "mallgate_store_connected",
+            "1 while the shared store (etcd) is reachable, 0 while this replica serves its last good set without it",
+            Gauge,
+            ConstGauge::new(i64::from(connected)),
+        )?;
+    }
+    let builds = registry
+        .builds()
+        .into_iter()
+        .map(|((partner, connector), n)| {
+            (ConnectorLabels { partner, connector }, ConstCounter::new(n))
+        });
+    family(
+        encoder,
+        "mallgate_connector_builds",
+        "Connector versions compiled and bound by reloads (a reload rebuilds only the documents that changed)",
+        Counter,
+        builds,
+    )?;
+    if registry.store_connected().is_some() {
+        let replicas = registry.fleet_share().replicas();
+        one(
+            encoder,
+            "mallgate_fleet_replicas",
+            "Live replicas this one counts in its fleet (by their etcd leases): each takes that share of every partner's rate limit and concurrency",
+            Gauge,
+            ConstGauge::new(i64::from(replicas)),
+        )?;
+    }
+    let revision = registry.store_revision();
+    if revision > 0 {
+        one(
+            encoder,
+            "mallgate_store_revision",
+            "The shared store's (etcd) revision the serving set was last read at: convergence and lag across a fleet are one query",
+            Gauge,
+            ConstGauge::new(revision),
+        )?;
+    }
+    Ok(())
 }
 
 fn pools(encoder: &mut DescriptorEncoder, registry: &Registry) -> Result<(), std::fmt::Error> {
