@@ -27,6 +27,18 @@ fn etcd_store(etcd: &Etcd, prefix: &str) -> Store {
     Store::over(Arc::new(backend))
 }
 
+/// A partner record onboarded through the admin API, with no tokens.
+fn acme() -> PartnerRecord {
+    PartnerRecord {
+        id: "acme".into(),
+        display_name: "Acme".into(),
+        grant: mallgate_connectors::Grant::default(),
+        created_at: "2026-12-03T12:00:00Z".into(),
+        created_by: "operator".into(),
+        tokens: Vec::new(),
+    }
+}
+
 fn entry(action: &str, version: u32) -> AuditEntry {
     AuditEntry {
         at: "2026-12-03T12:00:00Z".into(),
@@ -77,16 +89,7 @@ fn a_state_directory_migrated_into_etcd_reads_the_same() {
     local.set_canary("acme", Some((3, 10))).expect("canary");
     local.set_active("acme", Some(2)).expect("back to 2");
     local.quarantine("acme", 1, "a test").expect("quarantine");
-    local
-        .put_partner(&PartnerRecord {
-            id: "acme".into(),
-            display_name: "Acme".into(),
-            grant: mallgate_connectors::Grant::default(),
-            created_at: "2026-12-03T12:00:00Z".into(),
-            created_by: "operator".into(),
-            tokens: Vec::new(),
-        })
-        .expect("partner");
+    local.put_partner(&acme()).expect("partner");
     // Not the store's: the migration leaves it.
     std::fs::write(dir.0.join("mallgate.pid"), "1").expect("pid");
 
@@ -226,14 +229,7 @@ fn two_replicas_replacing_one_revision_give_one_conflict() {
 
     // Two replicas changing one partner's record from the same read: one change is
     // written, the other is a conflict (never a lost token).
-    let record = PartnerRecord {
-        id: "acme".into(),
-        display_name: "Acme".into(),
-        grant: mallgate_connectors::Grant::default(),
-        created_at: "2026-12-03T12:00:00Z".into(),
-        created_by: "operator".into(),
-        tokens: Vec::new(),
-    };
+    let record = acme();
     a.put_partner_if(&record, None).expect("onboarded");
     let again = b.put_partner_if(&record, None);
     assert!(
@@ -459,11 +455,18 @@ async fn etcd_down_keeps_serving_and_refuses_writes_then_resumes() {
             serving(mall, "voltmart")
         );
     }
-    let ready = a.get("/readyz").await;
-    assert_eq!(
-        (ready.status, &ready.body["store"]),
-        (200, &serde_json::json!("connected"))
-    );
+    // Readiness says connected once the watch is back (a retried reload may have applied
+    // the change a moment before).
+    let mut said = None;
+    for _ in 0..600 {
+        let ready = a.get("/readyz").await;
+        said = Some((ready.status, ready.body["store"].clone()));
+        if said == Some((200, serde_json::json!("connected"))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(said, Some((200, serde_json::json!("connected"))));
 }
 
 /// `store.tls` as a gateway config writes it: file references to PEM text.

@@ -20,57 +20,32 @@ fn replica(connectors: &std::path::Path, etcd: &Etcd, id: &str) -> Setup {
     support::fleet::replica(connectors, &etcd.endpoint(), "/three/", id)
 }
 
-/// The replicas `setup`'s fleet view lists: (id, the voltmart version it serves).
-async fn fleet(http: &reqwest::Client, setup: &Setup) -> Vec<(String, u64)> {
-    let (status, _, body) = admin(
-        http,
-        setup,
-        reqwest::Method::GET,
-        "/admin/v1/fleet",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let mut out: Vec<(String, u64)> = body["replicas"]
-        .as_array()
-        .expect("replicas")
+/// The replicas `setup`'s fleet view lists, by id, with one field of each record.
+async fn fleet_field<T>(
+    http: &reqwest::Client,
+    setup: &Setup,
+    field: impl Fn(&Value) -> T,
+) -> Vec<(String, T)> {
+    let mut out: Vec<(String, T)> = support::fleet::records(http, setup)
+        .await
         .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().expect("id").to_owned(),
-                r["connectors"]["voltmart"].as_u64().unwrap_or(0),
-            )
-        })
+        .map(|r| (r["id"].as_str().unwrap_or("").to_owned(), field(r)))
         .collect();
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// (id, the voltmart version it serves) per replica.
+async fn fleet(http: &reqwest::Client, setup: &Setup) -> Vec<(String, u64)> {
+    fleet_field(http, setup, |r| {
+        r["connectors"]["voltmart"].as_u64().unwrap_or(0)
+    })
+    .await
 }
 
 /// The store revision each replica's serving set was read at, by replica id.
 async fn revisions(http: &reqwest::Client, setup: &Setup) -> Vec<(String, i64)> {
-    let (_, _, body) = admin(
-        http,
-        setup,
-        reqwest::Method::GET,
-        "/admin/v1/fleet",
-        None,
-        None,
-    )
-    .await;
-    let mut out: Vec<(String, i64)> = body["replicas"]
-        .as_array()
-        .expect("replicas")
-        .iter()
-        .map(|r| {
-            (
-                r["id"].as_str().unwrap_or("").to_owned(),
-                r["store_revision"].as_i64().unwrap_or(0),
-            )
-        })
-        .collect();
-    out.sort();
-    out
+    fleet_field(http, setup, |r| r["store_revision"].as_i64().unwrap_or(0)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@
      2xx (the change accepted) until every replica serves the new version (polled on each
      replica's GET /admin/v1/connectors/voltmart, which answers from its serving set):
      p50, p99 and max, in milliseconds.
-(f2) fleet-wide rate limit: Voltmart's connector with `rate_limit_rps: RPS`, with one, then
-     two, then three replicas under the same load (LOAD_THREADS clients per replica, every
+(f2) fleet-wide rate limit: Voltmart's connector with `rate_limit_rps: RPS`, with three, then
+     two, then one replica (one stopped at a time) under the same load (LOAD_THREADS clients per replica, every
      search a new query, so every one wants a partner call); after WARM_SECONDS of load
      (each replica's bucket starts with its burst), the partner's observed rate of search
      calls over RATE_SECONDS (the simulator's counters) against its limit.
@@ -208,13 +208,25 @@ partner_secrets:
                 "seconds": round(secs, 2), "partner_rps": round(calls / secs, 2),
                 "limit_rps": RPS, "ratio_to_limit": round(calls / secs / RPS, 3)}
 
+    # Three first, then one stopped at a time (SIGTERM): every phase runs on warm
+    # processes, and the survivors' shares grow as leases go.
+    for r in replicas:
+        launch(r)
     rates = []
-    for n in (1, 2, 3):
-        launch(replicas[n - 1])
+    for n in (3, 2, 1):
         live = replicas[:n]
+        for gone in replicas[n:]:
+            if gone["proc"].poll() is None:
+                gone["proc"].send_signal(signal.SIGTERM)
+                gone["proc"].wait(timeout=60)
         wait_until(lambda: counted(live, n), what=f"{n} replicas counted")
         rates.append(load(live, f"n{n}"))
         print(f"(f2) {n} replica(s): {rates[-1]}", file=sys.stderr)
+    rates.reverse()
+    # The convergence runs on three again.
+    for r in replicas[1:]:
+        launch(r)
+    wait_until(lambda: counted(replicas, 3), what="3 replicas counted")
 
     # --- (f1) convergence over CHANGES changes ---------------------------------------
     base = open(voltmart_path).read()
