@@ -268,6 +268,56 @@ async fn fresh_revalidated_and_stale_answers_at_exact_instants() {
     assert_eq!(offers(&stale), 2, "{stale}");
 }
 
+/// Searches while their records are refreshed (stale-while-revalidate) share the window
+/// the first of them built, instead of each merging the same stale records again until the
+/// refresh lands; the next search after it merges the new records, once.
+#[tokio::test(start_paused = true)]
+async fn searches_during_a_refresh_share_one_window() {
+    let partners = Arc::new(Partners::default());
+    let api = api(&partners);
+    let search = "q=lamp";
+    let (status, first) = get(&api, "/v1/products", search).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["data"].as_array().map(Vec::len), Some(2), "{first}");
+    assert_eq!(api.metrics.windows_built(), 1);
+    // 30 s on: the window is fresh and serves; nothing is merged.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, fresh) = get(&api, "/v1/products", search).await;
+    assert_eq!(fresh["data"], first["data"]);
+    assert_eq!(api.metrics.windows_built(), 1);
+    // 61 s: past the records' TTL; each refresh takes 100 ms (virtual), and five searches
+    // come meanwhile.
+    for port in [ALPHA, BETA] {
+        partners.with(port, |r| r.delay = Duration::from_millis(100));
+    }
+    tokio::time::advance(Duration::from_secs(31)).await;
+    for _ in 0..5 {
+        let (status, body) = get(&api, "/v1/products", search).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(outcome(&body, "alpha"), Some("cached"), "{body}");
+    }
+    assert_eq!(
+        api.metrics.windows_built(),
+        2,
+        "five searches during the refresh, one merge"
+    );
+    // One refresh each was started (it runs once the searches let it).
+    settle().await;
+    assert_eq!((partners.calls(ALPHA), partners.calls(BETA)), (2, 2));
+    // The refreshes land and the held window's second is over.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    settle().await;
+    for _ in 0..3 {
+        let (status, body) = get(&api, "/v1/products", search).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        api.metrics.windows_built(),
+        3,
+        "the new records, merged once"
+    );
+}
+
 /// Five identical misses while Alpha takes 100 ms (virtual) to answer: one partner call,
 /// five answers.
 #[tokio::test(start_paused = true)]

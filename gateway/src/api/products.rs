@@ -24,7 +24,7 @@ use super::{
 };
 use crate::FastHash;
 use crate::cursor::{Cursor, random_u64};
-use crate::fanout::{self, PlannedCall, SourceResult, SourceStatus};
+use crate::fanout::{self, Outcome, PlannedCall, SourceResult, SourceStatus};
 use crate::merge::{RankedProducts, merge_products};
 use crate::problem::ApiError;
 
@@ -34,6 +34,9 @@ static SEARCH_PARAMS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLo
     known.push("cursor");
     known
 });
+
+/// How long a search window is reused at least (see `new_window`).
+const WINDOW_HOLD: Duration = Duration::from_secs(1);
 
 const AVAILABILITY: &[&str] = &[
     "in_stock",
@@ -431,15 +434,26 @@ impl Api {
     ) -> Result<Arc<Window>, ApiError> {
         let now = Instant::now();
         let complete = complete(sources);
-        let fresh_until = if complete {
-            sources
-                .iter()
-                .filter_map(|s| s.fresh_until)
-                .min()
-                .unwrap_or(now)
+        // A window is fresh as long as its sources' records. One built of records served
+        // while their refresh runs (stale-while-revalidate) is stale as it is made: it is
+        // held a second, or every request until the refresh lands would merge the same
+        // records again (a burst of CPU for each hot search at each expiry, as long as the
+        // slowest partner takes to answer). Incomplete windows are held a second too.
+        let hold = now + WINDOW_HOLD;
+        let revalidating = sources.iter().any(|s| {
+            s.status.outcome == Outcome::Cached && s.fresh_until.is_some_and(|t| t <= now)
+        });
+        let fresh_until = if !complete {
+            hold
         } else {
-            now + Duration::from_secs(1)
+            let until = sources.iter().filter_map(|s| s.fresh_until).min();
+            match until {
+                Some(t) if revalidating => t.max(hold),
+                Some(t) => t,
+                None => now,
+            }
         };
+        self.metrics.window_built();
         let statuses = statuses(sources);
         Ok(Arc::new(Window {
             id: random_u64(),

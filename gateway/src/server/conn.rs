@@ -16,11 +16,12 @@ use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::http::HttpApp;
 use crate::connections::{Connections, evictable};
-use crate::process::{Leave, handoff};
+use crate::process::{DrainState, Leave, handoff};
 
 /// What a keep-alive session is told it may last (pingora's default); the connection's
 /// idle limit is the header timeout.
@@ -71,11 +72,13 @@ impl Listener {
         // An idle connection (a new one too) gets the header timeout to start its next
         // request, and the head then as long again to arrive whole.
         let wait = Duration::from_millis(self.app.limits.header_timeout_ms);
+        // One view of the drain for the connection's life, not one per request.
+        let mut drain = self.app.drain.subscribe();
         loop {
             // The header timeout runs from when the connection starts waiting for a head.
             let head_by = Instant::now() + wait;
             if !pipelined {
-                match self.idle(&mut stream, wait).await {
+                match self.idle(&mut stream, &mut drain, wait).await {
                     Idle::Request => {}
                     Idle::Gone => return,
                     Idle::Close => return linger(stream).await,
@@ -87,7 +90,8 @@ impl Listener {
                     }
                 }
             }
-            let mut session = ServerSession::new_http1(stream);
+            // Boxed: the session is large, and it moves into the answer and its write.
+            let mut session = Box::new(ServerSession::new_http1(stream));
             match settings.take() {
                 Some(previous) => previous.apply_to_session(&mut session),
                 None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
@@ -103,9 +107,13 @@ impl Listener {
 
     /// Waits (at most `wait`) for the next request's first byte, unless the drain takes the
     /// connection first. The peek is given up without reading anything.
-    async fn idle(&self, stream: &mut Stream, wait: Duration) -> Idle {
+    async fn idle(
+        &self,
+        stream: &mut Stream,
+        drain: &mut watch::Receiver<DrainState>,
+        wait: Duration,
+    ) -> Idle {
         let since = Instant::now();
-        let mut drain = self.app.drain.subscribe();
         loop {
             let leave = self.app.drain.leave(&drain.borrow_and_update(), since);
             let (deadline, by_drain) = match leave {

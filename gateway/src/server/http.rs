@@ -30,7 +30,7 @@ struct Seen<'a> {
     method: &'static str,
     route: &'static str,
     started: tokio::time::Instant,
-    client: Option<String>,
+    client: Option<std::net::IpAddr>,
 }
 
 impl<'a> Seen<'a> {
@@ -41,10 +41,7 @@ impl<'a> Seen<'a> {
         started: tokio::time::Instant,
         http: &ServerSession,
     ) -> Self {
-        let client = http
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
+        let client = http.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         Self {
             span,
             method,
@@ -115,9 +112,10 @@ impl Admission {
         }
     }
 
-    /// Admits a request from `client`, or says why not.
-    fn admit(&self, client: &Client) -> Result<Admitted<'_>, ApiError> {
+    /// Admits a request of `session`, or says why not.
+    fn admit(&self, session: &ServerSession) -> Result<Admitted<'_>, ApiError> {
         if let (Some(clients), Some(rps)) = (&self.clients, self.config.client_rps) {
+            let client = client_of(session);
             let burst = self
                 .config
                 .client_burst
@@ -203,7 +201,7 @@ impl HttpApp {
                 status,
                 elapsed: seen.started.elapsed(),
                 request_id,
-                client: seen.client.as_deref(),
+                client: seen.client,
                 tally,
             },
         );
@@ -271,7 +269,9 @@ impl HttpApp {
             body: Bytes::from(body),
         };
         let response = match &self.handler {
-            Handler::Public(api) => api.handle(request).await,
+            // Boxed: a handler's future is large (a fan-out's whole state), and the
+            // request's future moves on its way to the runtime (timeout, span, tally).
+            Handler::Public(api) => Box::pin(api.handle(request)).await,
             // A change made here while a successor already serves would be unknown to it.
             Handler::Admin(_)
                 if self.drain.draining().is_some()
@@ -283,7 +283,7 @@ impl HttpApp {
                 };
                 Response::problem(&e, &request.path, "-")
             }
-            Handler::Admin(admin) => admin.handle(request).await,
+            Handler::Admin(admin) => Box::pin(admin.handle(request)).await,
             Handler::Metrics(api) => crate::admin::metrics_only(api, &request),
         };
         (response, head_only)
@@ -296,7 +296,7 @@ impl HttpApp {
     /// connection began to wait for it).
     pub(super) async fn answer(
         &self,
-        mut http: ServerSession,
+        mut http: Box<ServerSession>,
         shutdown: &ShutdownWatch,
         head_by: tokio::time::Instant,
     ) -> Option<Reuse> {
@@ -334,7 +334,7 @@ impl HttpApp {
         // everything else passes admission first.
         let admitted = match &self.admission {
             Some(admission) if !matches!(http.req_header().uri.path(), "/healthz" | "/readyz") => {
-                admission.admit(&client_of(&http)).map(Some)
+                admission.admit(&http).map(Some)
             }
             _ => Ok(None),
         };
@@ -380,7 +380,9 @@ impl HttpApp {
         };
         http.set_keepalive(if close { None } else { Some(60) });
         let mut header =
-            ResponseHeader::build(response.status, Some(response.headers.len() + 2)).ok()?;
+            // Names as written (all lower case): no second, case-keeping map per answer.
+            ResponseHeader::build_no_case(response.status, Some(response.headers.len() + 4))
+                .ok()?;
         for (name, value) in &response.headers {
             header.insert_header(*name, value.as_str()).ok()?;
         }
@@ -406,7 +408,7 @@ impl HttpApp {
 /// Writes the answer and finishes the session: the connection back when it can serve
 /// another request.
 async fn write(
-    mut http: ServerSession,
+    mut http: Box<ServerSession>,
     header: ResponseHeader,
     body: Bytes,
     head_only: bool,
@@ -417,7 +419,7 @@ async fn write(
     }
     let mut settings = HttpPersistentSettings::for_session(&http);
     crate::connections::waiting();
-    let (stream, prefix) = http.finish().await.ok()??.into_parts();
+    let (stream, prefix) = (*http).finish().await.ok()??.into_parts();
     let pipelined = prefix.is_some();
     if let Some(prefix) = prefix {
         settings.set_pipelined_prefix(prefix);

@@ -108,6 +108,7 @@ pub struct Metrics {
     refused: Family<ReasonLabel, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     canaries: Family<CanaryLabels, Counter>,
+    windows: Counter,
     /// What is read at scrape time; set once the gateway is built.
     state: OnceLock<State>,
     /// What running drills saw of the frontends' answers (it rides along the figures:
@@ -180,6 +181,12 @@ impl Metrics {
             "Canary verdicts: promoted or rolled_back",
             canaries.clone(),
         );
+        let windows = Counter::default();
+        families.register(
+            "mallgate_search_windows_built",
+            "Search result windows merged from their sources (a window serves its pages until it goes stale)",
+            windows.clone(),
+        );
         Self {
             drills: Arc::default(),
             families,
@@ -191,8 +198,19 @@ impl Metrics {
             refused,
             reloads,
             canaries,
+            windows,
             state: OnceLock::new(),
         }
+    }
+
+    /// A search window was merged from its sources.
+    pub fn window_built(&self) {
+        self.windows.inc();
+    }
+
+    /// Search windows merged so far.
+    pub fn windows_built(&self) -> u64 {
+        self.windows.get()
     }
 
     /// What the scrape reads beside the counters (set once, when the gateway is built).

@@ -13,6 +13,7 @@
 //! - **Metrics**: Prometheus families per gateway ([`metrics`]), most read from the state
 //!   the gateway keeps anyway (breakers, ejections, guardrails, the cache) at scrape time.
 
+mod access;
 pub mod metrics;
 pub mod request;
 pub mod traces;
@@ -101,8 +102,8 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
         .finish(std::io::stdout());
     metrics::set_log_drops(writer.error_counter());
     // Log lines are events only: span fields are for traces. Spans are refused per
-    // callsite, not per span, so with traces off no span is ever built (a filter that
-    // answers per span would have the registry build every one, then drop it).
+    // callsite, not per span (a filter that answers per span would have the registry
+    // build every one, then drop it).
     let events_only =
         DynFilterFn::new(|m: &tracing::Metadata<'_>, _: &Context<'_, _>| m.is_event())
             .with_callsite_filter(|m| {
@@ -114,14 +115,17 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
             });
     let events = filter(config)?.and(events_only);
     let logs = match format {
-        LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_writer(writer)
-            .with_filter(events)
-            .boxed(),
+        LogFormat::Json => {
+            access::write_json_to(writer.clone());
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(events)
+                .boxed()
+        }
         LogFormat::Text => fmt::layer()
             .with_writer(writer)
             .with_ansi(false)
@@ -137,9 +141,15 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
             m.is_span() && m.target().starts_with("mallgate")
         }))
     });
+    // With traces off, no span at all: a filter for the whole subscriber, outermost. The
+    // log layer's own filter refuses spans too, but a per-layer filter leaves the registry
+    // building each span (an id, a slot, enter and exit) for the other layers (measured:
+    // ~0.45 µs of a cached answer).
+    let no_spans = provider.is_none().then(|| filter_fn(|m| !m.is_span()));
     tracing_subscriber::registry()
         .with(logs)
         .with(spans)
+        .with(no_spans)
         .try_init()
         .map_err(|e| GatewayError::Startup(format!("logging is already set up: {e}")))?;
     if provider.is_some() {

@@ -58,9 +58,19 @@ pub(crate) async fn tallied<F: Future>(handler: F) -> (F::Output, SourceTally) {
 /// The route template of `path` (`/v1/products/{product_id}`): the `http.route` of spans,
 /// log lines and metric labels. Never the path itself: ids and tracking numbers stay out.
 pub fn route_of(path: &str) -> &'static str {
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // No route has more than seven segments: a longer path is unmatched, and nothing is
+    // allocated for a path on every request.
+    let mut parts = [""; 8];
+    let mut n = 0;
+    for segment in path.trim_start_matches('/').split('/') {
+        let Some(slot) = parts.get_mut(n) else {
+            return "unmatched";
+        };
+        *slot = segment;
+        n += 1;
+    }
     let filled = |s: &&str| !s.is_empty();
-    match parts.as_slice() {
+    match &parts[..n] {
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["openapi.json"] => "/openapi.json",
@@ -152,7 +162,7 @@ pub struct Answered<'a> {
     pub status: u16,
     pub elapsed: Duration,
     pub request_id: Option<&'a str>,
-    pub client: Option<&'a str>,
+    pub client: Option<std::net::IpAddr>,
     pub tally: SourceTally,
 }
 
@@ -174,6 +184,16 @@ pub fn answered(span: &tracing::Span, metrics: &Metrics, a: &Answered<'_>) {
     };
     let t = &a.tally;
     metrics.drills.request(t.drills, a.status);
+    if !super::access::write(a, trace_id.as_deref()) {
+        access_event(a, trace_id.as_deref());
+    }
+    metrics.request(a);
+}
+
+/// The access line as a `tracing` event (text logs, or before logging is set up).
+fn access_event(a: &Answered<'_>, trace_id: Option<&str>) {
+    let t = &a.tally;
+    let client = a.client.map(|ip| ip.to_string());
     tracing::info!(
         target: "mallgate::access",
         listener = a.listener,
@@ -183,8 +203,8 @@ pub fn answered(span: &tracing::Span, metrics: &Metrics, a: &Answered<'_>) {
         duration_ms = a.elapsed.as_secs_f64() * 1000.0,
         partner_ms = t.partner_wait.as_secs_f64() * 1000.0,
         request_id = a.request_id.unwrap_or("-"),
-        trace_id = trace_id.as_deref().unwrap_or("-"),
-        client.address = a.client.unwrap_or("-"),
+        trace_id = trace_id.unwrap_or("-"),
+        client.address = client.as_deref().unwrap_or("-"),
         sources.live = t.live,
         sources.cached = t.cached,
         sources.stale = t.stale,
@@ -192,7 +212,6 @@ pub fn answered(span: &tracing::Span, metrics: &Metrics, a: &Answered<'_>) {
         sources.skipped = t.skipped,
         "answered"
     );
-    metrics.request(a);
 }
 
 #[cfg(test)]

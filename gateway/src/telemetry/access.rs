@@ -1,0 +1,193 @@
+//! The access line of a request as JSON, written by a formatter of its own.
+//!
+//! With JSON logs (the default of `serve`) the access line is the one log line every
+//! request writes, and `tracing-subscriber`'s JSON formatter — a serde serializer fed field
+//! by field through a visitor, its output checked as UTF-8 again — cost ~2.7 µs of a cached
+//! answer's ~26 µs on the benchmark machine (`ops/bench/gateway.sh`, perf profile of (a)).
+//! Here the line is the same JSON object, fields in the same order, written straight into
+//! one buffer (the whole access line, hand-off to the writer included, ~0.9 µs in the same
+//! profile), as nginx and Envoy write theirs apart from their event logs. It
+//! goes to the same background writer as every other line (a blocked stdout drops lines,
+//! counted, and never stalls a request), and `RUST_LOG` / `log.level` still turn it off
+//! (it is an INFO record of `mallgate::access`, asked for as one). Text logs (`demo`) keep
+//! writing it as a `tracing` event.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::NonBlocking;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+
+use super::request::Answered;
+
+/// The writer of JSON access lines, once the process's logging says lines are JSON.
+static JSON: OnceLock<NonBlocking> = OnceLock::new();
+
+thread_local! {
+    /// One line's buffer per thread, kept between requests.
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+/// Access lines are JSON from now on, written to `writer`.
+pub(super) fn write_json_to(writer: NonBlocking) {
+    let _ = JSON.set(writer);
+}
+
+/// Whether the access line is an INFO record the log filter lets through (it is asked as
+/// an event of its target, which is how the filter sees it).
+fn wanted() -> bool {
+    tracing::enabled!(
+        kind: tracing::metadata::Kind::EVENT,
+        target: "mallgate::access",
+        tracing::Level::INFO
+    )
+}
+
+/// Writes `a`'s access line itself when lines are JSON; `false` when they are not (the
+/// caller then writes it as a `tracing` event).
+pub(super) fn write(a: &Answered<'_>, trace_id: Option<&str>) -> bool {
+    let Some(writer) = JSON.get() else {
+        return false;
+    };
+    if !wanted() {
+        return true;
+    }
+    LINE.with(|line| {
+        let Ok(mut line) = line.try_borrow_mut() else {
+            return;
+        };
+        line.clear();
+        format(&mut line, a, trace_id);
+        let _ = writer.clone().write_all(line.as_bytes());
+        // A request that logged an odd, long id leaves no large buffer behind.
+        if line.capacity() > 4096 {
+            *line = String::with_capacity(512);
+        }
+    });
+    true
+}
+
+/// The line, as `tracing-subscriber`'s flattened JSON format writes an event: timestamp,
+/// level, message, the fields in order, target.
+fn format(out: &mut String, a: &Answered<'_>, trace_id: Option<&str>) {
+    let t = &a.tally;
+    out.push_str("{\"timestamp\":\"");
+    let _ = SystemTime.format_time(&mut Writer::new(out));
+    out.push_str("\",\"level\":\"INFO\",\"message\":\"answered\",\"listener\":");
+    string(out, a.listener);
+    out.push_str(",\"http.request.method\":");
+    string(out, a.method);
+    out.push_str(",\"http.route\":");
+    string(out, a.route);
+    let _ = write!(
+        out,
+        ",\"http.response.status_code\":{},\"duration_ms\":{},\"partner_ms\":{}",
+        a.status,
+        a.elapsed.as_secs_f64() * 1000.0,
+        t.partner_wait.as_secs_f64() * 1000.0,
+    );
+    out.push_str(",\"request_id\":");
+    string(out, a.request_id.unwrap_or("-"));
+    out.push_str(",\"trace_id\":");
+    string(out, trace_id.unwrap_or("-"));
+    match a.client {
+        // An address has no character JSON escapes.
+        Some(ip) => {
+            let _ = write!(out, ",\"client.address\":\"{ip}\"");
+        }
+        None => out.push_str(",\"client.address\":\"-\""),
+    }
+    let _ = write!(
+        out,
+        ",\"sources.live\":{},\"sources.cached\":{},\"sources.stale\":{},\
+         \"sources.failed\":{},\"sources.skipped\":{},\"target\":\"mallgate::access\"}}",
+        t.live, t.cached, t.stale, t.failed, t.skipped
+    );
+    out.push('\n');
+}
+
+/// `s` as a JSON string (quoted and escaped: a request id is the client's text).
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut from = 0;
+    for (i, c) in s.char_indices() {
+        let escaped = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&s[from..i]);
+                let _ = write!(out, "\\u{:04x}", c as u32);
+                from = i + c.len_utf8();
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        out.push_str(escaped);
+        from = i + c.len_utf8();
+    }
+    out.push_str(&s[from..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::telemetry::request::SourceTally;
+
+    #[test]
+    fn the_line_is_the_json_object_tracing_writes() {
+        let tally = SourceTally {
+            live: 3,
+            failed: 1,
+            partner_wait: Duration::from_micros(2500),
+            ..SourceTally::default()
+        };
+        let a = Answered {
+            listener: "public",
+            method: "GET",
+            route: "/v1/products",
+            status: 200,
+            elapsed: Duration::from_micros(3250),
+            request_id: Some("a \"quoted\"\n\u{1}id\\ é"),
+            client: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            tally,
+        };
+        let mut line = String::new();
+        format(&mut line, &a, Some("0af7651916cd43dd8448eb211c80319c"));
+        assert!(line.ends_with("}\n"), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "answered");
+        assert_eq!(v["target"], "mallgate::access");
+        assert_eq!(v["http.route"], "/v1/products");
+        assert_eq!(v["http.response.status_code"], 200);
+        assert_eq!(v["duration_ms"], 3.25);
+        assert_eq!(v["partner_ms"], 2.5);
+        assert_eq!(v["request_id"], "a \"quoted\"\n\u{1}id\\ é");
+        assert_eq!(v["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(v["client.address"], "127.0.0.1");
+        assert_eq!(v["sources.live"], 3);
+        assert_eq!(v["sources.failed"], 1);
+        assert_eq!(v["sources.cached"], 0);
+        let stamp = v["timestamp"].as_str().expect("a timestamp");
+        stamp
+            .parse::<jiff::Timestamp>()
+            .expect("an RFC 3339 timestamp");
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys.len(), 18, "{keys:?}");
+    }
+}
