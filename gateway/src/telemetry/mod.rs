@@ -99,7 +99,13 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("mallgate-log")
-        .finish(std::io::stdout());
+        // Buffered: the writer thread writes what it has drained in one call and flushes
+        // when the queue is empty, instead of one write(2) per line (stdout is line
+        // buffered) — under load, one call for many lines to a file, pipe or journald.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     metrics::set_log_drops(writer.error_counter());
     // Log lines are events only: span fields are for traces. Spans are refused per
     // callsite, not per span (a filter that answers per span would have the registry
