@@ -84,6 +84,9 @@ pub struct SourceResult {
     pub records: Option<Arc<Records>>,
     /// Until when the data served is fresh (`None` for failed and skipped sources).
     pub fresh_until: Option<Instant>,
+    /// Served stale while its refresh runs (stale-while-revalidate): until when that
+    /// may go on.
+    pub revalidating_until: Option<Instant>,
 }
 
 impl SourceResult {
@@ -361,6 +364,7 @@ fn unanswered(
         status: s,
         records: None,
         fresh_until: None,
+        revalidating_until: None,
     }
 }
 
@@ -396,6 +400,7 @@ fn served(
         status: s,
         records: Some(Arc::clone(&entry.records)),
         fresh_until: Some(entry.fresh_until),
+        revalidating_until: None,
     }
 }
 
@@ -479,7 +484,9 @@ async fn one(
                 // The flight is a task of its own: dropping this handle does not cancel it.
                 drop(start_call());
             }
-            return served(&entry, Outcome::Cached, None);
+            let mut source = served(&entry, Outcome::Cached, None);
+            source.revalidating_until = Some(entry.revalidate_until);
+            return source;
         }
         Lookup::StaleIfError(entry) => Some(entry),
         Lookup::Miss => None,

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::FastHash;
 use crate::cursor::{Cursor, random_u64};
-use crate::fanout::{self, Outcome, PlannedCall, SourceResult, SourceStatus};
+use crate::fanout::{self, PlannedCall, SourceResult, SourceStatus};
 use crate::merge::{RankedProducts, merge_products};
 use crate::problem::ApiError;
 
@@ -436,22 +436,22 @@ impl Api {
         let complete = complete(sources);
         // A window is fresh as long as its sources' records. One built of records served
         // while their refresh runs (stale-while-revalidate) is stale as it is made: it is
-        // held a second, or every request until the refresh lands would merge the same
-        // records again (a burst of CPU for each hot search at each expiry, as long as the
-        // slowest partner takes to answer). Incomplete windows are held a second too.
+        // held a second (never past the policy's stale-while-revalidate), or every request
+        // until the refresh lands would merge the same records again (a burst of CPU for
+        // each hot search at each expiry, as long as the slowest partner takes to answer).
+        // Incomplete windows are held a second too.
         let hold = now + WINDOW_HOLD;
-        let revalidating = sources.iter().any(|s| {
-            s.status.outcome == Outcome::Cached && s.fresh_until.is_some_and(|t| t <= now)
-        });
+        let revalidating = sources.iter().filter_map(|s| s.revalidating_until).min();
         let fresh_until = if !complete {
             hold
+        } else if let Some(until) = revalidating {
+            hold.min(until)
         } else {
-            let until = sources.iter().filter_map(|s| s.fresh_until).min();
-            match until {
-                Some(t) if revalidating => t.max(hold),
-                Some(t) => t,
-                None => now,
-            }
+            sources
+                .iter()
+                .filter_map(|s| s.fresh_until)
+                .min()
+                .unwrap_or(now)
         };
         self.metrics.window_built();
         let statuses = statuses(sources);

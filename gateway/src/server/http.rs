@@ -380,7 +380,8 @@ impl HttpApp {
         };
         http.set_keepalive(if close { None } else { Some(60) });
         let mut header =
-            // Names as written (all lower case): no second, case-keeping map per answer.
+            // No second, case-keeping map per answer: pingora writes the names it knows
+            // title-cased (`Content-Type`), the others as given (`etag`, `x-request-id`).
             ResponseHeader::build_no_case(response.status, Some(response.headers.len() + 4))
                 .ok()?;
         for (name, value) in &response.headers {

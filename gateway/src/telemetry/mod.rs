@@ -76,10 +76,14 @@ fn filter(config: &GatewayConfig) -> Result<EnvFilter, GatewayError> {
         Ok(v) if !v.trim().is_empty() => v,
         _ => config.log.level.clone().unwrap_or_else(|| "info".into()),
     };
+    filter_of(&text, config.log.access)
+}
+
+fn filter_of(text: &str, access: bool) -> Result<EnvFilter, GatewayError> {
     let mut filter = EnvFilter::builder()
-        .parse(&text)
+        .parse(text)
         .map_err(|e| GatewayError::Startup(format!("log level `{text}`: {e}")))?;
-    if !config.log.access {
+    if !access {
         filter = filter.add_directive(
             "mallgate::access=off"
                 .parse()
@@ -87,6 +91,20 @@ fn filter(config: &GatewayConfig) -> Result<EnvFilter, GatewayError> {
         );
     }
     Ok(filter)
+}
+
+/// Whether `filter` lets the access line through. Asked once, of the filter alone (a
+/// global filter on a registry of its own): in the process's subscriber it is a per-layer
+/// filter, and `enabled!` there answers for all layers together, so it cannot tell.
+fn access_wanted(filter: EnvFilter) -> bool {
+    let probe = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(probe, || {
+        tracing::enabled!(
+            kind: tracing::metadata::Kind::EVENT,
+            target: "mallgate::access",
+            tracing::Level::INFO
+        )
+    })
 }
 
 /// Installs the process's logging and (when configured) trace export. Call once, from
@@ -99,13 +117,12 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .thread_name("mallgate-log")
-        // Buffered: the writer thread writes what it has drained in one call and flushes
+        // Buffered: the writer thread writes what it has drained in few calls and flushes
         // when the queue is empty, instead of one write(2) per line (stdout is line
         // buffered) — under load, one call for many lines to a file, pipe or journald.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
+        // At most 4 KiB a call (PIPE_BUF), whole lines: a write to a pipe stays atomic, so
+        // two instances sharing one stdout during an upgrade never interleave mid-line.
+        .finish(std::io::BufWriter::with_capacity(4096, std::io::stdout()));
     metrics::set_log_drops(writer.error_counter());
     // Log lines are events only: span fields are for traces. Spans are refused per
     // callsite, not per span (a filter that answers per span would have the registry
@@ -120,9 +137,12 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
                 }
             });
     let events = filter(config)?.and(events_only);
+    let mut json_access = None;
     let logs = match format {
         LogFormat::Json => {
-            access::write_json_to(writer.clone());
+            if access_wanted(filter(config)?) {
+                json_access = Some(writer.clone());
+            }
             fmt::layer()
                 .json()
                 .flatten_event(true)
@@ -158,6 +178,9 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
         .with(no_spans)
         .try_init()
         .map_err(|e| GatewayError::Startup(format!("logging is already set up: {e}")))?;
+    if let Some(writer) = json_access {
+        access::write_json_to(writer);
+    }
     if provider.is_some() {
         TRACING.store(true, Ordering::Relaxed);
         mallgate_connectors::runtime::telemetry::set_propagator(Box::new(traces::propagation));
@@ -166,4 +189,21 @@ pub fn init(config: &GatewayConfig, mode: Mode) -> Result<TelemetryGuard, Gatewa
         provider,
         _log: guard,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_line_follows_the_log_filter() {
+        let wanted =
+            |text: &str, access: bool| access_wanted(filter_of(text, access).expect("a filter"));
+        assert!(wanted("info", true));
+        assert!(wanted("warn,mallgate::access=info", true));
+        assert!(!wanted("info", false), "log.access: false");
+        assert!(!wanted("warn", true));
+        assert!(!wanted("info,mallgate::access=off", true));
+        assert!(!wanted("off", true));
+    }
 }
