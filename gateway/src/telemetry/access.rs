@@ -14,7 +14,6 @@
 //! refused). Text logs (`demo`) keep writing it as a `tracing` event.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
 
@@ -29,7 +28,7 @@ static JSON: OnceLock<NonBlocking> = OnceLock::new();
 
 thread_local! {
     /// One line's buffer per thread, kept between requests.
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
 }
 
 /// Access lines are JSON from now on, written to `writer` (set only when the log filter
@@ -50,27 +49,27 @@ pub(super) fn write(a: &Answered<'_>, trace_id: Option<&str>) -> bool {
         };
         line.clear();
         format(&mut line, a, trace_id);
-        let _ = writer.clone().write_all(line.as_bytes());
-        // A request that logged an odd, long id leaves no large buffer behind.
-        if line.capacity() > 4096 {
-            *line = String::with_capacity(512);
-        }
+        let _ = writer.clone().write_all(&line);
     });
     true
 }
 
 /// The line, as `tracing-subscriber`'s flattened JSON format writes an event: timestamp,
-/// level, message, the fields in order, target.
-fn format(out: &mut String, a: &Answered<'_>, trace_id: Option<&str>) {
+/// level, message, the fields in order, target. Strings go through serde_json, as there
+/// (a request id is the client's text); writes to a `Vec` do not fail.
+fn format(out: &mut Vec<u8>, a: &Answered<'_>, trace_id: Option<&str>) {
     let t = &a.tally;
-    out.push_str("{\"timestamp\":\"");
-    let _ = SystemTime.format_time(&mut Writer::new(out));
-    out.push_str("\",\"level\":\"INFO\",\"message\":\"answered\",\"listener\":");
-    string(out, a.listener);
-    out.push_str(",\"http.request.method\":");
-    string(out, a.method);
-    out.push_str(",\"http.route\":");
-    string(out, a.route);
+    out.extend_from_slice(b"{\"timestamp\":\"");
+    let _ = SystemTime.format_time(&mut Writer::new(&mut Utf8(out)));
+    out.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"answered\"");
+    let strings = [
+        ("listener", a.listener),
+        ("http.request.method", a.method),
+        ("http.route", a.route),
+    ];
+    for (name, value) in strings {
+        field(out, name, value);
+    }
     let _ = write!(
         out,
         ",\"http.response.status_code\":{},\"duration_ms\":{:?},\"partner_ms\":{:?}",
@@ -78,16 +77,14 @@ fn format(out: &mut String, a: &Answered<'_>, trace_id: Option<&str>) {
         a.elapsed.as_secs_f64() * 1000.0,
         t.partner_wait.as_secs_f64() * 1000.0,
     );
-    out.push_str(",\"request_id\":");
-    string(out, a.request_id.unwrap_or("-"));
-    out.push_str(",\"trace_id\":");
-    string(out, trace_id.unwrap_or("-"));
+    field(out, "request_id", a.request_id.unwrap_or("-"));
+    field(out, "trace_id", trace_id.unwrap_or("-"));
     match a.client {
         // An address has no character JSON escapes.
         Some(ip) => {
             let _ = write!(out, ",\"client.address\":\"{ip}\"");
         }
-        None => out.push_str(",\"client.address\":\"-\""),
+        None => out.extend_from_slice(b",\"client.address\":\"-\""),
     }
     let _ = write!(
         out,
@@ -95,34 +92,25 @@ fn format(out: &mut String, a: &Answered<'_>, trace_id: Option<&str>) {
          \"sources.failed\":{},\"sources.skipped\":{},\"target\":\"mallgate::access\"}}",
         t.live, t.cached, t.stale, t.failed, t.skipped
     );
-    out.push('\n');
+    out.push(b'\n');
 }
 
-/// `s` as a JSON string (quoted and escaped: a request id is the client's text).
-fn string(out: &mut String, s: &str) {
-    out.push('"');
-    let mut from = 0;
-    for (i, c) in s.char_indices() {
-        let escaped = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&s[from..i]);
-                let _ = write!(out, "\\u{:04x}", c as u32);
-                from = i + c.len_utf8();
-                continue;
-            }
-            _ => continue,
-        };
-        out.push_str(&s[from..i]);
-        out.push_str(escaped);
-        from = i + c.len_utf8();
+/// `,"name":"value"`, the value quoted and escaped by serde_json.
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// The line's bytes as a `fmt::Write` (for the timestamp formatter).
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
-    out.push_str(&s[from..]);
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -150,8 +138,9 @@ mod tests {
             client: Some(std::net::IpAddr::from([127, 0, 0, 1])),
             tally,
         };
-        let mut line = String::new();
-        format(&mut line, &a, Some("0af7651916cd43dd8448eb211c80319c"));
+        let mut bytes = Vec::new();
+        format(&mut bytes, &a, Some("0af7651916cd43dd8448eb211c80319c"));
+        let line = String::from_utf8(bytes).expect("UTF-8");
         assert!(line.ends_with("}\n"), "{line}");
         // Floats as serde_json writes them (`0.0`, not `0`): stores that infer a field's
         // type from its first value see a float.
@@ -159,8 +148,9 @@ mod tests {
             tally: SourceTally::default(),
             ..a
         };
-        let mut zero = String::new();
+        let mut zero = Vec::new();
         format(&mut zero, &idle, None);
+        let zero = String::from_utf8(zero).expect("UTF-8");
         assert!(zero.contains("\"partner_ms\":0.0,"), "{zero}");
         let v: serde_json::Value = serde_json::from_str(&line).expect("one JSON object");
         assert_eq!(v["level"], "INFO");
